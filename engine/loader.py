@@ -1,0 +1,92 @@
+"""Batches from device-resident tensors (after airbench): no DataLoader workers, no per-sample PIL work.
+
+The whole split sits on the device as one uint8 tensor; each epoch draws a seeded `randperm`, gathers the
+batch by index, optionally augments it as a batch, and normalises it on the device.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, epoch), so the data order of any epoch can be
+    reproduced without replaying the epochs before it (resuming needs no saved RNG state)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop with zero padding `padding` and random horizontal flip, for a whole uint8 batch at once."""
+    n, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    shifts = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(images.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+    rows = (shifts[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (shifts[1][:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    cropped = padded[batch, channel, rows, cols]
+    return torch.where(flips[:, None, None, None], cropped.flip(3), cropped)
+
+
+class DeviceBatches:
+    """Iterable of normalised `(images, labels)` batches over device-resident uint8 images.
+
+    With `shuffle`, each epoch's order is `randperm` seeded by (seed, epoch); call `set_epoch` before
+    iterating (a trainer handler does it on EPOCH_STARTED). Without it, samples come in order. The last
+    batch is kept even if smaller, so every sample counts once per epoch.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: bool = False,
+        channels_last: bool = False,
+    ):
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augment = augment
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        device = images.device
+        # x_norm = (x / 255 - mean) / std, folded into one multiply-add per element.
+        self.scale = (1.0 / (255.0 * std)).to(device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        self.shift = (-mean / std).to(device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the data order (and augmentation draw) of `epoch`."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.labels) // self.batch_size)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> normalised float32 in the loader's memory format."""
+        x = images.to(torch.float32).contiguous(memory_format=self.memory_format)
+        return torch.addcmul(self.shift, x, self.scale)
+
+    def __iter__(self):
+        # A generator body runs at the first next(), i.e. after the trainer's EPOCH_STARTED handlers
+        # have called set_epoch.
+        generator = epoch_generator(self.seed, self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator).to(self.images.device) if self.shuffle else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                images = self.images[start:start + self.batch_size]
+                labels = self.labels[start:start + self.batch_size]
+            else:
+                index = order[start:start + self.batch_size]
+                images, labels = self.images[index], self.labels[index]
+            if self.augment:
+                images = random_crop_flip(images, generator)
+            yield self.normalize(images), labels

@@ -1,0 +1,27 @@
+"""Checkpoint at the end of every epoch with Ignite's `Checkpoint` + atomic `DiskSaver`."""
+from __future__ import annotations
+
+import math
+
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, DiskSaver
+
+
+def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Checkpoint:
+    """Save `to_save` (the same dict a resume loads) as `checkpoint_<epoch>.pt`, keeping the last `n_saved`.
+
+    An epoch whose mean loss is not finite is never saved, so the last good checkpoint survives a NaN.
+    """
+    handler = Checkpoint(
+        to_save,
+        DiskSaver(run_dir, require_empty=False, atomic=True),
+        filename_prefix="",
+        n_saved=n_saved,
+        global_step_transform=lambda engine, _: engine.state.epoch,
+    )
+
+    def loss_is_finite(engine: Engine, _event: int) -> bool:
+        return math.isfinite(engine.state.metrics["loss_epoch"])
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=loss_is_finite), handler)
+    return handler

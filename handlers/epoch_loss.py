@@ -1,0 +1,15 @@
+"""Exact mean training loss of each epoch.
+
+Not `RunningAverage` (an exponential moving average): the mean over every sample of the epoch, each batch
+weighted by its size, accumulated on the device in float64 and reduced across processes under torchrun.
+"""
+import torch
+from ignite.engine import Engine
+from ignite.metrics import Average, MetricsLambda
+
+
+def attach(trainer: Engine, device: torch.device, name: str = "loss_epoch") -> None:
+    """Put the epoch's mean per-sample training loss into `trainer.state.metrics[name]` (a float)."""
+    # Per-sample losses as a column: Average then counts rows, i.e. samples, not batches.
+    per_sample = Average(output_transform=lambda output: output["sample_losses"].unsqueeze(1), device=device)
+    MetricsLambda(lambda total: total.item(), per_sample).attach(trainer, name)

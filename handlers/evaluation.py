@@ -1,0 +1,39 @@
+"""Test metrics: after every training epoch the evaluator runs over all test images."""
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.metrics import Accuracy, Loss, TopKCategoricalAccuracy
+from torch import nn
+
+
+def _logits_and_labels(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return output["y_pred"], output["y"]
+
+
+def test_metrics(device: torch.device, fine_to_coarse: torch.Tensor | None = None) -> dict:
+    """top-1 / top-5 accuracy and mean cross-entropy; with `fine_to_coarse` (CIFAR-100), also the accuracy of
+    the superclass implied by the predicted fine class."""
+    metrics = {
+        "accuracy": Accuracy(output_transform=_logits_and_labels, device=device),
+        "top5": TopKCategoricalAccuracy(k=5, output_transform=_logits_and_labels, device=device),
+        "loss": Loss(nn.CrossEntropyLoss(), output_transform=_logits_and_labels, device=device),
+    }
+    if fine_to_coarse is not None:
+        lookup = fine_to_coarse.to(device)
+        num_coarse = int(lookup.max()) + 1
+
+        def coarse(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            predicted = lookup[output["y_pred"].argmax(dim=1)]
+            # One-hot "logits" so Accuracy treats the superclass prediction as a multiclass argmax.
+            return nn.functional.one_hot(predicted, num_coarse), lookup[output["y"]]
+
+        metrics["superclass_accuracy"] = Accuracy(output_transform=coarse, device=device)
+    return metrics
+
+
+def attach(trainer: Engine, evaluator: Engine, test_batches, metrics: dict) -> None:
+    """Attach `metrics` to `evaluator` and run it over `test_batches` at the end of every training epoch."""
+    for name, metric in metrics.items():
+        metric.attach(evaluator, name)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(test_batches))

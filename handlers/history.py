@@ -1,0 +1,66 @@
+"""The run's record: `history.json` with the configuration and one entry per epoch, rewritten after each epoch."""
+from __future__ import annotations
+
+import json
+import os
+
+from ignite.engine import Engine, Events
+
+
+def write_json(path: str, obj) -> None:
+    """Write `obj` as indented JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class History:
+    """Per-epoch numbers of a run; also a stateful object for the checkpoint's `to_save` (plain lists/floats)."""
+
+    def __init__(self, path: str, header: dict, num_train: int):
+        self.path = path
+        self.header = header
+        self.num_train = num_train
+        self.epochs: list[dict] = []
+        self.final: dict = {}
+        self.status = "running"
+
+    def attach(self, trainer: Engine, evaluator: Engine) -> None:
+        """Record an epoch once the trainer's epoch metrics and the evaluator's test metrics are in."""
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator)
+
+    def _record(self, trainer: Engine, evaluator: Engine) -> None:
+        train_seconds = trainer.state.times["EPOCH_COMPLETED"]
+        record = {
+            "epoch": trainer.state.epoch,
+            "train_loss": trainer.state.metrics["loss_epoch"],
+            **{f"test_{name}": value for name, value in evaluator.state.metrics.items()},
+            "train_seconds": train_seconds,
+            "test_seconds": evaluator.state.times["COMPLETED"],
+            "images_per_s": self.num_train / train_seconds,
+        }
+        self.epochs.append(record)
+        self.save()
+
+    def finish(self, status: str) -> None:
+        """Mark the run finished (`completed`, `stopped: ...`) and store the final test numbers."""
+        self.status = status
+        if self.epochs:
+            last = self.epochs[-1]
+            self.final = {key: value for key, value in last.items() if key.startswith("test_") or key == "train_loss"}
+            self.final["epochs_trained"] = last["epoch"]
+        self.save()
+
+    def as_dict(self) -> dict:
+        return {**self.header, "status": self.status, "epochs": self.epochs, "final": self.final}
+
+    def save(self) -> None:
+        write_json(self.path, self.as_dict())
+
+    def state_dict(self) -> dict:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = list(state["epochs"])

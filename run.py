@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Train and compare ResNets on CIFAR-100 (or CIFAR-10). Parses flags and dispatches; see README.md."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.datasets import DATASETS
+from engine.devices import DEVICE_CHOICES
+from engine.errors import UserError
+from engine.experiment import TrainConfig, train
+from models import ARCHITECTURES
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        description="Train single- or multi-stage ResNets on CIFAR-100/CIFAR-10 with PyTorch Ignite.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--arch", choices=sorted(ARCHITECTURES), default=defaults.arch, help="network to train")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=defaults.dataset, help="dataset")
+    parser.add_argument("--data-dir", default=defaults.data_dir,
+                        help="folder holding cifar-100-python/ or cifar-10-batches-py/ (downloaded there if absent)")
+    parser.add_argument("--no-download", dest="download", action="store_false",
+                        help="never download; fail with a clear message if the dataset is missing")
+    parser.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="training batch size")
+    parser.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate")
+    parser.add_argument("--seed", type=non_negative_int, default=defaults.seed,
+                        help="seed for weights and data order; a CPU run repeats bit for bit")
+    parser.add_argument("--augment", action="store_true",
+                        help="random crop (pad 4) + horizontal flip, batched on the device (off: as the assignment)")
+    parser.add_argument("--blocks-per-stage", type=positive_int, default=defaults.blocks_per_stage,
+                        help="residual blocks per stage of the multi-stage net (3 gives ResNet-20)")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=defaults.device,
+                        help="auto picks CUDA, then MPS, then CPU")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16 autocast (default: on for CUDA, off elsewhere)")
+    parser.add_argument("--runs-root", default=defaults.runs_root,
+                        help="where run directories are created when --output-dir is not given")
+    parser.add_argument("--output-dir", default=None,
+                        help="the run directory itself (default: RUNS_ROOT/<dataset>-<arch>-<time>); never overwritten")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar (it is also off when stdout is not a terminal)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        train(config_from_args(args))
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
