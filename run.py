@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.errors import UserError
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the run directory itself (default: RUNS_ROOT/<dataset>-<arch>-<time>); never overwritten")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar (it is also off when stdout is not a terminal)")
+    parser.add_argument("--train-eval", type=non_negative_int, default=defaults.train_eval, metavar="N",
+                        help="also evaluate N fixed training images in eval mode each epoch (--bonus: 10000)")
+    parser.add_argument("--bonus", action="store_true",
+                        help="train singlestage and multistage with the same configuration and compare them")
+    parser.add_argument("--resume", metavar="DIR",
+                        help="continue the run (or, with --bonus, the bonus directory) in DIR from its last checkpoint")
+    parser.add_argument("--report", nargs="+", metavar="DIR",
+                        help="only rebuild the comparison report: from a bonus directory, or from two run directories")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return parser
 
@@ -83,9 +92,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report and len(args.report) > 2:
+        parser.error("argument --report: expected a bonus directory or two run directories")
+    config = config_from_args(args)
     try:
-        train(config_from_args(args))
+        if args.report:
+            report_only(args.report, args.output_dir, args.runs_root)
+        elif args.bonus:
+            run_bonus(config, resume_dir=args.resume)
+        else:
+            train(config, run_dir=args.resume, resume=args.resume is not None)
     except UserError as exc:
         if args.debug:
             raise

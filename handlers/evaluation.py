@@ -1,4 +1,5 @@
-"""Test metrics: after every training epoch the evaluator runs over all test images."""
+"""Evaluation after every training epoch: test metrics on all test images, and optionally the same metrics on
+a fixed subset of training images in eval mode ("train-eval"), so the train-test gap compares like with like."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,7 @@ def _logits_and_labels(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return output["y_pred"], output["y"]
 
 
-def test_metrics(device: torch.device, fine_to_coarse: torch.Tensor | None = None) -> dict:
+def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | None = None) -> dict:
     """top-1 / top-5 accuracy and mean cross-entropy; with `fine_to_coarse` (CIFAR-100), also the accuracy of
     the superclass implied by the predicted fine class."""
     metrics = {
@@ -32,8 +33,14 @@ def test_metrics(device: torch.device, fine_to_coarse: torch.Tensor | None = Non
     return metrics
 
 
-def attach(trainer: Engine, evaluator: Engine, test_batches, metrics: dict) -> None:
-    """Attach `metrics` to `evaluator` and run it over `test_batches` at the end of every training epoch."""
+def attach(trainer: Engine, evaluator: Engine, batches, metrics: dict) -> None:
+    """Attach `metrics` to `evaluator` and run it over `batches` at the end of every training epoch."""
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(test_batches))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(batches))
+
+
+def train_eval_indices(num_train: int, size: int, seed: int) -> torch.Tensor:
+    """A fixed, seeded subset of `size` training images (sorted), the same for every architecture."""
+    generator = torch.Generator().manual_seed(seed + 12_345)
+    return torch.randperm(num_train, generator=generator)[: min(size, num_train)].sort().values

@@ -27,20 +27,30 @@ class History:
         self.final: dict = {}
         self.status = "running"
 
-    def attach(self, trainer: Engine, evaluator: Engine) -> None:
-        """Record an epoch once the trainer's epoch metrics and the evaluator's test metrics are in."""
-        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluator)
+    def attach(self, trainer: Engine, evaluators: dict[str, Engine]) -> None:
+        """Record an epoch once the trainer's epoch metrics and every evaluator's metrics are in; an
+        evaluator's metrics are stored as `<its name>_<metric>`, e.g. `test_accuracy`."""
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluators)
+        # TerminateOnNan is what terminates a run early; COMPLETED follows TERMINATE, so mark the stop first.
+        trainer.add_event_handler(Events.TERMINATE, self._stopped)
+        trainer.add_event_handler(Events.COMPLETED, self._completed)
 
-    def _record(self, trainer: Engine, evaluator: Engine) -> None:
+    def _completed(self) -> None:
+        if self.status == "running":
+            self.finish("completed")
+
+    def _stopped(self, trainer: Engine) -> None:
+        self.finish(f"stopped: loss became NaN or infinite at epoch {trainer.state.epoch}, "
+                    f"iteration {trainer.state.iteration}")
+
+    def _record(self, trainer: Engine, evaluators: dict[str, Engine]) -> None:
         train_seconds = trainer.state.times["EPOCH_COMPLETED"]
-        record = {
-            "epoch": trainer.state.epoch,
-            "train_loss": trainer.state.metrics["loss_epoch"],
-            **{f"test_{name}": value for name, value in evaluator.state.metrics.items()},
-            "train_seconds": train_seconds,
-            "test_seconds": evaluator.state.times["COMPLETED"],
-            "images_per_s": self.num_train / train_seconds,
-        }
+        record = {"epoch": trainer.state.epoch, "train_loss": trainer.state.metrics["loss_epoch"]}
+        for prefix, evaluator in evaluators.items():
+            record.update({f"{prefix}_{name}": value for name, value in evaluator.state.metrics.items()})
+        record["train_seconds"] = train_seconds
+        record.update({f"{prefix}_seconds": evaluator.state.times["COMPLETED"] for prefix, evaluator in evaluators.items()})
+        record["images_per_s"] = self.num_train / train_seconds
         self.epochs.append(record)
         self.save()
 
@@ -49,7 +59,7 @@ class History:
         self.status = status
         if self.epochs:
             last = self.epochs[-1]
-            self.final = {key: value for key, value in last.items() if key.startswith("test_") or key == "train_loss"}
+            self.final = {key: value for key, value in last.items() if key not in ("epoch",)}
             self.final["epochs_trained"] = last["epoch"]
         self.save()
 

@@ -18,6 +18,8 @@ def format_epoch(record: dict, max_epochs: int) -> str:
     )
     if "test_superclass_accuracy" in record:
         line += f"  superclass {100 * record['test_superclass_accuracy']:.2f}%"
+    if "train_eval_accuracy" in record:
+        line += f"  train-eval acc {100 * record['train_eval_accuracy']:.2f}%"
     return line + f"  {record['train_seconds']:.1f}s  {record['images_per_s']:.0f} img/s"
 
 

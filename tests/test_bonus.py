@@ -1,0 +1,124 @@
+"""`run.py --bonus` and `--report` end to end on tiny synthetic data."""
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import run
+from test_cli import read_history
+
+
+def bonus(*args):
+    return run.main([*args, "--no-progress"])
+
+
+def colour_pixels(png, hex_colour):
+    """How many pixels of the image have (nearly) this colour."""
+    image = matplotlib.image.imread(png)[..., :3]
+    rgb = np.array([int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    return int((np.abs(image - rgb).max(axis=2) < 0.02).sum())
+
+
+@pytest.fixture
+def bonus_run(cifar10_dir, tmp_path, capsys):
+    """A finished 2-epoch bonus on tiny data: (data_dir, bonus_dir, what it printed)."""
+    data_dir, _ = cifar10_dir
+    bonus_dir = tmp_path / "bonus"
+    assert bonus("--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                 "--train-eval", "60", "--output-dir", str(bonus_dir)) == 0
+    return data_dir, bonus_dir, capsys.readouterr().out
+
+
+def test_bonus_trains_both_and_writes_the_report(bonus_run):
+    _, bonus_dir, out = bonus_run
+    assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "singlestage"]
+    histories = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
+    configs = [{k: v for k, v in h["config"].items() if k not in ("arch", "output_dir")} for h in histories.values()]
+    assert configs[0] == configs[1] and configs[0]["train_eval"] == 60
+
+    report = json.loads((bonus_dir / "report.json").read_text())
+    for arch, history in histories.items():
+        assert report["runs"][arch]["epochs"] == history["epochs"]
+        final = history["epochs"][-1]
+        assert report["runs"][arch]["final"]["gap_accuracy"] == pytest.approx(
+            final["train_eval_accuracy"] - final["test_accuracy"])
+        assert {"train_eval_accuracy", "train_eval_loss", "test_top5"} <= set(final)
+    assert report["runs"]["singlestage"]["model"] == {"parameters": 113_034, "macs_per_image": 114_131_264,
+                                                      "receptive_field": 27}
+    assert report["runs"]["multistage"]["model"]["receptive_field"] == 53
+    assert report["verdict"]["verdict"] in ("reducing underfitting", "reducing overfitting", "inconclusive", "mixed")
+
+    markdown = (bonus_dir / "report.md").read_text()
+    assert f"## Verdict: {report['verdict']['verdict']}" in markdown
+    single_epoch_2 = histories["singlestage"]["epochs"][1]
+    assert f"| 2 | singlestage | {single_epoch_2['train_loss']:.4f} |" in markdown
+    assert "Rule (multi-stage minus single-stage)" in markdown
+
+    png = str(bonus_dir / "curves.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert colour_pixels(png, "#ff7f0e") > 200 and colour_pixels(png, "#1f77b4") > 200  # both nets drawn
+    assert "Verdict: " in out and "== singlestage ==" in out and "== multistage ==" in out
+
+
+def test_train_eval_accuracy_is_measured_on_the_fixed_subset(bonus_run):
+    _, bonus_dir, _ = bonus_run
+    history = read_history(str(bonus_dir / "multistage"))
+    for record in history["epochs"]:
+        assert round(record["train_eval_accuracy"] * 60) == pytest.approx(record["train_eval_accuracy"] * 60, abs=1e-9)
+
+
+def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, capsys):
+    data_dir, bonus_dir, _ = bonus_run
+    finished = read_history(str(bonus_dir / "multistage"))
+    # Make the multi-stage run look interrupted after its first epoch.
+    os.remove(bonus_dir / "multistage" / "checkpoint_2.pt")
+    interrupted = dict(finished, status="running", epochs=finished["epochs"][:1])
+    (bonus_dir / "multistage" / "history.json").write_text(json.dumps(interrupted))
+    os.remove(bonus_dir / "report.json")
+
+    assert bonus("--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                 "--train-eval", "60", "--resume", str(bonus_dir)) == 0
+    out = capsys.readouterr().out
+    assert f"singlestage: already trained in {bonus_dir / 'singlestage'}, not training again" in out
+    assert "Epoch   1/2" not in out and "Epoch   2/2" in out
+    resumed = read_history(str(bonus_dir / "multistage"))
+    strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in h["epochs"]]  # noqa: E731
+    assert strip(resumed) == strip(finished)  # bit-identical to the uninterrupted run
+    assert (bonus_dir / "report.json").exists()
+
+
+def test_resume_with_a_different_configuration_is_refused(bonus_run, capsys):
+    data_dir, bonus_dir, _ = bonus_run
+    os.remove(bonus_dir / "multistage" / "checkpoint_2.pt")
+    assert bonus("--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                 "--train-eval", "60", "--lr", "0.01", "--resume", str(bonus_dir)) == 1
+    assert capsys.readouterr().err == f"error: cannot resume {bonus_dir / 'singlestage'}: 'lr' was 0.001, now 0.01\n"
+
+
+def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, capsys):
+    _, bonus_dir, _ = bonus_run
+    before = json.loads((bonus_dir / "report.json").read_text())
+    os.remove(bonus_dir / "report.md")
+    assert run.main(["--report", str(bonus_dir)]) == 0
+    assert "Epoch" not in capsys.readouterr().out
+    assert json.loads((bonus_dir / "report.json").read_text()) == before
+    assert (bonus_dir / "report.md").exists()
+
+
+def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    common = ["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "50", "--train-eval", "40"]
+    assert bonus(*common, "--arch", "singlestage", "--output-dir", str(tmp_path / "s")) == 0
+    assert bonus(*common, "--arch", "multistage", "--output-dir", str(tmp_path / "m")) == 0
+    assert bonus(*common, "--arch", "multistage", "--lr", "0.002", "--output-dir", str(tmp_path / "m2")) == 0
+    capsys.readouterr()
+    assert run.main(["--report", str(tmp_path / "s"), str(tmp_path / "m2"), "--output-dir", str(tmp_path / "r")]) == 1
+    assert capsys.readouterr().err == "error: the runs are not comparable: 'lr' differs (singlestage: 0.001, multistage: 0.002)\n"
+    assert not (tmp_path / "r").exists()
+    assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "s"), "--output-dir", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["runs"]["singlestage"]["run_dir"] == str(tmp_path / "s")
+    assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "m2")]) == 1
+    assert "one run per architecture" in capsys.readouterr().err

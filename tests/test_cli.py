@@ -1,0 +1,214 @@
+"""End-to-end runs on tiny synthetic data, checked against independent computations."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import engine.experiment
+import run
+from models import build_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args):
+    return run.main([*args, "--no-progress"])
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, "history.json")) as f:
+        return json.load(f)
+
+
+def scalars(run_dir, tag):
+    events = EventAccumulator(run_dir)
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
+
+
+def independent_eval(run_dir, arch, written, num_classes, epoch):
+    """Accuracy and mean loss of the saved checkpoint, with normalisation and forward pass done here."""
+    checkpoint = torch.load(os.path.join(run_dir, f"checkpoint_{epoch}.pt"), weights_only=True)
+    model = build_model(arch, num_classes)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    train = written["train_x"].reshape(-1, 3, 1024) / 255.0
+    mean, std = train.mean(axis=(0, 2)), train.std(axis=(0, 2))
+    test = (written["test_x"].reshape(-1, 3, 32, 32) / 255.0 - mean[:, None, None]) / std[:, None, None]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(test).float())
+    labels = torch.from_numpy(written["test_y"])
+    predictions = logits.argmax(1).numpy()
+    return predictions, float(torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_two_epoch_run_matches_independent_computation(cifar10_dir, tmp_path):
+    data_dir, written = cifar10_dir
+    run_dir = str(tmp_path / "run")
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+               "--output-dir", run_dir, "--no-download") == 0
+    history = read_history(run_dir)
+    assert history["status"] == "completed"
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert history["num_train"] == 100 and history["num_test"] == 40
+    assert history["parameters"] == 175_722  # multi-stage net, 10 classes
+
+    # Epoch mean = sample-weighted mean of the per-iteration batch losses logged to TensorBoard.
+    batch_losses = scalars(run_dir, "train/loss_iter")
+    assert [step for step, _ in batch_losses] == list(range(1, 9))
+    sizes = [32, 32, 32, 4]
+    for epoch in (1, 2):
+        chunk = [value for _, value in batch_losses[4 * (epoch - 1):4 * epoch]]
+        expected = sum(loss * size for loss, size in zip(chunk, sizes)) / 100
+        assert history["epochs"][epoch - 1]["train_loss"] == pytest.approx(expected, rel=1e-6)
+    assert scalars(run_dir, "train/loss_epoch") == [
+        (e["epoch"], pytest.approx(e["train_loss"], rel=1e-6)) for e in history["epochs"]
+    ]
+
+    # Test accuracy and loss = a second pass over the test set with the saved final weights.
+    predictions, loss = independent_eval(run_dir, "multistage", written, 10, epoch=2)
+    final = history["epochs"][-1]
+    assert final["test_accuracy"] == pytest.approx(float(np.mean(predictions == written["test_y"])), abs=1e-12)
+    assert final["test_loss"] == pytest.approx(loss, rel=1e-4)
+    assert history["final"]["test_accuracy"] == final["test_accuracy"]
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt", "checkpoint_2.pt"]
+    assert [step for step, _ in scalars(run_dir, "test/accuracy")] == [1, 2]
+
+
+def test_cifar100_superclass_accuracy(cifar100_dir, tmp_path):
+    data_dir, written = cifar100_dir
+    run_dir = str(tmp_path / "run")
+    assert cli("--data-dir", data_dir, "--arch", "singlestage", "--epochs", "1", "--batch-size", "50",
+               "--output-dir", run_dir) == 0
+    record = read_history(run_dir)["epochs"][0]
+    predictions, _ = independent_eval(run_dir, "singlestage", written, 100, epoch=1)
+    coarse = written["fine_to_coarse"]
+    expected = float(np.mean(coarse[predictions] == coarse[written["test_y"]]))
+    assert record["test_superclass_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert record["test_top5"] >= record["test_accuracy"]
+
+
+def test_same_seed_gives_bit_identical_history(cifar10_dir, tmp_path):
+    data_dir, _ = cifar10_dir
+    records = []
+    for name in ("a", "b"):
+        assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                   "--augment", "--seed", "7", "--output-dir", str(tmp_path / name)) == 0
+        records.append([{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"}
+                        for e in read_history(str(tmp_path / name))["epochs"]])
+    assert records[0] == records[1]
+
+
+def test_existing_run_directory_is_never_overwritten(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("precious")
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "10", "--output-dir", str(run_dir)) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: run directory {run_dir} already exists and is not empty; choose another --output-dir\n"
+    assert os.listdir(run_dir) == ["notes.txt"] and (run_dir / "notes.txt").read_text() == "precious"
+
+
+def test_output_dir_that_is_a_file(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "10", "--output-dir", str(target)) == 1
+    assert "exists and is a file" in capsys.readouterr().err
+    assert target.read_text() == "x"
+
+
+def test_batch_size_larger_than_training_set(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "101",
+               "--output-dir", str(tmp_path / "run")) == 1
+    assert capsys.readouterr().err == "error: --batch-size 101 is larger than the training set (100 images)\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_with_no_download(tmp_path, capsys):
+    assert cli("--data-dir", str(tmp_path / "empty"), "--no-download", "--output-dir", str(tmp_path / "run")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cifar100 not found: expected the folder ") and err.count("\n") == 1
+    assert "cifar-100-python.tar.gz" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+        (["--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
+        (["--epochs", "ten"], "argument --epochs: expected a whole number, got 'ten'"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--lr", "0"], "argument --lr: must be a positive finite number, got 0"),
+        (["--lr", "nan"], "argument --lr: must be a positive finite number, got nan"),
+        (["--arch", "vgg"], "argument --arch: invalid choice: 'vgg'"),
+        (["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
+    ],
+)
+def test_bad_flags_are_refused_by_argparse(args, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        run.main(args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
+    data_dir, _ = cifar10_dir
+    create_trainer = engine.experiment.create_trainer
+
+    def poisoned_trainer(model, optimizer, device, amp=False):
+        trainer = create_trainer(model, optimizer, device, amp)
+        step = trainer._process_function
+
+        def train_step(engine_, batch):
+            output = step(engine_, batch)
+            if engine_.state.iteration == 6:  # epoch 2, second batch
+                output["loss"] = output["loss"] * float("nan")
+            return output
+
+        trainer._process_function = train_step
+        return trainer
+
+    monkeypatch.setattr(engine.experiment, "create_trainer", poisoned_trainer)
+    run_dir = tmp_path / "run"
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "3", "--batch-size", "32",
+               "--output-dir", str(run_dir)) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: training stopped: the loss became NaN or infinite at epoch 2, iteration 6; "
+                   f"the last good checkpoint is in {run_dir}\n")
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+    history = read_history(str(run_dir))
+    assert history["status"].startswith("stopped: loss became NaN") and len(history["epochs"]) == 1
+    assert torch.load(run_dir / "checkpoint_1.pt", weights_only=True)["trainer"]["iteration"] == 4  # end of epoch 1
+
+
+def test_help_documents_every_flag_with_default():
+    out = subprocess.run([sys.executable, "run.py", "--help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for flag in ("--arch", "--dataset", "--data-dir", "--no-download", "--epochs", "--batch-size", "--lr", "--seed",
+                 "--augment", "--blocks-per-stage", "--device", "--amp", "--output-dir", "--no-progress", "--debug"):
+        assert flag in out
+    assert "(default: 10)" in out and "(default: 0.001)" in out and "(default: cifar100)" in out
+
+
+def test_command_line_end_to_end(cifar10_dir, tmp_path):
+    data_dir, _ = cifar10_dir
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "run.py", "--dataset", "cifar10", "--data-dir", data_dir, "--arch", "singlestage",
+         "--epochs", "2", "--batch-size", "50", "--output-dir", str(run_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Run directory: {run_dir}"
+    assert lines[1].startswith("Epoch   1/2  train loss ") and lines[2].startswith("Epoch   2/2  train loss ")
+    history = read_history(str(run_dir))
+    assert f"{history['epochs'][1]['train_loss']:.4f}" in lines[2]
+    assert lines[-1].endswith(f"run directory: {run_dir}")
