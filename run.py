@@ -9,7 +9,7 @@ from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.errors import UserError
-from engine.experiment import TrainConfig, train
+from engine.experiment import Interrupted, TrainConfig, train
 from models import ARCHITECTURES
 
 
@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also evaluate N fixed training images in eval mode each epoch (--bonus: 10000)")
     parser.add_argument("--bonus", action="store_true",
                         help="train singlestage and multistage with the same configuration and compare them")
-    parser.add_argument("--resume", metavar="DIR",
-                        help="continue the run (or, with --bonus, the bonus directory) in DIR from its last checkpoint")
+    parser.add_argument("--resume", metavar="auto|DIR|CHECKPOINT",
+                        help="continue a run from its last checkpoint: 'auto' (the newest run under RUNS_ROOT with "
+                             "this configuration), a run directory or a checkpoint file; with --bonus, a bonus directory")
     parser.add_argument("--report", nargs="+", metavar="DIR",
                         help="only rebuild the comparison report: from a bonus directory, or from two run directories")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -103,11 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         elif args.bonus:
             run_bonus(config, resume_dir=args.resume)
         else:
-            train(config, run_dir=args.resume, resume=args.resume is not None)
+            train(config, resume=args.resume)
+    except Interrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except UserError as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # unreadable data, a full disk outside a checkpoint, ...
+        if args.debug:
+            raise
+        print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

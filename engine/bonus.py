@@ -7,7 +7,8 @@ import time
 
 import handlers.comparison_report
 from engine.errors import UserError
-from engine.experiment import TrainConfig, check_resumable, latest_checkpoint, load_data, train
+from engine.experiment import TrainConfig, load_data, train
+from engine.resume import check_resumable, has_checkpoint
 from engine.rundir import create_run_dir
 from handlers.comparison_report import ARCH_ORDER, read_history
 
@@ -36,7 +37,7 @@ def run_bonus(config: TrainConfig, resume_dir: str | None = None) -> str:
     for arch in ARCH_ORDER:
         arch_dir = os.path.join(bonus_dir, arch)
         arch_config = dataclasses.replace(config, arch=arch, output_dir=arch_dir)
-        resume = resume_dir is not None and latest_checkpoint(arch_dir) is not None
+        resume = resume_dir is not None and has_checkpoint(arch_dir)
         if resume:
             check_resumable(arch_config, arch_dir)
             if read_history(arch_dir).get("status") == "completed":
@@ -50,7 +51,7 @@ def run_bonus(config: TrainConfig, resume_dir: str | None = None) -> str:
             attach_report = lambda run: handlers.comparison_report.attach(run.trainer, bonus_dir)  # noqa: E731
             report_written = True
         print(f"== {arch} ==", flush=True)
-        train(arch_config, data=data, run_dir=arch_dir, resume=resume, on_built=attach_report)
+        train(arch_config, data=data, run_dir=arch_dir, resume=arch_dir if resume else None, on_built=attach_report)
     if not report_written:  # every run was already finished: nothing trained, so write the report here
         handlers.comparison_report.write_report(bonus_dir, handlers.comparison_report.read_bonus_histories(bonus_dir))
     return bonus_dir

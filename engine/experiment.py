@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import glob
-import json
+import errno
 import os
 import platform
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,16 +15,19 @@ import torchvision
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, TerminateOnNan
 from ignite.handlers.tensorboard_logger import TensorboardLogger
+from ignite.metrics import Metric
 
 import handlers.checkpointing
 import handlers.epoch_loss
 import handlers.evaluation
 import handlers.progress
 import handlers.tensorboard_logging
+from handlers.interrupts import GracefulStop
 from engine.datasets import DATASETS, CifarData, channel_stats, load_cifar
 from engine.devices import resolve_device
 from engine.errors import UserError
 from engine.loader import DeviceBatches
+from engine.resume import RunIdentity, check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
 from engine.rundir import create_run_dir, default_run_dir
 from engine.training import create_evaluator, create_trainer
 from handlers.history import History
@@ -57,6 +58,14 @@ class TrainConfig:
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite."""
+
+
+class Interrupted(UserError):
+    """Stopped by SIGINT/SIGTERM after writing a checkpoint; `exit_code` is 130 or 143."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def load_data(config: TrainConfig) -> CifarData:
@@ -95,45 +104,12 @@ class Run:
     test_batches: DeviceBatches
     mean: torch.Tensor
     std: torch.Tensor
+    epoch_loss: Metric | None = None  # the accumulator behind trainer.state.metrics["loss_epoch"]
 
     @property
     def log_every(self) -> int:
         # On CPU a per-iteration look at the loss is free; on a GPU it forces a sync, so look less often.
         return 1 if self.device.type == "cpu" else 50
-
-
-def latest_checkpoint(run_dir: str) -> str | None:
-    """The `checkpoint_<epoch>.pt` with the highest epoch in `run_dir`, or None."""
-    found = {}
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_*.pt")):
-        match = re.fullmatch(r"checkpoint_(\d+)\.pt", os.path.basename(path))
-        if match:
-            found[int(match.group(1))] = path
-    return found[max(found)] if found else None
-
-
-# Fields a resumed run may change: more epochs, where things are, how progress shows.
-RESUMABLE_CHANGES = {"epochs", "progress", "output_dir", "runs_root", "download", "data_dir", "device"}
-
-
-def check_resumable(config: TrainConfig, run_dir: str) -> None:
-    """Refuse, naming the field, to resume a run whose stored configuration differs from `config`."""
-    try:
-        with open(os.path.join(run_dir, "history.json")) as f:
-            stored = json.load(f)["config"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot resume {run_dir}: no readable history.json ({exc})") from None
-    for field, value in dataclasses.asdict(config).items():
-        if field not in RESUMABLE_CHANGES and field in stored and stored[field] != value:
-            raise UserError(f"cannot resume {run_dir}: '{field}' was {stored[field]!r}, now {value!r}")
-
-
-def load_checkpoint(path: str, device: torch.device) -> dict:
-    """Load a checkpoint safely (`weights_only=True`: tensors and primitives only)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
 
 def build_run(config: TrainConfig, data: CifarData) -> Run:
@@ -164,11 +140,11 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
     trainer = create_trainer(model, optimizer, device, amp)
     evaluators = {"test": create_evaluator(model, device, amp)}
     run = Run(config, device, amp, data, model, optimizer, trainer, evaluators, train_batches, test_batches, mean, std)
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: train_batches.set_epoch(engine.state.epoch))
+    trainer.add_event_handler(Events.EPOCH_STARTED, _select_epoch_data, train_batches)
     stop_on_nan = TerminateOnNan(lambda out: out["loss"])
     stop_on_nan.logger.disabled = True  # train() reports the stop in one line of its own
     trainer.add_event_handler(Events.ITERATION_COMPLETED(every=run.log_every), stop_on_nan)
-    handlers.epoch_loss.attach(trainer, device)
+    run.epoch_loss = handlers.epoch_loss.attach(trainer, device)
     fine_to_coarse = fine_to_coarse_map(data)
     handlers.evaluation.attach(
         trainer, evaluators["test"], test_batches, handlers.evaluation.classification_metrics(device, fine_to_coarse)
@@ -184,6 +160,12 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
             trainer, evaluators["train_eval"], train_eval_batches, handlers.evaluation.classification_metrics(device)
         )
     return run
+
+
+def _select_epoch_data(trainer: Engine, batches: DeviceBatches) -> None:
+    # Non-zero only when resuming in the middle of an epoch: skip the batches already trained on.
+    done = trainer.state.iteration - (trainer.state.epoch - 1) * len(batches)
+    batches.set_epoch(trainer.state.epoch, start_batch=done)
 
 
 def run_header(run: Run, run_dir: str) -> dict:
@@ -202,70 +184,137 @@ def run_header(run: Run, run_dir: str) -> dict:
     }
 
 
-def attach_outputs(run: Run, run_dir: str, progress: bool) -> tuple[History, dict, TensorboardLogger | None]:
+@dataclass
+class Outputs:
+    """What `attach_outputs` set up: the history, what a checkpoint holds, and the TensorBoard logger."""
+
+    history: History
+    to_save: dict
+    tb_logger: TensorboardLogger | None
+
+    def close(self) -> None:
+        if self.tb_logger is not None:
+            self.tb_logger.close()
+
+
+def attach_outputs(run: Run, run_dir: str, progress: bool, purge_step: int | None = None) -> Outputs:
     """History, checkpoints, TensorBoard and console output (files and prints on rank 0 only).
 
-    Returns the history, the `to_save` dict (what a checkpoint holds and a resume loads) and the
-    TensorBoard logger (None on other ranks), which the caller closes.
+    The order of the EPOCH_COMPLETED handlers matters: history record, TensorBoard iteration flush,
+    checkpoint, TensorBoard epoch points, console line (see handlers/tensorboard_logging.py).
     """
     history = History(os.path.join(run_dir, "history.json"), run_header(run, run_dir), len(run.data.train))
-    to_save = {"model": run.model, "optimizer": run.optimizer, "trainer": run.trainer, "history": history}
+    # "identity" first: a checkpoint of another run is refused before any weights are loaded.
+    to_save = {"identity": RunIdentity(run.config), "model": run.model, "optimizer": run.optimizer,
+               "trainer": run.trainer, "history": history, "epoch_loss": run.epoch_loss}
     if idist.get_rank() != 0:
-        return history, to_save, None
+        return Outputs(history, to_save, None)
     history.attach(run.trainer, run.evaluators)
+    tb_logger = handlers.tensorboard_logging.attach_iteration_logging(
+        run.trainer, run.optimizer, run_dir, run.log_every, purge_step
+    )
     handlers.checkpointing.attach(run.trainer, to_save, run_dir)
-    tb_logger = handlers.tensorboard_logging.attach(run.trainer, run.evaluators, run.optimizer, run_dir, run.log_every)
+    handlers.tensorboard_logging.attach_epoch_logging(run.trainer, tb_logger, history)
     handlers.progress.attach(run.trainer, history, show_bar=progress, log_every=run.log_every)
-    return history, to_save, tb_logger
+    return Outputs(history, to_save, tb_logger)
+
+
+def resolve_resume(config: TrainConfig, resume: str, epoch_length: int) -> tuple[str, str]:
+    """`--resume auto | RUN_DIR | CHECKPOINT` -> (run directory, checkpoint file)."""
+    if resume == "auto":
+        run_dir = find_auto_resume(config, config.runs_root)
+        if run_dir is None:
+            raise UserError(f"--resume auto: no run under {config.runs_root}/ with this configuration has a checkpoint")
+    elif os.path.isfile(resume):
+        return os.path.dirname(resume) or ".", resume
+    elif os.path.isdir(resume):
+        run_dir = resume
+    else:
+        raise UserError(f"cannot resume: {resume} is neither a run directory nor a checkpoint file")
+    checkpoint = latest_checkpoint(run_dir, epoch_length)
+    if checkpoint is None:
+        raise UserError(f"cannot resume: {run_dir} holds no checkpoint (checkpoint_<epoch>.pt)")
+    return run_dir, checkpoint
+
+
+def _restore_epoch_accumulator_once(run: Run, state: dict) -> None:
+    """After a mid-epoch resume, the epoch-loss accumulator is reset on EPOCH_STARTED like every epoch;
+    put the saved partial sums back right after that, once."""
+
+    def restore(engine: Engine) -> None:
+        run.epoch_loss.load_state_dict(state)
+        engine.remove_event_handler(restore, Events.EPOCH_STARTED)
+
+    run.trainer.add_event_handler(Events.EPOCH_STARTED, restore)
 
 
 def train(
     config: TrainConfig,
     data: CifarData | None = None,
     run_dir: str | None = None,
-    resume: bool = False,
+    resume: str | None = None,
     on_built: Callable[[Run], None] | None = None,
 ) -> dict:
     """Train `config.arch` on `config.dataset`, test after every epoch, and return the history dict.
 
-    `data` may be passed in to share one loaded dataset between runs; `run_dir` overrides the configured one.
-    With `resume`, the run continues from the newest checkpoint in `run_dir`. `on_built` may attach further
-    handlers (the bonus attaches its comparison report) before training starts.
+    `data` may be passed in to share one loaded dataset between runs; `run_dir` overrides the configured
+    one. `resume` ("auto", a run directory or a checkpoint file) continues a run from its checkpoint.
+    `on_built` may attach further handlers (the bonus attaches its comparison report) before training.
     """
     data = data or load_data(config)
     run = build_run(config, data)
-    run_dir = run_dir or config.output_dir or default_run_dir(config.runs_root, config.dataset, config.arch)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if resume and checkpoint is None:
-        raise UserError(f"cannot resume: no checkpoint_<epoch>.pt in {run_dir}")
-    if resume:
+    checkpoint = None
+    if resume is not None:
+        run_dir, checkpoint = resolve_resume(config, resume, len(run.train_batches))
         check_resumable(config, run_dir)
+    run_dir = run_dir or config.output_dir or default_run_dir(config.runs_root, config.dataset, config.arch)
     rank0 = idist.get_rank() == 0
-    if rank0 and not resume:
+    if rank0 and checkpoint is None:
         create_run_dir(run_dir)
-    history, to_save, tb_logger = attach_outputs(run, run_dir, config.progress)
-    if checkpoint is not None:
-        Checkpoint.load_objects(to_load=to_save, checkpoint=load_checkpoint(checkpoint, run.device))
+    state = load_checkpoint(checkpoint, run.device) if checkpoint else None
+    purge_step = state["trainer"]["iteration"] + 1 if state else None
+    outputs = attach_outputs(run, run_dir, config.progress, purge_step)
+    if state is not None:
+        to_load = {key: obj for key, obj in outputs.to_save.items() if key != "epoch_loss"}
+        Checkpoint.load_objects(to_load=to_load, checkpoint=state)
+        if run.trainer.state.iteration % len(run.train_batches):
+            _restore_epoch_accumulator_once(run, state["epoch_loss"])
+        if rank0:
+            handlers.tensorboard_logging.complete_after_resume(outputs.tb_logger, run_dir, outputs.history)
     if rank0:
-        resumed = f" (resuming after epoch {run.trainer.state.epoch} from {checkpoint})" if checkpoint else ""
+        resumed = (f" (resuming at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration} "
+                   f"from {checkpoint})" if checkpoint else "")
         print(f"Run directory: {run_dir}{resumed}", flush=True)
+    stop = GracefulStop()
+    stop.attach(run.trainer, lambda engine: handlers.checkpointing.save_interrupted(engine, outputs.to_save, run_dir))
+    diverged = []
+    run.trainer.add_event_handler(Events.TERMINATE, lambda engine: stop.signum is None and diverged.append(True))
     if on_built is not None:
         on_built(run)
-    diverged = []
-    run.trainer.add_event_handler(Events.TERMINATE, lambda engine: diverged.append(engine.state.iteration))
     try:
-        if run.trainer.state.epoch < config.epochs:
+        if run.trainer.state.iteration < config.epochs * len(run.train_batches):
             run.trainer.run(run.train_batches, max_epochs=config.epochs)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device while writing to {run_dir}; the last complete "
+                            "checkpoint there is intact: free some space and resume with --resume") from None
+        raise UserError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
     finally:
-        if tb_logger is not None:
-            tb_logger.close()
-    state = run.trainer.state
+        stop.restore()
+        outputs.close()
+    at = f"epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}"
+    if stop.signum is not None:
+        if rank0:
+            outputs.history.finish(f"interrupted at {at}")
+        raise Interrupted(stop.exit_code, f"interrupted at {at}; checkpoint written. "
+                          f"Continue with: python run.py --resume {run_dir}")
     if diverged:
+        if rank0:
+            outputs.history.finish(f"stopped: loss became NaN or infinite at {at}")
         raise TrainingDiverged(
-            f"training stopped: the loss became NaN or infinite at epoch {state.epoch}, iteration {state.iteration}; "
-            f"the last good checkpoint is in {run_dir}"
+            f"training stopped: the loss became NaN or infinite at {at}; the last good checkpoint is in {run_dir}"
         )
     if rank0:
-        print(f"Final test accuracy {100 * history.epochs[-1]['test_accuracy']:.2f}% after {config.epochs} epochs; "
-              f"run directory: {run_dir}", flush=True)
-    return history.as_dict()
+        print(f"Final test accuracy {100 * outputs.history.epochs[-1]['test_accuracy']:.2f}% after {config.epochs} "
+              f"epochs; run directory: {run_dir}", flush=True)
+    return outputs.history.as_dict()

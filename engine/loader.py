@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator whose state depends only on (seed, epoch), so the data order of any epoch can be
-    reproduced without replaying the epochs before it (resuming needs no saved RNG state)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+def epoch_generator(seed: int, epoch: int, batch: int | None = None) -> torch.Generator:
+    """A CPU generator whose state depends only on (seed, epoch[, batch]), so the data order of any epoch and
+    the augmentation of any batch can be reproduced without replaying what came before: resuming, even in
+    the middle of an epoch, needs no saved RNG state."""
+    key = seed * 1_000_003 + epoch if batch is None else (seed * 1_000_003 + epoch) * 1_000_033 + batch + 1
+    return torch.Generator().manual_seed(key)
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
@@ -33,7 +35,8 @@ class DeviceBatches:
 
     With `shuffle`, each epoch's order is `randperm` seeded by (seed, epoch); call `set_epoch` before
     iterating (a trainer handler does it on EPOCH_STARTED). Without it, samples come in order. The last
-    batch is kept even if smaller, so every sample counts once per epoch.
+    batch is kept even if smaller, so every sample counts once per epoch. `set_epoch(epoch, start_batch)`
+    skips the first batches of the epoch, for a run resumed in the middle of one.
     """
 
     def __init__(
@@ -61,10 +64,12 @@ class DeviceBatches:
         self.scale = (1.0 / (255.0 * std)).to(device=device, dtype=torch.float32).view(1, 3, 1, 1)
         self.shift = (-mean / std).to(device=device, dtype=torch.float32).view(1, 3, 1, 1)
         self.epoch = 1
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the data order (and augmentation draw) of `epoch`."""
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the data order (and augmentation draws) of `epoch`; begin at batch `start_batch`."""
         self.epoch = epoch
+        self.start_batch = start_batch
 
     def __len__(self) -> int:
         return -(-len(self.labels) // self.batch_size)
@@ -77,10 +82,10 @@ class DeviceBatches:
     def __iter__(self):
         # A generator body runs at the first next(), i.e. after the trainer's EPOCH_STARTED handlers
         # have called set_epoch.
-        generator = epoch_generator(self.seed, self.epoch)
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator).to(self.images.device) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
+        order = torch.randperm(n, generator=epoch_generator(self.seed, self.epoch)).to(self.images.device) if self.shuffle else None
+        for batch_index in range(self.start_batch, len(self)):
+            start = batch_index * self.batch_size
             if order is None:
                 images = self.images[start:start + self.batch_size]
                 labels = self.labels[start:start + self.batch_size]
@@ -88,5 +93,5 @@ class DeviceBatches:
                 index = order[start:start + self.batch_size]
                 images, labels = self.images[index], self.labels[index]
             if self.augment:
-                images = random_crop_flip(images, generator)
+                images = random_crop_flip(images, epoch_generator(self.seed, self.epoch, batch_index))
             yield self.normalize(images), labels

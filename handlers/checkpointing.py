@@ -25,3 +25,13 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=loss_is_finite), handler)
     return handler
+
+
+def save_interrupted(trainer: Engine, to_save: dict, run_dir: str) -> None:
+    """Checkpoint a run stopped mid-epoch as `interrupted_<iteration>.pt` (atomic, like the epoch ones)."""
+    Checkpoint(
+        to_save,
+        DiskSaver(run_dir, require_empty=False, atomic=True),
+        filename_pattern="interrupted_{global_step}.{ext}",
+        global_step_transform=lambda engine, _: engine.state.iteration,
+    )(trainer)

@@ -8,8 +8,13 @@ from ignite.engine import Engine
 from ignite.metrics import Average, MetricsLambda
 
 
-def attach(trainer: Engine, device: torch.device, name: str = "loss_epoch") -> None:
-    """Put the epoch's mean per-sample training loss into `trainer.state.metrics[name]` (a float)."""
+def attach(trainer: Engine, device: torch.device, name: str = "loss_epoch") -> Average:
+    """Put the epoch's mean per-sample training loss into `trainer.state.metrics[name]` (a float).
+
+    Returns the accumulating metric: a checkpoint written mid-epoch saves its state, so that a resumed
+    epoch's mean still covers every sample of the epoch.
+    """
     # Per-sample losses as a column: Average then counts rows, i.e. samples, not batches.
     per_sample = Average(output_transform=lambda output: output["sample_losses"].unsqueeze(1), device=device)
     MetricsLambda(lambda total: total.item(), per_sample).attach(trainer, name)
+    return per_sample

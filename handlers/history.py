@@ -31,17 +31,12 @@ class History:
         """Record an epoch once the trainer's epoch metrics and every evaluator's metrics are in; an
         evaluator's metrics are stored as `<its name>_<metric>`, e.g. `test_accuracy`."""
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluators)
-        # TerminateOnNan is what terminates a run early; COMPLETED follows TERMINATE, so mark the stop first.
-        trainer.add_event_handler(Events.TERMINATE, self._stopped)
         trainer.add_event_handler(Events.COMPLETED, self._completed)
 
-    def _completed(self) -> None:
-        if self.status == "running":
+    def _completed(self, trainer: Engine) -> None:
+        # COMPLETED also follows a terminate(); whoever stopped the run records why.
+        if not trainer.should_terminate:
             self.finish("completed")
-
-    def _stopped(self, trainer: Engine) -> None:
-        self.finish(f"stopped: loss became NaN or infinite at epoch {trainer.state.epoch}, "
-                    f"iteration {trainer.state.iteration}")
 
     def _record(self, trainer: Engine, evaluators: dict[str, Engine]) -> None:
         train_seconds = trainer.state.times["EPOCH_COMPLETED"]

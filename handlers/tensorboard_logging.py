@@ -1,30 +1,69 @@
-"""TensorBoard: per-iteration loss and learning rate, per-epoch train loss and test metrics indexed by epoch."""
+"""TensorBoard: iteration-level loss and learning rate indexed by iteration; epoch-level numbers (from the
+history record of the epoch) indexed by epoch.
+
+Ordering keeps a resumed run's event stream free of repeats and gaps: the iteration points are flushed
+before the epoch's checkpoint is written, the epoch points after it. So epoch points exist only for
+epochs that have a checkpoint; a resume purges iteration points beyond its checkpoint (`purge_step`) and
+re-writes the epoch points of its checkpoint's epoch if the kill came before they reached the disk.
+"""
 from __future__ import annotations
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import global_step_from_engine
 from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from handlers.history import History
+
+EPOCH_TAG = "train/loss_epoch"
 
 
-def attach(
-    trainer: Engine, evaluators: dict[str, Engine], optimizer: torch.optim.Optimizer, log_dir: str, log_every: int = 1
+def epoch_scalars(record: dict) -> dict[str, float]:
+    """TensorBoard tag -> value for one history record: `train/loss_epoch`, `test/accuracy`,
+    `train_eval/loss`, `perf/images_per_s`, ..."""
+    scalars = {EPOCH_TAG: record["train_loss"], "perf/images_per_s": record["images_per_s"],
+               "perf/train_seconds": record["train_seconds"]}
+    for key, value in record.items():
+        for prefix in ("test", "train_eval"):
+            if key.startswith(prefix + "_") and not key.endswith("_seconds"):
+                scalars[f"{prefix}/{key[len(prefix) + 1:]}"] = value
+    return scalars
+
+
+def write_epoch(logger: TensorboardLogger, record: dict) -> None:
+    """Write one epoch's scalars at step = epoch and flush them to disk."""
+    for tag, value in epoch_scalars(record).items():
+        logger.writer.add_scalar(tag, value, record["epoch"])
+    logger.writer.flush()
+
+
+def logged_epochs(log_dir: str) -> set[int]:
+    """Epochs whose points are already in the event files of `log_dir`."""
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    return {event.step for event in events.Scalars(EPOCH_TAG)} if EPOCH_TAG in events.Tags()["scalars"] else set()
+
+
+def attach_iteration_logging(
+    trainer: Engine, optimizer: torch.optim.Optimizer, log_dir: str, log_every: int = 1, purge_step: int | None = None
 ) -> TensorboardLogger:
-    """Log under `log_dir`, each evaluator's metrics under its name (`test/accuracy`, `train_eval/loss`);
-    returns the logger, which the caller closes when the run ends."""
-    logger = TensorboardLogger(log_dir=log_dir)
+    """Per-iteration `train/loss_iter` and `train/lr`; flushed at the end of every epoch. Returns the logger,
+    which the caller closes. `purge_step` (a resume) hides points from that iteration on in older files."""
+    logger = TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
     every = Events.ITERATION_COMPLETED(every=log_every)
     logger.attach(trainer, OutputHandler(tag="train", output_transform=lambda out: {"loss_iter": out["loss"]}), every)
     logger.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr", tag="train"), every)
-    logger.attach(
-        trainer,
-        OutputHandler(tag="train", metric_names=["loss_epoch"], global_step_transform=global_step_from_engine(trainer)),
-        Events.EPOCH_COMPLETED,
-    )
-    for tag, evaluator in evaluators.items():
-        logger.attach(
-            evaluator,
-            OutputHandler(tag=tag, metric_names="all", global_step_transform=global_step_from_engine(trainer)),
-            Events.COMPLETED,
-        )
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: logger.writer.flush())
     return logger
+
+
+def attach_epoch_logging(trainer: Engine, logger: TensorboardLogger, history: History) -> None:
+    """Write each epoch's record once it is in the history (attach after the checkpoint handler)."""
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: write_epoch(logger, history.epochs[-1]))
+
+
+def complete_after_resume(logger: TensorboardLogger, log_dir: str, history: History) -> None:
+    """A kill between an epoch's checkpoint and its TensorBoard points leaves that epoch without points:
+    write them from the restored history."""
+    if history.epochs and history.epochs[-1]["epoch"] not in logged_epochs(log_dir):
+        write_epoch(logger, history.epochs[-1])

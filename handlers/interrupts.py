@@ -1,0 +1,44 @@
+"""Ctrl-C / SIGTERM: finish the current iteration, write a checkpoint, stop; a second signal exits at once."""
+from __future__ import annotations
+
+import signal
+from typing import Callable
+
+from ignite.engine import Engine, Events
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class GracefulStop:
+    """Turns the first SIGINT/SIGTERM into `trainer.terminate()`; `signum` tells which one came, if any."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signum, 1)
+
+    def attach(self, trainer: Engine, save: Callable[[Engine], None]) -> None:
+        """Install the signal handlers while `trainer` runs; on a stop, call `save(trainer)` once."""
+        trainer.add_event_handler(Events.STARTED, self._install, trainer)
+        trainer.add_event_handler(Events.TERMINATE, lambda engine: self.signum is not None and save(engine))
+        trainer.add_event_handler(Events.COMPLETED, self.restore)
+
+    def _install(self, trainer: Engine) -> None:
+        def handle(signum, _frame):
+            self.signum = signum
+            # A second signal is not caught: default Ctrl-C (KeyboardInterrupt) or SIGTERM ends the process
+            # at once. Checkpoints are written atomically, so nothing is left half-written.
+            self.restore()
+            trainer.terminate()
+
+        for signum in EXIT_CODES:
+            self._previous[signum] = signal.signal(signum, handle)
+
+    def restore(self) -> None:
+        """Put back the signal handlers that were there before."""
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
