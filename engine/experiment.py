@@ -139,6 +139,9 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
     )
     trainer = create_trainer(model, optimizer, device, amp)
     evaluators = {"test": create_evaluator(model, device, amp)}
+    # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;
+    # real failures still raise with a traceback.
+    trainer.logger.disabled = True
     run = Run(config, device, amp, data, model, optimizer, trainer, evaluators, train_batches, test_batches, mean, std)
     trainer.add_event_handler(Events.EPOCH_STARTED, _select_epoch_data, train_batches)
     stop_on_nan = TerminateOnNan(lambda out: out["loss"])

@@ -1,0 +1,225 @@
+"""Never lose a finished epoch: kill-and-resume, Ctrl-C/SIGTERM, corrupt checkpoints, full disks."""
+import errno
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import run
+from test_cli import read_history
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 100 training images, batch 32: 4 iterations per epoch; 40 test images: 2 evaluation batches per epoch.
+EPOCHS = 3
+
+
+def train_args(data_dir, run_dir):
+    return ["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", str(EPOCHS), "--batch-size", "32",
+            "--augment", "--seed", "3", "--no-progress", "--output-dir", str(run_dir)]
+
+
+def run_cli(args, fault=None):
+    command = [sys.executable, "tests/fault_injection.py", fault, "--", *args] if fault else [sys.executable, "run.py", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
+
+
+def without_timings(history):
+    return [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in history["epochs"]]
+
+
+def tensorboard_points(run_dir):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def final_weights(run_dir):
+    return torch.load(os.path.join(run_dir, f"checkpoint_{EPOCHS}.pt"), weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run: (data_dir, run_dir); it keeps checkpoint_2.pt and checkpoint_3.pt."""
+    from synthetic_cifar import write_cifar10
+
+    root = tmp_path_factory.mktemp("resume")
+    data_dir = str(root / "data")
+    write_cifar10(data_dir)
+    run_dir = root / "reference"
+    result = run_cli(train_args(data_dir, run_dir))
+    assert result.returncode == 0, result.stderr
+    return data_dir, run_dir
+
+
+def assert_same_as_reference(run_dir, reference_dir):
+    assert read_history(str(run_dir))["status"] == "completed"
+    assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
+    resumed, uninterrupted = final_weights(run_dir), final_weights(reference_dir)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    points, expected = tensorboard_points(run_dir), tensorboard_points(reference_dir)
+    assert [step for step, _ in points["train/loss_iter"]] == list(range(1, 4 * EPOCHS + 1))  # no repeats, no gaps
+    assert points["train/loss_epoch"] == expected["train/loss_epoch"]
+    assert [step for step, _ in points["test/accuracy"]] == list(range(1, EPOCHS + 1))
+    assert points["train/loss_iter"] == expected["train/loss_iter"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["kill-iteration:6",  # in the middle of epoch 2
+     "kill-evaluation:3",  # during epoch 2's test pass
+     "kill-checkpoint:2"],  # half-way through writing checkpoint_2.pt
+)
+def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference, tmp_path, fault):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    killed = run_cli(train_args(data_dir, run_dir), fault)
+    assert killed.returncode == -9, killed.stderr
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+    resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch 1, iteration 4" in resumed.stdout
+    assert "Epoch   1/3" not in resumed.stdout and "Epoch   2/3" in resumed.stdout
+    assert_same_as_reference(run_dir, reference_dir)
+
+
+@pytest.mark.parametrize("fault, code", [("sigint:6", 130), ("sigterm:7", 143)])
+def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp_path, fault, code):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    stopped = run_cli(train_args(data_dir, run_dir), fault)
+    iteration = int(fault.split(":")[1])
+    assert stopped.returncode == code, stopped.stderr
+    assert stopped.stderr == (f"interrupted at epoch 2, iteration {iteration}; checkpoint written. "
+                              f"Continue with: python run.py --resume {run_dir}\n")
+    assert os.path.exists(run_dir / f"interrupted_{iteration}.pt")
+    assert read_history(str(run_dir))["status"] == f"interrupted at epoch 2, iteration {iteration}"
+    resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at epoch 1, iteration {iteration}" in resumed.stdout
+    assert_same_as_reference(run_dir, reference_dir)
+
+
+def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tmp_path):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    stopped = run_cli(train_args(data_dir, run_dir), "sigint-twice:6")
+    assert stopped.returncode == 130
+    assert stopped.stderr.strip().splitlines()[-1] == "interrupted"
+    assert not [f for f in os.listdir(run_dir) if f.startswith("interrupted_")]
+    torch.load(run_dir / "checkpoint_1.pt", weights_only=True)
+    resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_as_reference(run_dir, reference_dir)
+
+
+def copy_run(src, dst, upto_epoch):
+    """A run directory as it was after `upto_epoch` epochs: its checkpoint, nothing later."""
+    os.makedirs(dst)
+    checkpoint = torch.load(os.path.join(src, f"checkpoint_{upto_epoch}.pt"), weights_only=True)
+    torch.save(checkpoint, os.path.join(dst, f"checkpoint_{upto_epoch}.pt"))
+    history = read_history(str(src))
+    history["epochs"] = history["epochs"][:upto_epoch]
+    history["config"]["output_dir"] = str(dst)
+    (dst / "history.json").write_text(json.dumps(history))
+
+
+def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, capsys):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    copy_run(reference_dir, run_dir, 2)
+    args = train_args(data_dir, run_dir)
+    assert run.main(args + ["--resume", str(run_dir / "checkpoint_2.pt")]) == 0
+    assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
+
+
+def test_resume_auto_picks_the_newest_matching_run(reference, tmp_path, capsys):
+    data_dir, reference_dir = reference
+    root = tmp_path / "runs"
+    copy_run(reference_dir, root / "older", 2)
+    copy_run(reference_dir, root / "newer", 2)
+    other = json.loads((root / "older" / "history.json").read_text())
+    os.utime(root / "older" / "history.json", (1, 1))
+    other["config"]["lr"] = 0.5
+    copy_run(reference_dir, root / "different", 2)
+    (root / "different" / "history.json").write_text(json.dumps(other))
+    args = [a for a in train_args(data_dir, "x") if a not in ("--output-dir", "x")]
+    assert run.main(args + ["--runs-root", str(root), "--resume", "auto"]) == 0
+    assert f"Run directory: {root / 'newer'} (resuming at epoch 2" in capsys.readouterr().out
+    assert len(read_history(str(root / "newer"))["epochs"]) == EPOCHS
+    assert len(read_history(str(root / "older"))["epochs"]) == 2
+    assert len(read_history(str(root / "different"))["epochs"]) == 2
+
+
+def test_resume_auto_without_a_matching_run(tmp_path, cifar10_dir, capsys):
+    data_dir, _ = cifar10_dir
+    assert run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "10", "--runs-root", str(tmp_path),
+                     "--resume", "auto"]) == 1
+    assert "--resume auto: no run under" in capsys.readouterr().err
+
+
+def test_resume_with_another_architecture_is_refused(reference, tmp_path, capsys):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    copy_run(reference_dir, run_dir, 2)
+    assert run.main(train_args(data_dir, run_dir) + ["--arch", "singlestage", "--resume", str(run_dir)]) == 1
+    assert capsys.readouterr().err == f"error: cannot resume {run_dir}: 'arch' was 'multistage', now 'singlestage'\n"
+
+
+def test_checkpoint_of_another_run_is_refused_by_its_stored_configuration(reference, tmp_path, capsys):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    copy_run(reference_dir, run_dir, 2)
+    history = json.loads((run_dir / "history.json").read_text())
+    history["config"]["seed"] = 4  # the run directory says seed 4, the checkpoint inside says seed 3
+    (run_dir / "history.json").write_text(json.dumps(history))
+    args = [a if a != "3" else "4" for a in train_args(data_dir, run_dir)]
+    assert run.main(args + ["--resume", str(run_dir)]) == 1
+    assert capsys.readouterr().err == "error: checkpoint belongs to a different run: 'seed' was 3, now 4\n"
+
+
+def test_truncated_checkpoint_is_a_clear_error(reference, tmp_path, capsys):
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    copy_run(reference_dir, run_dir, 2)
+    path = run_dir / "checkpoint_2.pt"
+    path.write_bytes(path.read_bytes()[:5000])
+    assert run.main(train_args(data_dir, run_dir) + ["--resume", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read checkpoint {path}: it is truncated or corrupt (") and err.count("\n") == 1
+
+
+def test_resume_of_a_directory_without_checkpoints(tmp_path, cifar10_dir, capsys):
+    data_dir, _ = cifar10_dir
+    (tmp_path / "empty").mkdir()
+    assert run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "10", "--resume", str(tmp_path / "empty")]) == 1
+    assert capsys.readouterr().err == f"error: cannot resume: {tmp_path / 'empty'} holds no checkpoint (checkpoint_<epoch>.pt)\n"
+    assert run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "10", "--resume", str(tmp_path / "nope")]) == 1
+    assert "is neither a run directory nor a checkpoint file" in capsys.readouterr().err
+
+
+def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
+    data_dir, _ = cifar10_dir
+    real_save = torch.save
+    calls = []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    run_dir = tmp_path / "run"
+    assert run.main(train_args(data_dir, run_dir)) == 1
+    assert capsys.readouterr().err == (f"error: no space left on the device while writing to {run_dir}; the last "
+                                       "complete checkpoint there is intact: free some space and resume with --resume\n")
+    monkeypatch.setattr(torch, "save", real_save)
+    events = [f for f in os.listdir(run_dir) if f.startswith("events.out")]
+    assert sorted(os.listdir(run_dir)) == sorted(["checkpoint_1.pt", "history.json", *events])  # no temp file left
+    assert torch.load(run_dir / "checkpoint_1.pt", weights_only=True)["trainer"]["iteration"] == 4
