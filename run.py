@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto picks CUDA, then MPS, then CPU")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast (default: on for CUDA, off elsewhere)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic kernels on CUDA, slower (CPU runs with a fixed seed repeat bit for bit anyway)")
     parser.add_argument("--runs-root", default=defaults.runs_root,
                         help="where run directories are created when --output-dir is not given")
     parser.add_argument("--output-dir", default=None,

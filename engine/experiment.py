@@ -54,6 +54,7 @@ class TrainConfig:
     output_dir: str | None = None
     progress: bool = True
     train_eval: int = 0  # size of the fixed training subset evaluated in eval mode each epoch (0: off)
+    deterministic: bool = False  # deterministic kernels on CUDA (CPU runs repeat bit for bit anyway)
 
 
 class TrainingDiverged(UserError):
@@ -119,8 +120,12 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
     device = resolve_device(config.device)
     amp = device.type == "cuda" if config.amp is None else config.amp
     torch.manual_seed(config.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # picks the fastest kernels; their choice may vary run to run
     # channels_last: measured here 1.2-1.3x faster on CPU (oneDNN) and the tensor-core layout on CUDA.
     channels_last = device.type in ("cpu", "cuda")
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

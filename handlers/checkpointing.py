@@ -1,7 +1,9 @@
 """Checkpoint at the end of every epoch with Ignite's `Checkpoint` + atomic `DiskSaver`."""
 from __future__ import annotations
 
+import glob
 import math
+import os
 
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
@@ -24,7 +26,14 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
         return math.isfinite(engine.state.metrics["loss_epoch"])
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=loss_is_finite), handler)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=loss_is_finite), _remove_interrupted, run_dir)
     return handler
+
+
+def _remove_interrupted(_trainer: Engine, run_dir: str) -> None:
+    # A mid-epoch checkpoint from an earlier Ctrl-C lies behind the epoch checkpoint just written.
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "interrupted_*.pt")):
+        os.remove(path)
 
 
 def save_interrupted(trainer: Engine, to_save: dict, run_dir: str) -> None:

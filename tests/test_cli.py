@@ -124,6 +124,14 @@ def test_output_dir_that_is_a_file(cifar10_dir, tmp_path, capsys):
     assert target.read_text() == "x"
 
 
+def test_output_dir_that_cannot_be_created(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "run"
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "10", "--output-dir", str(target)) == 1
+    assert capsys.readouterr().err == f"error: cannot create run directory {target}: Not a directory\n"
+
+
 def test_batch_size_larger_than_training_set(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "101",

@@ -102,6 +102,7 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at epoch 1, iteration {iteration}" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
+    assert not os.path.exists(run_dir / f"interrupted_{iteration}.pt")  # superseded by later epoch checkpoints
 
 
 def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tmp_path):
