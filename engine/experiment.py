@@ -290,8 +290,8 @@ def train(
         if rank0:
             handlers.tensorboard_logging.complete_after_resume(outputs.tb_logger, run_dir, outputs.history)
     if rank0:
-        resumed = (f" (resuming at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration} "
-                   f"from {checkpoint})" if checkpoint else "")
+        resumed = (f" (resuming from {checkpoint}: {run.trainer.state.epoch} epochs done, at iteration "
+                   f"{run.trainer.state.iteration})" if checkpoint else "")
         print(f"Run directory: {run_dir}{resumed}", flush=True)
     stop = GracefulStop()
     stop.attach(run.trainer, lambda engine: handlers.checkpointing.save_interrupted(engine, outputs.to_save, run_dir))

@@ -82,7 +82,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
     resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming at epoch 1, iteration 4" in resumed.stdout
+    assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epochs done, at iteration 4)" in resumed.stdout
     assert "Epoch   1/3" not in resumed.stdout and "Epoch   2/3" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
 
@@ -100,7 +100,7 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     assert read_history(str(run_dir))["status"] == f"interrupted at epoch 2, iteration {iteration}"
     resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming at epoch 1, iteration {iteration}" in resumed.stdout
+    assert f"resuming from {run_dir / f'interrupted_{iteration}.pt'}: 1 epochs done, at iteration {iteration})" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
     assert not os.path.exists(run_dir / f"interrupted_{iteration}.pt")  # superseded by later epoch checkpoints
 
@@ -150,7 +150,7 @@ def test_resume_auto_picks_the_newest_matching_run(reference, tmp_path, capsys):
     (root / "different" / "history.json").write_text(json.dumps(other))
     args = [a for a in train_args(data_dir, "x") if a not in ("--output-dir", "x")]
     assert run.main(args + ["--runs-root", str(root), "--resume", "auto"]) == 0
-    assert f"Run directory: {root / 'newer'} (resuming at epoch 2" in capsys.readouterr().out
+    assert f"Run directory: {root / 'newer'} (resuming from {root / 'newer' / 'checkpoint_2.pt'}: 2 epochs" in capsys.readouterr().out
     assert len(read_history(str(root / "newer"))["epochs"]) == EPOCHS
     assert len(read_history(str(root / "older"))["epochs"]) == 2
     assert len(read_history(str(root / "different"))["epochs"]) == 2
