@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+import ignite.distributed as idist
+import torch
 
 from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
@@ -70,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16 autocast (default: on for CUDA, off elsewhere)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic kernels on CUDA, slower (CPU runs with a fixed seed repeat bit for bit anyway)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="under torchrun: BatchNorm statistics over all processes (default: per process)")
+    parser.add_argument("--dump-samples", metavar="DIR", help=argparse.SUPPRESS)  # tests: per-rank sample losses
     parser.add_argument("--runs-root", default=defaults.runs_root,
                         help="where run directories are created when --output-dir is not given")
     parser.add_argument("--output-dir", default=None,
@@ -94,12 +101,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**{name: value for name, value in vars(args).items() if name in fields})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.report and len(args.report) > 2:
-        parser.error("argument --report: expected a bonus directory or two run directories")
+def dispatch(args: argparse.Namespace) -> int:
+    """Run what the flags ask for in this process; errors become one line on rank 0 and an exit code."""
     config = config_from_args(args)
+    quiet = idist.get_rank() != 0
+
+    def fail(message: str, code: int = 1) -> int:
+        if not quiet:
+            print(message, file=sys.stderr)
+        return code
+
     try:
         if args.report:
             report_only(args.report, args.output_dir, args.runs_root)
@@ -108,22 +119,37 @@ def main(argv: list[str] | None = None) -> int:
         else:
             train(config, resume=args.resume)
     except Interrupted as exc:
-        print(str(exc), file=sys.stderr)
-        return exc.exit_code
+        return fail(str(exc), exc.exit_code)
     except UserError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"error: {exc}")
     except OSError as exc:  # unreadable data, a full disk outside a checkpoint, ...
         if args.debug:
             raise
-        print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return fail(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return fail("interrupted", 130)
     return 0
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.report and len(args.report) > 2:
+        parser.error("argument --report: expected a bonus directory or two run directories")
+    if not launched_by_torchrun():
+        return dispatch(args)
+    # torchrun: one process per GPU (nccl) or per CPU worker (gloo); ignite.distributed sets the group up.
+    backend = "nccl" if torch.cuda.is_available() and args.device in ("auto", "cuda") else "gloo"
+    exit_codes = []
+    with idist.Parallel(backend=backend) as parallel:
+        parallel.run(lambda _local_rank, parsed: exit_codes.append(dispatch(parsed)), args)
+    return exit_codes[0]
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import handlers.checkpointing
 import handlers.epoch_loss
 import handlers.evaluation
 import handlers.progress
+import handlers.sample_dump
 import handlers.tensorboard_logging
 from handlers.interrupts import GracefulStop
 from engine.datasets import DATASETS, CifarData, channel_stats, load_cifar
@@ -55,6 +56,8 @@ class TrainConfig:
     progress: bool = True
     train_eval: int = 0  # size of the fixed training subset evaluated in eval mode each epoch (0: off)
     deterministic: bool = False  # deterministic kernels on CUDA (CPU runs repeat bit for bit anyway)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over all processes
+    dump_samples: str | None = None  # debugging: per-process sample indices and losses, per epoch
 
 
 class TrainingDiverged(UserError):
@@ -131,28 +134,40 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(config.arch, data.num_classes, blocks_per_stage=config.blocks_per_stage)
     model = model.to(device, memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    world_size, rank = idist.get_world_size(), idist.get_rank()
+    network = model
+    if world_size > 1:
+        # DistributedDataParallel (BatchNorm per process unless --sync-bn); checkpoints keep the plain module.
+        network = idist.auto_model(model, sync_bn=config.sync_bn)
+        model = network.module
+    optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=config.lr))
 
     mean, std = channel_stats(data.train.images)
+    shard = {"channels_last": channels_last, "rank": rank, "world_size": world_size}
+    if world_size > 1 and len(data.train) % config.batch_size and len(data.train) % config.batch_size < world_size:
+        raise UserError(f"the last batch of an epoch ({len(data.train) % config.batch_size} images) is smaller than "
+                        f"the number of processes ({world_size}); choose another --batch-size")
     train_batches = DeviceBatches(
         data.train.images.to(device), data.train.labels.to(device), config.batch_size, mean, std,
-        shuffle=True, seed=config.seed, augment=config.augment, channels_last=channels_last,
+        shuffle=True, seed=config.seed, augment=config.augment, **shard,
     )
-    test_batches = DeviceBatches(
-        data.test.images.to(device), data.test.labels.to(device), config.batch_size, mean, std,
-        channels_last=channels_last,
-    )
-    trainer = create_trainer(model, optimizer, device, amp)
-    evaluators = {"test": create_evaluator(model, device, amp)}
+    test_batches = DeviceBatches(data.test.images.to(device), data.test.labels.to(device), config.batch_size, mean, std, **shard)
+    trainer = create_trainer(network, optimizer, device, amp)
+    evaluators = {"test": create_evaluator(network, device, amp)}
     # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;
     # real failures still raise with a traceback.
     trainer.logger.disabled = True
     run = Run(config, device, amp, data, model, optimizer, trainer, evaluators, train_batches, test_batches, mean, std)
     trainer.add_event_handler(Events.EPOCH_STARTED, _select_epoch_data, train_batches)
-    stop_on_nan = TerminateOnNan(lambda out: out["loss"])
-    stop_on_nan.logger.disabled = True  # train() reports the stop in one line of its own
-    trainer.add_event_handler(Events.ITERATION_COMPLETED(every=run.log_every), stop_on_nan)
+    if world_size == 1:
+        stop_on_nan = TerminateOnNan(lambda out: out["loss"])
+        stop_on_nan.logger.disabled = True  # train() reports the stop in one line of its own
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=run.log_every), stop_on_nan)
+    # Under torchrun the NaN check is agreed on by all processes (see handlers/interrupts.py), so that
+    # they all stop at the same iteration instead of waiting on each other.
     run.epoch_loss = handlers.epoch_loss.attach(trainer, device)
+    if config.dump_samples:
+        handlers.sample_dump.attach(trainer, train_batches, config.dump_samples)
     fine_to_coarse = fine_to_coarse_map(data)
     handlers.evaluation.attach(
         trainer, evaluators["test"], test_batches, handlers.evaluation.classification_metrics(device, fine_to_coarse)
@@ -160,10 +175,9 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
     if config.train_eval > 0:
         index = handlers.evaluation.train_eval_indices(len(data.train), config.train_eval, config.seed).to(device)
         train_eval_batches = DeviceBatches(
-            train_batches.images[index], train_batches.labels[index], config.batch_size, mean, std,
-            channels_last=channels_last,
+            train_batches.images[index], train_batches.labels[index], config.batch_size, mean, std, **shard
         )
-        evaluators["train_eval"] = create_evaluator(model, device, amp)
+        evaluators["train_eval"] = create_evaluator(network, device, amp)
         handlers.evaluation.attach(
             trainer, evaluators["train_eval"], train_eval_batches, handlers.evaluation.classification_metrics(device)
         )
@@ -184,6 +198,9 @@ def run_header(run: Run, run_dir: str) -> dict:
         "device": str(run.device),
         "amp": run.amp,
         "world_size": idist.get_world_size(),
+        "backend": idist.backend(),
+        "global_batch_size": run.config.batch_size,
+        "per_process_batch_size": run.config.batch_size // idist.get_world_size(),
         "num_train": len(run.data.train),
         "num_test": len(run.data.test),
         "parameters": count_parameters(run.model),
@@ -215,15 +232,18 @@ def attach_outputs(run: Run, run_dir: str, progress: bool, purge_step: int | Non
     # "identity" first: a checkpoint of another run is refused before any weights are loaded.
     to_save = {"identity": RunIdentity(run.config), "model": run.model, "optimizer": run.optimizer,
                "trainer": run.trainer, "history": history, "epoch_loss": run.epoch_loss}
-    if idist.get_rank() != 0:
-        return Outputs(history, to_save, None)
-    history.attach(run.trainer, run.evaluators)
-    tb_logger = handlers.tensorboard_logging.attach_iteration_logging(
-        run.trainer, run.optimizer, run_dir, run.log_every, purge_step
-    )
+    rank0 = idist.get_rank() == 0
+    tb_logger = None
+    if rank0:
+        history.attach(run.trainer, run.evaluators)
+        tb_logger = handlers.tensorboard_logging.attach_iteration_logging(
+            run.trainer, run.optimizer, run_dir, run.log_every, purge_step
+        )
+    # On every process: saving gathers the epoch-loss sums of all of them; only rank 0 writes the file.
     handlers.checkpointing.attach(run.trainer, to_save, run_dir)
-    handlers.tensorboard_logging.attach_epoch_logging(run.trainer, tb_logger, history)
-    handlers.progress.attach(run.trainer, history, show_bar=progress, log_every=run.log_every)
+    if rank0:
+        handlers.tensorboard_logging.attach_epoch_logging(run.trainer, tb_logger, history)
+        handlers.progress.attach(run.trainer, history, show_bar=progress, log_every=run.log_every)
     return Outputs(history, to_save, tb_logger)
 
 

@@ -51,6 +51,8 @@ class DeviceBatches:
         seed: int = 0,
         augment: bool = False,
         channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.images = images
         self.labels = labels
@@ -65,6 +67,11 @@ class DeviceBatches:
         self.shift = (-mean / std).to(device=device, dtype=torch.float32).view(1, 3, 1, 1)
         self.epoch = 1
         self.start_batch = 0
+        # Under torchrun every process holds the whole split and takes every world_size-th sample of each
+        # global batch: each sample is used exactly once per epoch across all processes.
+        self.rank = rank
+        self.world_size = world_size
+        self.last_index: torch.Tensor | None = None  # sample indices of the batch last yielded (for checks)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the data order (and augmentation draws) of `epoch`; begin at batch `start_batch`."""
@@ -87,11 +94,15 @@ class DeviceBatches:
         for batch_index in range(self.start_batch, len(self)):
             start = batch_index * self.batch_size
             if order is None:
-                images = self.images[start:start + self.batch_size]
-                labels = self.labels[start:start + self.batch_size]
+                index = torch.arange(start, min(start + self.batch_size, n), device=self.images.device)
             else:
                 index = order[start:start + self.batch_size]
-                images, labels = self.images[index], self.labels[index]
+            generator = epoch_generator(self.seed, self.epoch, batch_index)
+            images = self.images[index]
             if self.augment:
-                images = random_crop_flip(images, epoch_generator(self.seed, self.epoch, batch_index))
-            yield self.normalize(images), labels
+                # Drawn for the whole global batch, so the augmentation does not depend on the world size.
+                images = random_crop_flip(images, generator)
+            if self.world_size > 1:
+                images, index = images[self.rank::self.world_size], index[self.rank::self.world_size]
+            self.last_index = index
+            yield self.normalize(images), self.labels[index]

@@ -5,6 +5,7 @@ import glob
 import math
 import os
 
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
@@ -32,6 +33,8 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
 
 def _remove_interrupted(_trainer: Engine, run_dir: str) -> None:
     # A mid-epoch checkpoint from an earlier Ctrl-C lies behind the epoch checkpoint just written.
+    if idist.get_rank() != 0:
+        return
     for path in glob.glob(os.path.join(glob.escape(run_dir), "interrupted_*.pt")):
         os.remove(path)
 

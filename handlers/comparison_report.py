@@ -14,7 +14,7 @@ from models.stats import macs_per_image, receptive_field
 
 ARCH_ORDER = ("singlestage", "multistage")
 # Config fields that may differ between the two runs of a comparison.
-PER_RUN_FIELDS = {"arch", "output_dir", "progress", "runs_root", "download", "data_dir", "device"}
+PER_RUN_FIELDS = {"arch", "output_dir", "progress", "runs_root", "download", "data_dir", "device", "dump_samples"}
 
 
 def read_history(run_dir: str) -> dict:

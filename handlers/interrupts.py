@@ -1,9 +1,15 @@
-"""Ctrl-C / SIGTERM: finish the current iteration, write a checkpoint, stop; a second signal exits at once."""
+"""Ctrl-C / SIGTERM: finish the current iteration, write a checkpoint, stop; a second signal exits at once.
+
+Under torchrun the processes must stop at the same iteration (or they wait on each other forever), so
+after every iteration they agree, with one all-reduce, on whether any of them got a signal or a NaN loss.
+"""
 from __future__ import annotations
 
 import signal
 from typing import Callable
 
+import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -23,6 +29,8 @@ class GracefulStop:
     def attach(self, trainer: Engine, save: Callable[[Engine], None]) -> None:
         """Install the signal handlers while `trainer` runs; on a stop, call `save(trainer)` once."""
         trainer.add_event_handler(Events.STARTED, self._install, trainer)
+        if idist.get_world_size() > 1:
+            trainer.add_event_handler(Events.ITERATION_COMPLETED, self._agree)
         trainer.add_event_handler(Events.TERMINATE, lambda engine: self.signum is not None and save(engine))
         trainer.add_event_handler(Events.COMPLETED, self.restore)
 
@@ -32,10 +40,19 @@ class GracefulStop:
             # A second signal is not caught: default Ctrl-C (KeyboardInterrupt) or SIGTERM ends the process
             # at once. Checkpoints are written atomically, so nothing is left half-written.
             self.restore()
-            trainer.terminate()
+            if idist.get_world_size() == 1:
+                trainer.terminate()
 
         for signum in EXIT_CODES:
             self._previous[signum] = signal.signal(signum, handle)
+
+    def _agree(self, trainer: Engine) -> None:
+        loss_is_bad = not torch.isfinite(trainer.state.output["loss"]).item()
+        flags = torch.tensor([float(self.signum or 0), float(loss_is_bad)], device=idist.device())
+        flags = idist.all_reduce(flags, op="MAX")
+        if flags.any():
+            self.signum = int(flags[0]) or None  # None: stopped for a NaN loss, reported by the trainer
+            trainer.terminate()
 
     def restore(self) -> None:
         """Put back the signal handlers that were there before."""

@@ -1,0 +1,71 @@
+"""torchrun with 2 CPU processes (gloo) on tiny data, checked against independent computations."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from test_cli import independent_eval, read_history
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def torchrun(*args):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    from synthetic_cifar import write_cifar10
+
+    root = tmp_path_factory.mktemp("ddp")
+    written = write_cifar10(str(root / "data"))
+    result = torchrun("--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2", "--batch-size", "32",
+                      "--no-progress", "--output-dir", str(root / "runs" / "run"), "--dump-samples", str(root / "dump"))
+    return root, written, result
+
+
+def test_exits_0_and_only_rank_0_writes(ddp_run):
+    root, _, result = ddp_run
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(root / "runs") == ["run"]
+    assert result.stdout.count("Epoch   1/2") == 1 and result.stdout.count("Run directory:") == 1
+    history = read_history(str(root / "runs" / "run"))
+    assert (history["world_size"], history["backend"], history["global_batch_size"]) == (2, "gloo", 32)
+    assert sorted(f for f in os.listdir(root / "runs" / "run") if f.endswith(".pt")) == ["checkpoint_1.pt", "checkpoint_2.pt"]
+
+
+def test_every_sample_once_per_epoch_and_the_epoch_loss_is_the_all_process_mean(ddp_run):
+    root, _, _ = ddp_run
+    history = read_history(str(root / "runs" / "run"))
+    for epoch in (1, 2):
+        parts = [torch.load(root / "dump" / f"rank{rank}_epoch{epoch}.pt", weights_only=True) for rank in (0, 1)]
+        assert len(parts[0]["index"]) == 50 and len(parts[1]["index"]) == 50  # split evenly
+        indices = torch.cat([p["index"] for p in parts])
+        assert sorted(indices.tolist()) == list(range(100))
+        losses = torch.cat([p["loss"] for p in parts]).double()
+        expected = float(losses.sum() / len(losses))  # sample-weighted over both ranks
+        assert history["epochs"][epoch - 1]["train_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_test_accuracy_equals_a_single_process_evaluation_of_the_saved_model(ddp_run):
+    root, written, _ = ddp_run
+    run_dir = str(root / "runs" / "run")
+    predictions, loss = independent_eval(run_dir, "multistage", written, 10, epoch=2)
+    final = read_history(run_dir)["epochs"][-1]
+    assert final["test_accuracy"] == pytest.approx(float(np.mean(predictions == written["test_y"])), abs=1e-12)
+    assert final["test_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def test_resume_under_torchrun(ddp_run):
+    root, _, _ = ddp_run
+    run_dir = root / "runs" / "run"
+    result = torchrun("--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "3", "--batch-size", "32",
+                      "--no-progress", "--resume", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert "resuming from" in result.stdout and result.stdout.count("Epoch   3/3") == 1
+    assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2, 3]
