@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bf16 autocast (default: on for CUDA, off elsewhere)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic kernels on CUDA, slower (CPU runs with a fixed seed repeat bit for bit anyway)")
+    parser.add_argument("--log-graph", action="store_true", help="add the model graph to TensorBoard (a few seconds)")
+    parser.add_argument("--log-histograms", action="store_true",
+                        help="weight and gradient histograms in TensorBoard every epoch (large event files)")
     parser.add_argument("--sync-bn", action="store_true",
                         help="under torchrun: BatchNorm statistics over all processes (default: per process)")
     parser.add_argument("--dump-samples", metavar="DIR", help=argparse.SUPPRESS)  # tests: per-rank sample losses

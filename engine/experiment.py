@@ -23,6 +23,7 @@ import handlers.evaluation
 import handlers.progress
 import handlers.sample_dump
 import handlers.tensorboard_logging
+import handlers.tensorboard_summary
 from handlers.interrupts import GracefulStop
 from engine.datasets import DATASETS, CifarData, channel_stats, load_cifar
 from engine.devices import resolve_device
@@ -58,6 +59,8 @@ class TrainConfig:
     deterministic: bool = False  # deterministic kernels on CUDA (CPU runs repeat bit for bit anyway)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over all processes
     dump_samples: str | None = None  # debugging: per-process sample indices and losses, per epoch
+    log_graph: bool = False  # TensorBoard model graph (a trace costs a few seconds)
+    log_histograms: bool = False  # TensorBoard weight/gradient histograms every epoch (large files)
 
 
 class TrainingDiverged(UserError):
@@ -244,7 +247,26 @@ def attach_outputs(run: Run, run_dir: str, progress: bool, purge_step: int | Non
     if rank0:
         handlers.tensorboard_logging.attach_epoch_logging(run.trainer, tb_logger, history)
         handlers.progress.attach(run.trainer, history, show_bar=progress, log_every=run.log_every)
+        attach_tensorboard_summary(run, tb_logger, history, fresh=purge_step is None)
     return Outputs(history, to_save, tb_logger)
+
+
+def attach_tensorboard_summary(run: Run, tb_logger: TensorboardLogger, history: History, fresh: bool) -> None:
+    """Configuration text, HPARAMS, misclassified images, and on request graph and histograms."""
+    if fresh:  # a resumed run already has its start-of-run summaries
+        handlers.tensorboard_summary.write_start(tb_logger, history)
+        if run.config.log_graph:
+            example = run.test_batches.normalize(run.data.test.images[:1].to(run.device))
+            handlers.tensorboard_summary.add_graph(tb_logger, run.model, example)
+    run.trainer.add_event_handler(
+        Events.COMPLETED(event_filter=lambda engine, _: not engine.should_terminate),
+        lambda: handlers.tensorboard_summary.write_final(tb_logger, history),
+    )
+    handlers.tensorboard_summary.attach_misclassified(
+        run.trainer, run.evaluators["test"], run.test_batches, tb_logger, run.data.class_names
+    )
+    if run.config.log_histograms:
+        handlers.tensorboard_summary.attach_histograms(run.trainer, tb_logger, run.model)
 
 
 def resolve_resume(config: TrainConfig, resume: str, epoch_length: int) -> tuple[str, str]:

@@ -14,7 +14,10 @@ from models.stats import macs_per_image, receptive_field
 
 ARCH_ORDER = ("singlestage", "multistage")
 # Config fields that may differ between the two runs of a comparison.
-PER_RUN_FIELDS = {"arch", "output_dir", "progress", "runs_root", "download", "data_dir", "device", "dump_samples"}
+PER_RUN_FIELDS = {
+    "log_graph", "log_histograms", "arch", "output_dir", "progress", "runs_root",
+    "download", "data_dir", "device", "dump_samples",
+}
 
 
 def read_history(run_dir: str) -> dict:
@@ -189,6 +192,16 @@ def plot_curves(report: dict, path: str) -> None:
     plt.close(figure)
 
 
+def write_verdict_text(report: dict) -> None:
+    """The verdict paragraph in TensorBoard's TEXT tab, in the multi-stage run's folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = report["runs"]["multistage"]["run_dir"]
+    if run_dir and os.path.isdir(run_dir):
+        with SummaryWriter(run_dir) as writer:
+            writer.add_text("bonus/verdict", report["explanation"], report["config"]["epochs"])
+
+
 def console_table(report: dict) -> str:
     """A compact table for the terminal: final numbers and the verdict."""
     lines = [f"{'':<22}{'singlestage':>14}{'multistage':>14}"]
@@ -211,6 +224,7 @@ def write_report(directory: str, histories: dict[str, dict]) -> dict:
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(render_markdown(report))
     plot_curves(report, os.path.join(directory, "curves.png"))
+    write_verdict_text(report)
     print(console_table(report))
     print(f"Report: {os.path.join(directory, 'report.md')}", flush=True)
     return report

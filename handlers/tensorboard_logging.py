@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, OutputHandler, TensorboardLogger
+from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from handlers.history import History
@@ -52,7 +52,10 @@ def attach_iteration_logging(
     logger = TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
     every = Events.ITERATION_COMPLETED(every=log_every)
     logger.attach(trainer, OutputHandler(tag="train", output_transform=lambda out: {"loss_iter": out["loss"]}), every)
-    logger.attach(trainer, OptimizerParamsHandler(optimizer, param_name="lr", tag="train"), every)
+    # OptimizerParamsHandler would name it "train/lr/group_0"; one parameter group here, so plain "train/lr".
+    trainer.add_event_handler(
+        every, lambda engine: logger.writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], engine.state.iteration)
+    )
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: logger.writer.flush())
     return logger
 

@@ -1,0 +1,105 @@
+"""What TensorBoard shows beside the scalars: the configuration (TEXT), the HPARAMS tab, a grid of
+misclassified test images (IMAGES), and optionally the model graph and weight/gradient histograms."""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers.tensorboard_logger import GradsHistHandler, TensorboardLogger, WeightsHistHandler
+from torch.utils.tensorboard.summary import hparams
+
+from handlers.history import History
+
+HPARAM_KEYS = ("arch", "dataset", "epochs", "batch_size", "lr", "seed", "augment", "blocks_per_stage", "train_eval")
+MISCLASSIFIED_SHOWN = 32
+
+
+def config_markdown(config: dict, extra: dict) -> str:
+    """The run's configuration as a Markdown table (TensorBoard's TEXT tab renders Markdown)."""
+    rows = [f"| {key} | {value} |" for key, value in {**config, **extra}.items()]
+    return "\n".join(["| setting | value |", "| --- | --- |", *rows])
+
+
+def write_start(logger: TensorboardLogger, history: History) -> None:
+    """Configuration text and the HPARAMS entry of the run (its metrics follow at the end)."""
+    header = history.header
+    config = header["config"]
+    extra = {key: header[key] for key in ("device", "world_size", "parameters") if key in header}
+    logger.writer.add_text("config", config_markdown(config, extra), 0)
+    hparam_values = {key: config[key] for key in HPARAM_KEYS if key in config}
+    metrics = {"hparam/test_accuracy": 0.0, "hparam/train_loss": 0.0}
+    if config.get("train_eval"):
+        metrics["hparam/gap_accuracy"] = 0.0
+    for summary in hparams(hparam_values, metrics):
+        logger.writer.file_writer.add_summary(summary)
+
+
+def write_final(logger: TensorboardLogger, history: History) -> None:
+    """The metrics the HPARAMS tab sorts by: final test accuracy, train loss and (with train-eval) the gap."""
+    last = history.epochs[-1]
+    logger.writer.add_scalar("hparam/test_accuracy", last["test_accuracy"], last["epoch"])
+    logger.writer.add_scalar("hparam/train_loss", last["train_loss"], last["epoch"])
+    if "train_eval_accuracy" in last:
+        logger.writer.add_scalar("hparam/gap_accuracy", last["train_eval_accuracy"] - last["test_accuracy"], last["epoch"])
+    logger.writer.flush()
+
+
+def misclassified_figure(images: torch.Tensor, true: list[str], predicted: list[str]):
+    """A matplotlib grid of uint8 images (N, 3, 32, 32) titled 'true → predicted'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = 8
+    rows = max(1, -(-len(images) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, t, p in zip(axes.flat, images, true, predicted):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(f"{t}\n→ {p}", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def attach_misclassified(trainer: Engine, evaluator: Engine, test_batches, logger: TensorboardLogger,
+                         class_names: list[str]) -> None:
+    """During the last epoch's test pass, keep the first misclassified images; then log them as a figure."""
+    found: list[tuple[int, int]] = []  # (test index, predicted class)
+
+    def last_epoch(_engine: Engine, _event: int) -> bool:
+        return trainer.state.epoch == trainer.state.max_epochs
+
+    @evaluator.on(Events.ITERATION_COMPLETED(event_filter=last_epoch))
+    def collect(engine: Engine) -> None:
+        if len(found) >= MISCLASSIFIED_SHOWN:
+            return
+        output = engine.state.output
+        predicted = output["y_pred"].argmax(dim=1)
+        wrong = (predicted != output["y"]).nonzero().flatten()[: MISCLASSIFIED_SHOWN - len(found)]
+        found.extend(zip(test_batches.last_index[wrong].tolist(), predicted[wrong].tolist()))
+
+    @trainer.on(Events.COMPLETED)
+    def write(engine: Engine) -> None:
+        if engine.should_terminate or not found:
+            return
+        index = torch.tensor([i for i, _ in found])
+        images = test_batches.images[index.to(test_batches.images.device)].cpu()
+        true = [class_names[label] for label in test_batches.labels[index.to(test_batches.labels.device)].tolist()]
+        predicted = [class_names[p] for _, p in found]
+        logger.writer.add_figure("test/misclassified", misclassified_figure(images, true, predicted), engine.state.epoch)
+
+
+def add_graph(logger: TensorboardLogger, model: torch.nn.Module, example: torch.Tensor) -> None:
+    """The model graph (a trace: a couple of seconds, hence behind --log-graph)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace's deprecation notice
+        logger.writer.add_graph(model, example)
+
+
+def attach_histograms(trainer: Engine, logger: TensorboardLogger, model: torch.nn.Module) -> None:
+    """Weight and gradient histograms once per epoch (--log-histograms; large event files)."""
+    logger.attach(trainer, WeightsHistHandler(model), Events.EPOCH_COMPLETED)
+    logger.attach(trainer, GradsHistHandler(model), Events.EPOCH_COMPLETED)
