@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto picks CUDA, then MPS, then CPU")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="bf16 autocast (default: on for CUDA, off elsewhere)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (pays off on GPUs; checkpoints store the plain module)")
     parser.add_argument("--deterministic", action="store_true",
                         help="deterministic kernels on CUDA, slower (CPU runs with a fixed seed repeat bit for bit anyway)")
     parser.add_argument("--log-graph", action="store_true", help="add the model graph to TensorBoard (a few seconds)")

@@ -61,6 +61,7 @@ class TrainConfig:
     dump_samples: str | None = None  # debugging: per-process sample indices and losses, per epoch
     log_graph: bool = False  # TensorBoard model graph (a trace costs a few seconds)
     log_histograms: bool = False  # TensorBoard weight/gradient histograms every epoch (large files)
+    compile: bool = False  # torch.compile the network the engines call (checkpoints keep the plain module)
 
 
 class TrainingDiverged(UserError):
@@ -144,6 +145,8 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
         network = idist.auto_model(model, sync_bn=config.sync_bn)
         model = network.module
     optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=config.lr))
+    if config.compile:
+        network = torch.compile(network)  # `model` stays the original module: it is what checkpoints hold
 
     mean, std = channel_stats(data.train.images)
     shard = {"channels_last": channels_last, "rank": rank, "world_size": world_size}

@@ -14,7 +14,7 @@ from engine.errors import UserError
 # Config fields a resumed run may change: more epochs, where things are, how progress shows.
 RESUMABLE_CHANGES = {
     "log_graph", "log_histograms", "epochs", "progress", "output_dir", "runs_root",
-    "download", "data_dir", "device", "dump_samples",
+    "download", "data_dir", "device", "dump_samples", "compile",
 }
 _CHECKPOINT_NAME = re.compile(r"(checkpoint|interrupted)_(\d+)\.pt")
 

@@ -16,7 +16,7 @@ ARCH_ORDER = ("singlestage", "multistage")
 # Config fields that may differ between the two runs of a comparison.
 PER_RUN_FIELDS = {
     "log_graph", "log_histograms", "arch", "output_dir", "progress", "runs_root",
-    "download", "data_dir", "device", "dump_samples",
+    "download", "data_dir", "device", "dump_samples", "compile",
 }
 
 

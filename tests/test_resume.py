@@ -224,3 +224,24 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(cifar10_dir
     events = [f for f in os.listdir(run_dir) if f.startswith("events.out")]
     assert sorted(os.listdir(run_dir)) == sorted(["checkpoint_1.pt", "history.json", *events])  # no temp file left
     assert torch.load(run_dir / "checkpoint_1.pt", weights_only=True)["trainer"]["iteration"] == 4
+
+
+def test_compiled_run_saves_the_plain_module_and_resumes_without_compile(cifar10_dir, tmp_path, monkeypatch):
+    data_dir, _ = cifar10_dir
+    real_compile = torch.compile
+    compiled = []
+
+    def eager_compile(module, **kwargs):  # the structure of torch.compile, without minutes of CPU codegen
+        compiled.append(module)
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    run_dir = tmp_path / "run"
+    args = ["--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "32", "--no-progress"]
+    assert run.main([*args, "--epochs", "1", "--compile", "--output-dir", str(run_dir)]) == 0
+    assert len(compiled) == 1
+    state = torch.load(run_dir / "checkpoint_1.pt", weights_only=True)["model"]
+    assert not any(key.startswith("_orig_mod.") for key in state)
+    monkeypatch.setattr(torch, "compile", real_compile)
+    assert run.main([*args, "--epochs", "2", "--resume", str(run_dir)]) == 0  # loads into an uncompiled model
+    assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2]
