@@ -59,7 +59,7 @@ def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int) -> list[
     run = build_run(config, data)
     seconds, started = [], []
     with tempfile.TemporaryDirectory() as run_dir:
-        _, tb_logger = attach_outputs(run, run_dir, progress=False)
+        outputs = attach_outputs(run, run_dir, progress=False)
         run.trainer.add_event_handler(Events.EPOCH_STARTED, lambda: started.append(time.perf_counter()))
         run.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: seconds.append(time.perf_counter() - started[-1]))
         stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # the per-epoch lines would clutter the table
@@ -68,7 +68,7 @@ def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int) -> list[
         finally:
             sys.stdout.close()
             sys.stdout = stdout
-            tb_logger.close()
+            outputs.close()
     return seconds
 
 
@@ -172,7 +172,7 @@ PIPELINES = {"ours": time_ours, "plain": time_plain, "tutorial": time_tutorial}
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="384 train / 128 test images, 1 timed epoch")
+    parser.add_argument("--quick", action="store_true", help="256 train / 128 test images, 1 timed epoch (a smoke test)")
     parser.add_argument("--train-images", type=int, default=5120)
     parser.add_argument("--test-images", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per pipeline (after 1 warm-up)")
@@ -183,7 +183,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default="benchmarks/results/throughput.json", help="where to write the results")
     args = parser.parse_args(argv)
     if args.quick:
-        args.train_images, args.test_images, args.epochs = 384, 128, 1
+        args.train_images, args.test_images, args.epochs = 256, 128, 1
     data = load_cifar(DATASETS["cifar10"], args.data_dir, download=False) if args.data_dir else None
     data = subset(data, args.train_images, args.test_images) if data else synthetic_data(args.train_images, args.test_images)
 
