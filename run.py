@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs-root", default=defaults.runs_root,
                         help="where run directories are created when --output-dir is not given")
     parser.add_argument("--output-dir", default=None,
-                        help="the run directory itself (default: RUNS_ROOT/<dataset>-<arch>-<time>); never overwritten")
+                        help="the run directory itself (default: RUNS_ROOT/<dataset>-<arch>-<blocks>bps-seed<seed>-<time>); never overwritten")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar (it is also off when stdout is not a terminal)")
     parser.add_argument("--train-eval", type=non_negative_int, default=defaults.train_eval, metavar="N",

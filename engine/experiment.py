@@ -320,7 +320,9 @@ def train(
     if resume is not None:
         run_dir, checkpoint = resolve_resume(config, resume, len(run.train_batches))
         check_resumable(config, run_dir)
-    run_dir = run_dir or config.output_dir or default_run_dir(config.runs_root, config.dataset, config.arch)
+    run_dir = run_dir or config.output_dir or default_run_dir(
+        config.runs_root, config.dataset, config.arch, config.blocks_per_stage, config.seed
+    )
     rank0 = idist.get_rank() == 0
     if rank0 and checkpoint is None:
         create_run_dir(run_dir)

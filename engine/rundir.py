@@ -7,9 +7,11 @@ import time
 from engine.errors import RunDirError
 
 
-def default_run_dir(root: str, dataset: str, arch: str) -> str:
-    """`root/<dataset>-<arch>-<YYYYmmdd-HHMMSS>`."""
-    return os.path.join(root, f"{dataset}-{arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+def default_run_dir(root: str, dataset: str, arch: str, blocks_per_stage: int, seed: int) -> str:
+    """`root/<dataset>-<arch>-<blocks>bps-seed<seed>-<YYYYmmdd-HHMMSS>`: the name TensorBoard's run selector
+    shows, so it says what tells runs apart. The single-stage net has no stages, hence no block count."""
+    blocks = f"-{blocks_per_stage}bps" if arch == "multistage" else ""
+    return os.path.join(root, f"{dataset}-{arch}{blocks}-seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def create_run_dir(path: str) -> str:

@@ -1,6 +1,7 @@
 """End-to-end runs on tiny synthetic data, checked against independent computations."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -220,3 +221,14 @@ def test_command_line_end_to_end(cifar10_dir, tmp_path):
     history = read_history(str(run_dir))
     assert f"{history['epochs'][1]['train_loss']:.4f}" in lines[2]
     assert lines[-1].endswith(f"run directory: {run_dir}")
+
+
+def test_default_run_directory_name_tells_runs_apart(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    for arch in ("multistage", "singlestage"):
+        assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "50",
+                   "--arch", arch, "--seed", "4", "--runs-root", str(tmp_path / "runs")) == 0
+    names = sorted(os.listdir(tmp_path / "runs"))
+    assert re.fullmatch(r"cifar10-multistage-2bps-seed4-\d{8}-\d{6}", names[0])
+    assert re.fullmatch(r"cifar10-singlestage-seed4-\d{8}-\d{6}", names[1])
+    assert f"Run directory: {tmp_path / 'runs' / names[0]}" in capsys.readouterr().out
