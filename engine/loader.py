@@ -97,11 +97,10 @@ class DeviceBatches:
                 index = torch.arange(start, min(start + self.batch_size, n), device=self.images.device)
             else:
                 index = order[start:start + self.batch_size]
-            generator = epoch_generator(self.seed, self.epoch, batch_index)
             images = self.images[index]
             if self.augment:
                 # Drawn for the whole global batch, so the augmentation does not depend on the world size.
-                images = random_crop_flip(images, generator)
+                images = random_crop_flip(images, epoch_generator(self.seed, self.epoch, batch_index))
             if self.world_size > 1:
                 images, index = images[self.rank::self.world_size], index[self.rank::self.world_size]
             self.last_index = index

@@ -11,11 +11,13 @@ import torch
 
 from engine.errors import UserError
 
-# Config fields a resumed run may change: more epochs, where things are, how progress shows.
-RESUMABLE_CHANGES = {
-    "log_graph", "log_histograms", "epochs", "progress", "output_dir", "runs_root",
-    "download", "data_dir", "device", "dump_samples", "compile",
+# Config fields that say where a run's files are, where it runs or what it logs, not what it learns.
+RUN_CIRCUMSTANCES = {
+    "output_dir", "runs_root", "download", "data_dir", "device", "progress", "compile",
+    "log_graph", "log_histograms", "dump_samples",
 }
+# Config fields a resumed run may change: those, and more epochs.
+RESUMABLE_CHANGES = RUN_CIRCUMSTANCES | {"epochs"}
 _CHECKPOINT_NAME = re.compile(r"(checkpoint|interrupted)_(\d+)\.pt")
 
 

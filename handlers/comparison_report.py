@@ -7,17 +7,16 @@ import os
 from ignite.engine import Engine, Events
 
 from engine.errors import UserError
+from engine.resume import RUN_CIRCUMSTANCES
 from engine.verdict import RULE, decide
 from handlers.history import write_json
 from models import build_model, count_parameters
 from models.stats import macs_per_image, receptive_field
 
 ARCH_ORDER = ("singlestage", "multistage")
-# Config fields that may differ between the two runs of a comparison.
-PER_RUN_FIELDS = {
-    "log_graph", "log_histograms", "arch", "output_dir", "progress", "runs_root",
-    "download", "data_dir", "device", "dump_samples", "compile",
-}
+# Config fields that may differ between the two runs of a comparison: the architecture, and what does not
+# change what a run learns.
+PER_RUN_FIELDS = RUN_CIRCUMSTANCES | {"arch"}
 
 
 def read_history(run_dir: str) -> dict:
