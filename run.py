@@ -13,6 +13,7 @@ from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.errors import UserError
+from engine.precision import AMP_MODES
 from engine.experiment import Interrupted, TrainConfig, train
 from models import ARCHITECTURES
 
@@ -56,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default=defaults.dataset, help="dataset")
     parser.add_argument("--data-dir", default=defaults.data_dir,
                         help="folder holding cifar-100-python/ or cifar-10-batches-py/ (downloaded there if absent)")
-    parser.add_argument("--no-download", dest="download", action="store_false",
+    # default=SUPPRESS: the "(default: ...)" of a --no-X flag would show the dataclass value (True), not what the
+    # flag does; without the flag the configuration's own default applies.
+    parser.add_argument("--no-download", dest="download", action="store_false", default=argparse.SUPPRESS,
                         help="never download; fail with a clear message if the dataset is missing")
     parser.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="training epochs")
     parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="training batch size")
@@ -69,8 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="residual blocks per stage of the multi-stage net (3 gives ResNet-20)")
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=defaults.device,
                         help="auto picks CUDA, then MPS, then CPU")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bf16 autocast (default: on for CUDA, off elsewhere)")
+    parser.add_argument("--amp", nargs="?", choices=AMP_MODES, const="on", default=defaults.amp,
+                        help="bf16 autocast: auto = on for CUDA and for CPUs with native bf16 (AVX512-BF16/AMX), "
+                             "off elsewhere; --amp alone forces it on")
+    parser.add_argument("--no-amp", dest="amp", action="store_const", const="off", default=argparse.SUPPRESS,
+                        help="fp32 throughout (same as --amp off)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network (pays off on GPUs; checkpoints store the plain module)")
     parser.add_argument("--deterministic", action="store_true",
@@ -79,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-histograms", action="store_true",
                         help="weight and gradient histograms in TensorBoard every epoch (large event files)")
     parser.add_argument("--sync-bn", action="store_true",
-                        help="under torchrun: BatchNorm statistics over all processes (default: per process)")
+                        help="under torchrun: BatchNorm statistics over all processes instead of per process")
     parser.add_argument("--dump-samples", metavar="DIR", help=argparse.SUPPRESS)  # tests: per-rank sample losses
     parser.add_argument("--runs-root", default=defaults.runs_root,
                         help="where run directories are created when --output-dir is not given")
     parser.add_argument("--output-dir", default=None,
                         help="the run directory itself (default: RUNS_ROOT/<dataset>-<arch>-<blocks>bps-seed<seed>-<time>); never overwritten")
-    parser.add_argument("--no-progress", dest="progress", action="store_false",
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="no progress bar (it is also off when stdout is not a terminal)")
     parser.add_argument("--train-eval", type=non_negative_int, default=defaults.train_eval, metavar="N",
                         help="also evaluate N fixed training images in eval mode each epoch (--bonus: 10000)")

@@ -5,6 +5,7 @@ import dataclasses
 import errno
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +28,7 @@ import handlers.tensorboard_summary
 from handlers.interrupts import GracefulStop
 from engine.datasets import DATASETS, CifarData, channel_stats, load_cifar
 from engine.devices import resolve_device
+from engine.precision import Precision, resolve_precision
 from engine.errors import UserError
 from engine.loader import DeviceBatches
 from engine.resume import RunIdentity, check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
@@ -51,7 +53,7 @@ class TrainConfig:
     augment: bool = False
     blocks_per_stage: int = 2
     device: str = "auto"
-    amp: bool | None = None  # None: on for CUDA, off elsewhere
+    amp: str = "auto"  # bf16 autocast: "auto" (CUDA and CPUs with native bf16), "on" or "off"
     runs_root: str = "runs"
     output_dir: str | None = None
     progress: bool = True
@@ -102,7 +104,7 @@ class Run:
 
     config: TrainConfig
     device: torch.device
-    amp: bool
+    precision: Precision
     data: CifarData
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -125,7 +127,7 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
     if config.batch_size > len(data.train):
         raise UserError(f"--batch-size {config.batch_size} is larger than the training set ({len(data.train)} images)")
     device = resolve_device(config.device)
-    amp = device.type == "cuda" if config.amp is None else config.amp
+    precision = resolve_precision(config.amp, device)
     torch.manual_seed(config.seed)
     if config.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
@@ -158,12 +160,12 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
         shuffle=True, seed=config.seed, augment=config.augment, **shard,
     )
     test_batches = DeviceBatches(data.test.images.to(device), data.test.labels.to(device), config.batch_size, mean, std, **shard)
-    trainer = create_trainer(network, optimizer, device, amp)
-    evaluators = {"test": create_evaluator(network, device, amp)}
+    trainer = create_trainer(network, optimizer, device, precision)
+    evaluators = {"test": create_evaluator(network, device, precision)}
     # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;
     # real failures still raise with a traceback.
     trainer.logger.disabled = True
-    run = Run(config, device, amp, data, model, optimizer, trainer, evaluators, train_batches, test_batches, mean, std)
+    run = Run(config, device, precision, data, model, optimizer, trainer, evaluators, train_batches, test_batches, mean, std)
     trainer.add_event_handler(Events.EPOCH_STARTED, _select_epoch_data, train_batches)
     if world_size == 1:
         stop_on_nan = TerminateOnNan(lambda out: out["loss"])
@@ -183,7 +185,7 @@ def build_run(config: TrainConfig, data: CifarData) -> Run:
         train_eval_batches = DeviceBatches(
             train_batches.images[index], train_batches.labels[index], config.batch_size, mean, std, **shard
         )
-        evaluators["train_eval"] = create_evaluator(network, device, amp)
+        evaluators["train_eval"] = create_evaluator(network, device, precision)
         handlers.evaluation.attach(
             trainer, evaluators["train_eval"], train_eval_batches, handlers.evaluation.classification_metrics(device)
         )
@@ -202,7 +204,8 @@ def run_header(run: Run, run_dir: str) -> dict:
         "config": dataclasses.asdict(run.config) | {"output_dir": run_dir},
         "versions": library_versions(),
         "device": str(run.device),
-        "amp": run.amp,
+        "amp": run.precision.amp,
+        "amp_dtype": run.precision.dtype_name,
         "world_size": idist.get_world_size(),
         "backend": idist.backend(),
         "global_batch_size": run.config.batch_size,
@@ -316,6 +319,12 @@ def train(
     """
     data = data or load_data(config)
     run = build_run(config, data)
+    rank0 = idist.get_rank() == 0
+    if rank0:
+        # The first line says what the run computes in; a forced bf16 where it is slow also warns.
+        print(f"Device: {run.device}, {run.precision.describe()}", flush=True)
+        if run.precision.warning:
+            print(run.precision.warning, file=sys.stderr, flush=True)
     checkpoint = None
     if resume is not None:
         run_dir, checkpoint = resolve_resume(config, resume, len(run.train_batches))
@@ -323,7 +332,6 @@ def train(
     run_dir = run_dir or config.output_dir or default_run_dir(
         config.runs_root, config.dataset, config.arch, config.blocks_per_stage, config.seed
     )
-    rank0 = idist.get_rank() == 0
     if rank0 and checkpoint is None:
         create_run_dir(run_dir)
     state = load_checkpoint(checkpoint, run.device) if checkpoint else None

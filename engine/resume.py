@@ -13,7 +13,7 @@ from engine.errors import UserError
 
 # Config fields that say where a run's files are, where it runs or what it logs, not what it learns.
 RUN_CIRCUMSTANCES = {
-    "output_dir", "runs_root", "download", "data_dir", "device", "progress", "compile",
+    "output_dir", "runs_root", "download", "data_dir", "device", "amp", "progress", "compile",
     "log_graph", "log_histograms", "dump_samples",
 }
 # Config fields a resumed run may change: those, and more epochs.

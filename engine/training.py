@@ -1,21 +1,15 @@
 """The Ignite trainer and evaluator, with explicit `train_step` and `eval_step` (as Ignite's cifar10 example)."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from ignite.engine import Engine
 from torch import nn
 
-
-def autocast_context(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA when `amp` is on; a no-op elsewhere."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+from engine.precision import FP32, Precision
 
 
-def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device, amp: bool = False) -> Engine:
+def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                   precision: Precision = FP32) -> Engine:
     """Trainer whose output per iteration is `{"loss": batch mean, "sample_losses": per-sample losses}`.
 
     Both stay on the device (no `.item()`), so the hot loop never waits for the GPU; the per-sample losses
@@ -26,7 +20,7 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: t
     def train_step(engine: Engine, batch) -> dict:
         model.train()
         images, labels = batch
-        with autocast_context(device, amp):
+        with precision.autocast(device):
             logits = model(images)
         sample_losses = criterion(logits.float(), labels)
         loss = sample_losses.mean()
@@ -38,14 +32,14 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: t
     return Engine(train_step)
 
 
-def create_evaluator(model: nn.Module, device: torch.device, amp: bool = False) -> Engine:
+def create_evaluator(model: nn.Module, device: torch.device, precision: Precision = FP32) -> Engine:
     """Evaluator whose output per iteration is `{"y_pred": logits (float32), "y": labels}`."""
 
     @torch.inference_mode()
     def eval_step(engine: Engine, batch) -> dict:
         model.eval()
         images, labels = batch
-        with autocast_context(device, amp):
+        with precision.autocast(device):
             logits = model(images)
         return {"y_pred": logits.float(), "y": labels}
 

@@ -11,7 +11,7 @@ from test_cli import read_history
 
 
 def bonus(*args):
-    return run.main([*args, "--no-progress"])
+    return run.main([*args, "--no-progress", "--no-amp"])
 
 
 def colour_pixels(png, hex_colour):

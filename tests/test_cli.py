@@ -18,7 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cli(*args):
-    return run.main([*args, "--no-progress"])
+    # fp32 pinned: these tests compare with fp32 computations, whatever `--amp auto` picks on this CPU.
+    return run.main([*args, "--no-progress", "--no-amp"])
 
 
 def read_history(run_dir):
@@ -211,15 +212,16 @@ def test_command_line_end_to_end(cifar10_dir, tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "run.py", "--dataset", "cifar10", "--data-dir", data_dir, "--arch", "singlestage",
-         "--epochs", "2", "--batch-size", "50", "--output-dir", str(run_dir)],
+         "--epochs", "2", "--batch-size", "50", "--no-amp", "--output-dir", str(run_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == f"Run directory: {run_dir}"
-    assert lines[1].startswith("Epoch   1/2  train loss ") and lines[2].startswith("Epoch   2/2  train loss ")
+    assert lines[0] == "Device: cpu, fp32 (--no-amp)"
+    assert lines[1] == f"Run directory: {run_dir}"
+    assert lines[2].startswith("Epoch   1/2  train loss ") and lines[3].startswith("Epoch   2/2  train loss ")
     history = read_history(str(run_dir))
-    assert f"{history['epochs'][1]['train_loss']:.4f}" in lines[2]
+    assert f"{history['epochs'][1]['train_loss']:.4f}" in lines[3]
     assert lines[-1].endswith(f"run directory: {run_dir}")
 
 

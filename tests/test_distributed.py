@@ -25,7 +25,7 @@ def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     written = write_cifar10(str(root / "data"))
     result = torchrun("--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2", "--batch-size", "32",
-                      "--no-progress", "--output-dir", str(root / "runs" / "run"), "--dump-samples", str(root / "dump"))
+                      "--no-progress", "--no-amp", "--output-dir", str(root / "runs" / "run"), "--dump-samples", str(root / "dump"))
     return root, written, result
 
 
@@ -65,7 +65,7 @@ def test_resume_under_torchrun(ddp_run):
     root, _, _ = ddp_run
     run_dir = root / "runs" / "run"
     result = torchrun("--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "3", "--batch-size", "32",
-                      "--no-progress", "--resume", str(run_dir))
+                      "--no-progress", "--no-amp", "--resume", str(run_dir))
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stdout and result.stdout.count("Epoch   3/3") == 1
     assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2, 3]

@@ -19,7 +19,7 @@ EPOCHS = 3
 
 def train_args(data_dir, run_dir):
     return ["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", str(EPOCHS), "--batch-size", "32",
-            "--augment", "--seed", "3", "--no-progress", "--output-dir", str(run_dir)]
+            "--augment", "--seed", "3", "--no-progress", "--no-amp", "--output-dir", str(run_dir)]
 
 
 def run_cli(args, fault=None):

@@ -28,7 +28,7 @@ def logdir(tmp_path_factory):
     data_dir = str(root / "data")
     write_cifar10(data_dir)
     logs = root / "runs"
-    common = ["--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "32", "--train-eval", "40", "--no-progress"]
+    common = ["--dataset", "cifar10", "--data-dir", data_dir, "--batch-size", "32", "--train-eval", "40", "--no-progress", "--no-amp"]
     assert run.main([*common, "--epochs", "2", "--log-graph", "--log-histograms",
                      "--output-dir", str(logs / "cifar10-multistage-full")]) == 0
     assert run.main([*common, "--epochs", "1", "--output-dir", str(logs / "cifar10-multistage-resumed")]) == 0

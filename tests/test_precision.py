@@ -1,0 +1,122 @@
+"""`--amp auto|on|off`: the decision per device and CPU, what a run records and says, and that bf16 is really used.
+
+The CPU's features are patched where the decision depends on them, so every test means the same on every machine.
+"""
+import pytest
+import torch
+
+import engine.experiment
+import engine.precision
+import run
+from engine.precision import resolve_precision
+from test_cli import read_history
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+@pytest.fixture
+def cpu_features(monkeypatch):
+    """Pretend this CPU has the given native-bf16 features."""
+
+    def pretend(*features):
+        monkeypatch.setattr(engine.precision, "cpu_bf16_features", lambda: list(features))
+
+    return pretend
+
+
+def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(cpu_features):
+    assert resolve_precision("auto", CUDA).dtype == torch.bfloat16
+    cpu_features("avx512_bf16", "amx_bf16")
+    precision = resolve_precision("auto", CPU)
+    assert precision.dtype == torch.bfloat16 and precision.warning is None
+    assert precision.describe() == "bf16 autocast (auto: this CPU has native bf16 (avx512_bf16, amx_bf16))"
+
+
+def test_auto_is_fp32_on_cpus_without_native_bf16_and_forcing_it_warns(cpu_features):
+    cpu_features()
+    assert resolve_precision("auto", CPU).describe() == "fp32 (auto: this CPU has no native bf16)"
+    forced = resolve_precision("on", CPU)
+    assert forced.dtype == torch.bfloat16
+    assert forced.warning == ("warning: --amp forces bf16 autocast although this CPU has no native bf16; "
+                              "expect it to be slower than fp32")
+    assert resolve_precision("off", CPU).dtype is None and resolve_precision("off", CUDA).dtype is None
+    with pytest.raises(ValueError, match="amp mode must be one of"):
+        resolve_precision("yes", CPU)
+
+
+def test_native_bf16_features_are_read_from_torch(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": True, "avx2": True})
+    assert engine.precision.cpu_bf16_features() == ["amx_bf16"]
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
+    assert engine.precision.cpu_bf16_features() == []
+
+
+def record_dtypes(monkeypatch):
+    """Patch the model build so that the dtypes of every convolution's output and of the trainer's losses
+    are recorded while the engines run."""
+    seen = {"conv": set(), "sample_losses": set()}
+    build_run = engine.experiment.build_run
+
+    def build_and_watch(config, data):
+        built = build_run(config, data)
+        for module in built.model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda _m, _i, out: seen["conv"].add(out.dtype))
+        built.trainer.add_event_handler(
+            engine.experiment.Events.ITERATION_COMPLETED,
+            lambda e: seen["sample_losses"].add(e.state.output["sample_losses"].dtype))
+        return built
+
+    monkeypatch.setattr(engine.experiment, "build_run", build_and_watch)
+    return seen
+
+
+def train(data_dir, run_dir, *flags):
+    return run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "50",
+                     "--no-progress", "--output-dir", str(run_dir), *flags])
+
+
+def test_forced_amp_runs_bf16_convolutions_keeps_losses_fp32_and_says_so(cifar10_dir, tmp_path, capsys, monkeypatch,
+                                                                           cpu_features):
+    data_dir, _ = cifar10_dir
+    cpu_features()  # a CPU without native bf16: forcing it must warn, once
+    seen = record_dtypes(monkeypatch)
+    assert train(data_dir, tmp_path / "run", "--amp") == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "Device: cpu, bf16 autocast (--amp: forced, this CPU has no native bf16)"
+    assert err.count("warning: --amp forces bf16 autocast") == 1
+    assert seen == {"conv": {torch.bfloat16}, "sample_losses": {torch.float32}}
+    history = read_history(str(tmp_path / "run"))
+    assert (history["amp"], history["amp_dtype"], history["config"]["amp"]) == (True, "bfloat16", "on")
+    assert isinstance(history["epochs"][0]["train_loss"], float)
+
+
+def test_no_amp_runs_fp32(cifar10_dir, tmp_path, capsys, monkeypatch):
+    data_dir, _ = cifar10_dir
+    seen = record_dtypes(monkeypatch)
+    assert train(data_dir, tmp_path / "run", "--no-amp") == 0
+    assert capsys.readouterr().out.splitlines()[0] == "Device: cpu, fp32 (--no-amp)"
+    assert seen == {"conv": {torch.float32}, "sample_losses": {torch.float32}}
+    history = read_history(str(tmp_path / "run"))
+    assert (history["amp"], history["amp_dtype"], history["config"]["amp"]) == (False, None, "off")
+
+
+@pytest.mark.parametrize("features, dtype", [((), torch.float32), (("amx_bf16",), torch.bfloat16)])
+def test_default_follows_the_cpu(cifar10_dir, tmp_path, capsys, monkeypatch, cpu_features, features, dtype):
+    data_dir, _ = cifar10_dir
+    cpu_features(*features)
+    seen = record_dtypes(monkeypatch)
+    assert train(data_dir, tmp_path / "run") == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err
+    assert seen["conv"] == {dtype}
+    assert read_history(str(tmp_path / "run"))["amp"] is (dtype == torch.bfloat16)
+
+
+def test_a_run_may_resume_with_another_precision(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    assert train(data_dir, tmp_path / "run", "--no-amp") == 0
+    assert run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "50",
+                     "--no-progress", "--amp", "--resume", str(tmp_path / "run")]) == 0
+    history = read_history(str(tmp_path / "run"))
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and history["amp_dtype"] == "bfloat16"
