@@ -1,21 +1,28 @@
 #!/usr/bin/env python
-"""Training throughput, side by side in one process: ours vs a plain PyTorch loop vs the tutorial pipeline,
-plus the share of the machine's fp32 matmul peak that each reaches.
+"""Training throughput, side by side in one process: ours vs a plain PyTorch loop vs the tutorial pipeline, in
+fp32 and (where the CPU has native bf16, or when asked) bf16 autocast, plus the share of the machine's peak
+that each reaches.
 
     python benchmarks/throughput.py --quick            # a smoke run, a few hundred images
     python benchmarks/throughput.py                     # the numbers in README "Performance"
 
 Every pipeline trains the same architecture with the same batch size on the same images for whole epochs,
-each epoch followed by a pass over the test images; the pipelines take turns epoch by epoch (so a drift in
-the machine's speed hits all of them alike), the first epoch of each is a warm-up, and the median of the
-timed epochs is reported. Images are synthetic unless --data-dir points at a CIFAR-10 copy (speed
-does not depend on pixel values).
+each epoch followed by a pass over the test images; all pipelines of all precisions take turns epoch by
+epoch (so a drift in the machine's speed hits all of them alike), the first epoch of each is a warm-up, and
+the median of the timed epochs is reported. Images are synthetic unless --data-dir points at a CIFAR-10 copy
+(speed does not depend on pixel values).
+
+The peak of a precision is the best rate of a few dense kernels in that precision (a large matmul and a large
+channels_last 3x3 convolution), measured before and after the pipelines: on some CPUs oneDNN's convolution
+runs twice as fast as torch's matmul, so a matmul alone is not the machine's limit.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -31,10 +38,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine.datasets import DATASETS, CifarData, Split, load_cifar  # noqa: E402
 from engine.experiment import TrainConfig, attach_outputs, build_run  # noqa: E402
 from engine.loader import DeviceBatches  # noqa: E402
+from engine.precision import cpu_bf16_features  # noqa: E402
 from ignite.engine import Events  # noqa: E402
 from models import build_model  # noqa: E402
 
 ARCHS = ("multistage", "singlestage")
+# Precision name -> autocast dtype (None: plain fp32) and the run.py --amp mode that selects it.
+PRECISIONS = {"fp32": (None, "off"), "bf16": (torch.bfloat16, "on")}
+# The CPU features that decide how fast these kernels can run, as /proc/cpuinfo names them.
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "asimd", "sve", "bf16", "i8mm")
+
+
+def autocast(dtype: torch.dtype | None):
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def synthetic_data(n_train: int, n_test: int, seed: int = 0) -> CifarData:
@@ -54,10 +71,11 @@ def subset(data: CifarData, n_train: int, n_test: int) -> CifarData:
     return CifarData(data.spec, cut(data.train, n_train), cut(data.test, n_test), data.class_names)
 
 
-def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int):
+def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
     """Our trainer as run.py builds it (metrics, checkpoints, TensorBoard, history; progress off).
     Yields the seconds of each epoch (train + test pass + handlers), pausing the trainer in between."""
-    config = TrainConfig(arch=arch, dataset="cifar10", batch_size=batch_size, epochs=epochs, progress=False)
+    config = TrainConfig(arch=arch, dataset="cifar10", batch_size=batch_size, epochs=epochs, progress=False,
+                         amp=PRECISIONS[precision][1])
     run = build_run(config, data)
     seconds, started = [], []
     with tempfile.TemporaryDirectory() as run_dir:
@@ -68,20 +86,17 @@ def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int):
         run.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: engine.interrupt())
         try:
             for _ in range(epochs):
-                stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # the per-epoch lines would clutter the table
-                try:
+                with contextlib.redirect_stdout(open(os.devnull, "w")):  # the per-epoch lines would clutter the table
                     run.trainer.run(run.train_batches, max_epochs=epochs)
-                finally:
-                    sys.stdout.close()
-                    sys.stdout = stdout
                 yield seconds[-1]
         finally:
             outputs.close()
 
 
-def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int):
+def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
     """A minimal hand-written loop over the same device-resident batches and model (channels_last); yields
     the seconds of each epoch (train + test pass)."""
+    dtype = PRECISIONS[precision][0]
     torch.manual_seed(0)
     mean = data.train.images.double().mean(dim=(0, 2, 3)) / 255
     std = (data.train.images.double() / 255).std(dim=(0, 2, 3))
@@ -95,13 +110,15 @@ def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int):
         train.set_epoch(epoch)
         model.train()
         for images, labels in train:
-            loss = criterion(model(images), labels)
+            with autocast(dtype):
+                logits = model(images)
+            loss = criterion(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         model.eval()
         correct = 0
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(dtype):
             for images, labels in test:
                 correct += (model(images).argmax(1) == labels).sum().item()
         yield time.perf_counter() - start
@@ -126,8 +143,10 @@ class TutorialDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
 
 
-def time_tutorial(arch: str, data: CifarData, batch_size: int, epochs: int):
-    """DataLoader(shuffle, 2 workers) over PIL images, NCHW model, the tutorial's loop; yields epoch seconds."""
+def time_tutorial(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
+    """DataLoader(shuffle, 2 workers) over PIL images, NCHW model, the tutorial's loop (under autocast for
+    bf16); yields epoch seconds."""
+    dtype = PRECISIONS[precision][0]
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(TutorialDataset(data.train), batch_size=batch_size, shuffle=True, num_workers=2)
     test_loader = torch.utils.data.DataLoader(TutorialDataset(data.test), batch_size=batch_size, num_workers=2)
@@ -138,19 +157,22 @@ def time_tutorial(arch: str, data: CifarData, batch_size: int, epochs: int):
         start = time.perf_counter()
         model.train()
         for images, labels in loader:
-            loss = criterion(model(images), labels)
+            with autocast(dtype):
+                logits = model(images)
+            loss = criterion(logits.float(), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(dtype):
             for images, labels in test_loader:
                 (model(images).argmax(1) == labels).sum().item()
         yield time.perf_counter() - start
 
 
 def training_flops_per_image(arch: str, num_classes: int, batch_size: int) -> float:
-    """Forward + backward FLOPs of one training image, counted by torch.utils.flop_counter."""
+    """Forward + backward FLOPs of one training image, counted by torch.utils.flop_counter (the same count in
+    every precision)."""
     model = build_model(arch, num_classes).to(memory_format=torch.channels_last)
     images = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, num_classes, (batch_size,))
@@ -159,21 +181,48 @@ def training_flops_per_image(arch: str, num_classes: int, batch_size: int) -> fl
     return counter.get_total_flops() / batch_size
 
 
-def matmul_flops_per_second(sizes=(1024, 2048), seconds: float = 1.0) -> float:
-    """fp32 matmul throughput of this machine, the reference for utilisation: the best rate over a few
-    square sizes (this shared machine's speed drifts, so main() takes the best of a measurement before
-    and one after the pipelines)."""
-    best = 0.0
-    for size in sizes:
-        a, b = torch.randn(size, size), torch.randn(size, size)
-        for _ in range(2):
-            a @ b
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            a @ b
-            count += 1
-        best = max(best, 2 * size**3 * count / (time.perf_counter() - start))
-    return best
+def _rate(kernel, flops: float, seconds: float) -> float:
+    """FLOP/s of `kernel()` run repeatedly for about `seconds` after two warm-up calls."""
+    for _ in range(2):
+        kernel()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        kernel()
+        count += 1
+    return flops * count / (time.perf_counter() - start)
+
+
+def dense_kernel_rates(dtype: torch.dtype, seconds: float) -> dict[str, float]:
+    """GFLOP/s of the densest kernels this machine runs in `dtype`: the best of two square matmuls, and a
+    256->256-channel 3x3 convolution over 32x32 channels_last images (oneDNN's own layout)."""
+    rates = {}
+    matmul = 0.0
+    for size in (1024, 2048):
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        matmul = max(matmul, _rate(lambda: a @ b, 2 * size**3, seconds))
+    rates["matmul"] = matmul / 1e9
+    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(16, 256, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        rates["conv3x3_channels_last"] = _rate(lambda: conv(x), 2 * 16 * 256 * 256 * 9 * 32 * 32, seconds) / 1e9
+    return rates
+
+
+def cpu_facts() -> dict:
+    """The CPU model and the ISA flags that matter for fp32/bf16 kernels (from /proc/cpuinfo where it exists)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags |= set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model, "isa_flags": [flag for flag in ISA_FLAGS if flag in flags],
+            "native_bf16": cpu_bf16_features()}
 
 
 PIPELINES = {"ours": time_ours, "plain": time_plain, "tutorial": time_tutorial}
@@ -188,47 +237,62 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--pipelines", nargs="+", choices=sorted(PIPELINES), default=list(PIPELINES))
+    parser.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS),
+                        help="default: fp32, plus bf16 where the CPU has native bf16 (forcing bf16 elsewhere works, slowly)")
     parser.add_argument("--data-dir", help="use the CIFAR-10 copy here instead of synthetic images")
     parser.add_argument("--json", default="benchmarks/results/throughput.json", help="where to write the results")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_images, args.test_images, args.epochs = 256, 128, 1
+    precisions = args.precisions or (["fp32", "bf16"] if cpu_bf16_features() else ["fp32"])
+    kernel_seconds = 0.2 if args.quick else 1.0
     data = load_cifar(DATASETS["cifar10"], args.data_dir, download=False) if args.data_dir else None
     data = subset(data, args.train_images, args.test_images) if data else synthetic_data(args.train_images, args.test_images)
 
-    peak_before = matmul_flops_per_second()
-    results = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+    kernels_before = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds) for p in precisions}
+    results = {"machine": {**cpu_facts(), "threads": torch.get_num_threads(), "torch": torch.__version__},
                "setup": {"train_images": args.train_images, "test_images": args.test_images, "batch_size": args.batch_size,
-                         "timed_epochs": args.epochs, "data": args.data_dir or "synthetic"},
+                         "timed_epochs": args.epochs, "data": args.data_dir or "synthetic", "precisions": precisions},
                "archs": {}}
     for arch in args.arch:
         flops = training_flops_per_image(arch, data.num_classes, args.batch_size)
         row = {"train_gflops_per_image": flops / 1e9}
-        # The pipelines take turns epoch by epoch, so that this shared machine's drifting speed affects all alike.
-        timers = {name: PIPELINES[name](arch, data, args.batch_size, args.epochs + 1) for name in args.pipelines}
-        measured = {name: [] for name in args.pipelines}
+        # All pipelines in all precisions take turns epoch by epoch, so that a drift in this shared machine's
+        # speed affects them alike.
+        runs = [(p, name) for p in precisions for name in args.pipelines]
+        timers = {key: PIPELINES[key[1]](arch, data, args.batch_size, args.epochs + 1, key[0]) for key in runs}
+        measured = {key: [] for key in runs}
         for _ in range(args.epochs + 1):
-            for name, timer in timers.items():
-                measured[name].append(next(timer))
+            for key, timer in timers.items():
+                measured[key].append(next(timer))
         for timer in timers.values():
             timer.close()
-        for name in args.pipelines:
-            seconds = measured[name][1:]  # drop the warm-up epoch
+        for precision, name in runs:
+            seconds = measured[precision, name][1:]  # drop the warm-up epoch
             median = statistics.median(seconds)
-            images_per_s = args.train_images / median
-            row[name] = {"epoch_seconds": seconds, "median_epoch_seconds": median, "images_per_s": images_per_s}
-        if "ours" in row and "plain" in row:
-            row["ours_over_plain"] = row["ours"]["images_per_s"] / row["plain"]["images_per_s"]
-        if "ours" in row and "tutorial" in row:
-            row["ours_over_tutorial"] = row["ours"]["images_per_s"] / row["tutorial"]["images_per_s"]
+            row.setdefault(precision, {})[name] = {"epoch_seconds": seconds, "median_epoch_seconds": median,
+                                                   "images_per_s": args.train_images / median}
+        for precision in precisions:
+            cell = row[precision]
+            for other in ("plain", "tutorial"):
+                if "ours" in cell and other in cell:
+                    cell[f"ours_over_{other}"] = cell["ours"]["images_per_s"] / cell[other]["images_per_s"]
+        if "fp32" in row and "bf16" in row:
+            row["bf16_over_fp32"] = {name: row["bf16"][name]["images_per_s"] / row["fp32"][name]["images_per_s"]
+                                     for name in args.pipelines}
         results["archs"][arch] = row
-    peak_after = matmul_flops_per_second()
-    peak = max(peak_before, peak_after)
-    results["machine"].update(matmul_fp32_gflops=peak / 1e9, matmul_fp32_gflops_before=peak_before / 1e9,
-                              matmul_fp32_gflops_after=peak_after / 1e9)
+    kernels_after = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds) for p in precisions}
+    peaks = {}
+    for p in precisions:
+        best = {kernel: max(kernels_before[p][kernel], kernels_after[p][kernel]) for kernel in kernels_before[p]}
+        peaks[p] = {"before_gflops": kernels_before[p], "after_gflops": kernels_after[p],
+                    "best_kernel": max(best, key=best.get), "peak_gflops": max(best.values())}
+    results["machine"]["dense_kernels"] = peaks
     for row in results["archs"].values():
-        for name in args.pipelines:
-            row[name]["utilisation"] = row[name]["images_per_s"] * row["train_gflops_per_image"] * 1e9 / peak
+        for p in precisions:
+            for name in args.pipelines:
+                cell = row[p][name]
+                cell["utilisation"] = cell["images_per_s"] * row["train_gflops_per_image"] / peaks[p]["peak_gflops"]
     print_table(results)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
@@ -238,21 +302,29 @@ def main(argv=None) -> dict:
 
 
 def print_table(results: dict) -> None:
-    machine = results["machine"]
-    print(f"fp32 matmul: {machine['matmul_fp32_gflops']:.0f} GFLOP/s (best of {machine['matmul_fp32_gflops_before']:.0f} "
-          f"before, {machine['matmul_fp32_gflops_after']:.0f} after), {machine['threads']} threads; "
-          f"{results['setup']['train_images']} train + {results['setup']['test_images']} test images per epoch, "
-          f"batch {results['setup']['batch_size']}")
-    print(f"{'arch':<12} {'pipeline':<9} {'img/s':>8} {'epoch s':>8} {'util':>6}")
+    machine, setup = results["machine"], results["setup"]
+    print(f"{machine['cpu_model']}, {machine['threads']} threads; ISA: {' '.join(machine['isa_flags']) or '-'}; "
+          f"native bf16: {', '.join(machine['native_bf16']) or 'none'}")
+    for precision, kernels in machine["dense_kernels"].items():
+        rates = ", ".join(f"{name} {max(kernels['before_gflops'][name], kernels['after_gflops'][name]):.0f}"
+                          for name in kernels["before_gflops"])
+        print(f"{precision} peak {kernels['peak_gflops']:.0f} GFLOP/s ({rates}; best of before/after)")
+    print(f"{setup['train_images']} train + {setup['test_images']} test images per epoch, batch {setup['batch_size']}")
+    print(f"{'arch':<12} {'precision':<9} {'pipeline':<9} {'img/s':>8} {'epoch s':>8} {'util':>6}")
     for arch, row in results["archs"].items():
-        for name in PIPELINES:
-            if name in row:
-                r = row[name]
-                print(f"{arch:<12} {name:<9} {r['images_per_s']:>8.0f} {r['median_epoch_seconds']:>8.2f} "
-                      f"{100 * r['utilisation']:>5.1f}%")
-        ratios = [f"{key.replace('_', ' ')} {row[key]:.2f}" for key in ("ours_over_plain", "ours_over_tutorial") if key in row]
-        if ratios:
-            print(f"{'':<12} " + ", ".join(ratios))
+        for precision in setup["precisions"]:
+            cell = row[precision]
+            for name in PIPELINES:
+                if name in cell:
+                    r = cell[name]
+                    print(f"{arch:<12} {precision:<9} {name:<9} {r['images_per_s']:>8.0f} {r['median_epoch_seconds']:>8.2f} "
+                          f"{100 * r['utilisation']:>5.1f}%")
+            ratios = [f"{key.replace('_', ' ')} {cell[key]:.2f}" for key in ("ours_over_plain", "ours_over_tutorial")
+                      if key in cell]
+            if ratios:
+                print(f"{'':<12} {precision:<9} " + ", ".join(ratios))
+        if "bf16_over_fp32" in row:
+            print(f"{'':<12} bf16 over fp32: " + ", ".join(f"{k} {v:.2f}" for k, v in row["bf16_over_fp32"].items()))
 
 
 if __name__ == "__main__":
