@@ -7,12 +7,17 @@ POINT is one of
   kill-evaluation    SIGKILL during the N-th test-evaluation batch (counted over the whole run)
   kill-checkpoint    SIGKILL in the middle of writing the N-th checkpoint file (half of it written)
   sigint / sigterm   send SIGINT / SIGTERM to itself after the N-th training iteration
-  sigint-twice       send SIGINT twice after the N-th training iteration
+  sigint-twice       send SIGINT twice after the N-th training iteration, the second only once the
+                     first has been handled
+
+Signals are raised with `signal.raise_signal`, which runs the Python-level handler before it returns. Two
+`os.kill` calls back to back can both land before Python runs the handler, and then count as one signal.
 """
 import io
 import os
 import signal
 import sys
+import time
 
 import torch
 from ignite.engine import Events
@@ -38,6 +43,19 @@ def kill():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def send(signum, times=1):
+    """Raise `signum` in this process `times` times, each only after the previous one was handled: the run's
+    handler (GracefulStop) puts the previous handler back when it handles a signal, so wait for that."""
+    for _ in range(times):
+        handler = signal.getsignal(signum)
+        signal.raise_signal(signum)
+        deadline = time.monotonic() + 30
+        while signal.getsignal(signum) is handler:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"signal {signum} was not handled within 30 s")
+            time.sleep(0.001)
+
+
 def main():
     point, n = sys.argv[1].split(":")
     n = int(n)
@@ -48,9 +66,9 @@ def main():
         built = build_run(config, data)
         actions = {
             "kill-iteration": kill,
-            "sigint": lambda: os.kill(os.getpid(), signal.SIGINT),
-            "sigterm": lambda: os.kill(os.getpid(), signal.SIGTERM),
-            "sigint-twice": lambda: (os.kill(os.getpid(), signal.SIGINT), os.kill(os.getpid(), signal.SIGINT)),
+            "sigint": lambda: send(signal.SIGINT),
+            "sigterm": lambda: send(signal.SIGTERM),
+            "sigint-twice": lambda: send(signal.SIGINT, times=2),
         }
         if point in actions:
             built.trainer.add_event_handler(Events.ITERATION_COMPLETED, nth_call(n, actions[point]))
