@@ -1,12 +1,12 @@
 """CIFAR-10/100 from the official python archives, read straight into uint8 tensors.
 
-We unpickle the batches ourselves instead of going through torchvision's dataset classes: those re-check
-the md5 of every extracted file (a re-packed copy would not load) and convert each image through PIL.
+We read the batches ourselves (engine/cifar_archive.py: a restricted unpickler, every field checked) instead
+of going through torchvision's dataset classes: those unpickle with plain `pickle.load`, re-check the md5 of
+every extracted file (a re-packed copy would not load) and convert each image through PIL.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
+from engine import cifar_archive
 from engine.errors import DataError
 
 
@@ -97,48 +98,15 @@ class CifarData:
         return self.spec.num_classes
 
 
-def _unpickle(path: str) -> dict:
-    try:
-        with open(path, "rb") as f:
-            # The official archives are Python 2 pickles: latin1 decodes their byte strings losslessly.
-            obj = pickle.load(f, encoding="latin1")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file is missing from the dataset folder") from None
-    except Exception as exc:  # truncated or garbage files raise many different exception types
-        raise DataError(f"{path}: not a readable CIFAR pickle ({type(exc).__name__}: {exc})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a pickled dict, found {type(obj).__name__}")
-    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
-
-
-def _labels(path: str, batch: dict, key: str, num_classes: int, n: int) -> np.ndarray:
-    if key not in batch:
-        raise DataError(f"{path}: missing key {key!r} (found {sorted(batch)})")
-    labels = np.asarray(batch[key])
-    if labels.size == 0:
-        labels = labels.reshape(0).astype(np.int64)  # an empty list has no integer dtype of its own
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: {key!r} must be a flat list of integers, found dtype {labels.dtype} shape {labels.shape}")
-    if len(labels) != n:
-        raise DataError(f"{path}: {n} images but {len(labels)} entries in {key!r}")
-    if n and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(f"{path}: {key!r} out of range: found {labels.min()}..{labels.max()}, expected 0..{num_classes - 1}")
-    return labels.astype(np.int64)
-
-
 def _read_batch(path: str, spec: CifarSpec, num_coarse: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    batch = _unpickle(path)
-    if "data" not in batch:
-        raise DataError(f"{path}: missing key 'data' (found {sorted(batch)})")
-    data = batch["data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        desc = f"dtype {data.dtype} shape {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), found {desc}")
+    batch = cifar_archive.read_dict(path)
+    data = cifar_archive.images(path, batch)
     n = len(data)
-    labels = _labels(path, batch, spec.label_key, spec.num_classes, n)
+    labels = cifar_archive.labels(path, batch, spec.label_key, spec.num_classes, n)
     coarse = None
     if spec.coarse_label_key:
-        coarse = _labels(path, batch, spec.coarse_label_key, num_coarse, n)
+        coarse = cifar_archive.labels(path, batch, spec.coarse_label_key, num_coarse, n)
+    cifar_archive.check_optional_fields(path, batch, n)
     return data, labels, coarse
 
 
@@ -148,16 +116,6 @@ def _read_split(root: str, files: tuple[str, ...], spec: CifarSpec, num_coarse: 
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     coarse = torch.from_numpy(np.concatenate([p[2] for p in parts])) if spec.coarse_label_key else None
     return Split(images, labels, coarse)
-
-
-def _read_names(path: str, key: str, expected: int) -> list[str]:
-    meta = _unpickle(path)
-    if key not in meta:
-        raise DataError(f"{path}: missing key {key!r} (found {sorted(meta)})")
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[key]]
-    if len(names) != expected:
-        raise DataError(f"{path}: {key!r} has {len(names)} names, expected {expected}")
-    return names
 
 
 def load_cifar(spec: CifarSpec, data_dir: str, download: bool = True) -> CifarData:
@@ -171,10 +129,11 @@ def load_cifar(spec: CifarSpec, data_dir: str, download: bool = True) -> CifarDa
             )
         download_and_extract(spec, data_dir)
     num_coarse = 20 if spec.coarse_label_key else 0
-    class_names = _read_names(os.path.join(root, spec.meta_file), spec.names_key, spec.num_classes)
-    coarse_names = (
-        _read_names(os.path.join(root, spec.meta_file), spec.coarse_names_key, num_coarse) if spec.coarse_names_key else []
-    )
+    meta_path = os.path.join(root, spec.meta_file)
+    meta = cifar_archive.read_dict(meta_path)
+    class_names = cifar_archive.names(meta_path, meta, spec.names_key, spec.num_classes)
+    coarse_names = cifar_archive.names(meta_path, meta, spec.coarse_names_key, num_coarse) if spec.coarse_names_key else []
+    cifar_archive.check_meta_counts(meta_path, meta)
     train = _read_split(root, spec.train_files, spec, num_coarse)
     test = _read_split(root, spec.test_files, spec, num_coarse)
     return CifarData(spec, train, test, class_names, coarse_names)
