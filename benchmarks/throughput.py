@@ -36,7 +36,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from engine.datasets import DATASETS, CifarData, Split, load_cifar  # noqa: E402
-from engine.experiment import TrainConfig, attach_outputs, build_run  # noqa: E402
+from core.recipe import Recipe, Setup  # noqa: E402
+from engine.build import build_run  # noqa: E402
+from engine.outputs import attach_outputs  # noqa: E402
 from engine.loader import DeviceBatches  # noqa: E402
 from engine.precision import cpu_bf16_features  # noqa: E402
 from ignite.engine import Events  # noqa: E402
@@ -74,12 +76,11 @@ def subset(data: CifarData, n_train: int, n_test: int) -> CifarData:
 def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
     """Our trainer as run.py builds it (metrics, checkpoints, TensorBoard, history; progress off).
     Yields the seconds of each epoch (train + test pass + handlers), pausing the trainer in between."""
-    config = TrainConfig(arch=arch, dataset="cifar10", batch_size=batch_size, epochs=epochs, progress=False,
-                         amp=PRECISIONS[precision][1])
-    run = build_run(config, data)
+    run = build_run(Recipe(arch=arch, dataset="cifar10", batch_size=batch_size, epochs=epochs),
+                    Setup(progress=False, amp=PRECISIONS[precision][1]), data)
     seconds, started = [], []
     with tempfile.TemporaryDirectory() as run_dir:
-        outputs = attach_outputs(run, run_dir, progress=False)
+        outputs = attach_outputs(run, run_dir)
         run.trainer.add_event_handler(Events.EPOCH_STARTED, lambda: started.append(time.perf_counter()))
         run.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: seconds.append(time.perf_counter() - started[-1]))
         # Pause after each epoch so that the pipelines can take turns (Ignite resumes on the next run()).
@@ -109,7 +110,7 @@ def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precisi
         start = time.perf_counter()
         train.set_epoch(epoch)
         model.train()
-        for images, labels in train:
+        for images, labels, _ in train:
             with autocast(dtype):
                 logits = model(images)
             loss = criterion(logits.float(), labels)
@@ -119,7 +120,7 @@ def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precisi
         model.eval()
         correct = 0
         with torch.inference_mode(), autocast(dtype):
-            for images, labels in test:
+            for images, labels, _ in test:
                 correct += (model(images).argmax(1) == labels).sum().item()
         yield time.perf_counter() - start
 

@@ -13,7 +13,7 @@ import pickle
 
 import numpy as np
 
-from engine.errors import DataError
+from core.errors import DataError
 
 IMAGE_BYTES = 3 * 32 * 32
 # (module, name) -> what the official archives use it for.

@@ -16,7 +16,7 @@ import torch
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
 from engine import cifar_archive
-from engine.errors import DataError
+from core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import ignite.distributed as idist
 
-from engine.errors import UserError
+from core.errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

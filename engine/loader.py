@@ -31,7 +31,8 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: 
 
 
 class DeviceBatches:
-    """Iterable of normalised `(images, labels)` batches over device-resident uint8 images.
+    """Iterable of normalised `(images, labels, index)` batches over device-resident uint8 images; `index` holds
+    the samples' positions in the split, for whoever needs to know which images a batch held.
 
     With `shuffle`, each epoch's order is `randperm` seeded by (seed, epoch); call `set_epoch` before
     iterating (a trainer handler does it on EPOCH_STARTED). Without it, samples come in order. The last
@@ -71,7 +72,6 @@ class DeviceBatches:
         # global batch: each sample is used exactly once per epoch across all processes.
         self.rank = rank
         self.world_size = world_size
-        self.last_index: torch.Tensor | None = None  # sample indices of the batch last yielded (for checks)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the data order (and augmentation draws) of `epoch`; begin at batch `start_batch`."""
@@ -103,5 +103,4 @@ class DeviceBatches:
                 images = random_crop_flip(images, epoch_generator(self.seed, self.epoch, batch_index))
             if self.world_size > 1:
                 images, index = images[self.rank::self.world_size], index[self.rank::self.world_size]
-            self.last_index = index
-            yield self.normalize(images), self.labels[index]
+            yield self.normalize(images), self.labels[index], index

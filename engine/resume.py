@@ -3,21 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import re
 
 import torch
 
-from engine.errors import UserError
+from core.errors import UserError
+from core.history_file import HISTORY_FILE, read_history
+from core.recipe import RESUMABLE, Recipe
 
-# Config fields that say where a run's files are, where it runs or what it logs, not what it learns.
-RUN_CIRCUMSTANCES = {
-    "output_dir", "runs_root", "download", "data_dir", "device", "amp", "progress", "compile",
-    "log_graph", "log_histograms", "dump_samples",
-}
-# Config fields a resumed run may change: those, and more epochs.
-RESUMABLE_CHANGES = RUN_CIRCUMSTANCES | {"epochs"}
 _CHECKPOINT_NAME = re.compile(r"(checkpoint|interrupted)_(\d+)\.pt")
 
 
@@ -42,37 +36,29 @@ def latest_checkpoint(run_dir: str, epoch_length: int) -> str | None:
     return max(paths, key=lambda p: (checkpoint_position(p, epoch_length), os.path.basename(p).startswith("checkpoint")))
 
 
-def differing_field(stored: dict, config) -> str | None:
-    """Describe the first field (other than RESUMABLE_CHANGES) in which `config` differs from `stored`."""
-    for field, value in dataclasses.asdict(config).items():
-        if field not in RESUMABLE_CHANGES and field in stored and stored[field] != value:
-            return f"'{field}' was {stored[field]!r}, now {value!r}"
-    return None
-
-
-def check_resumable(config, run_dir: str) -> None:
-    """Refuse, naming the field, to resume a run whose history.json holds a different configuration."""
+def check_resumable(recipe: Recipe, run_dir: str) -> None:
+    """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine)."""
     try:
-        with open(os.path.join(run_dir, "history.json")) as f:
-            stored = json.load(f)["config"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot resume {run_dir}: no readable history.json ({exc})") from None
-    difference = differing_field(stored, config)
+        stored = read_history(run_dir).config
+    except UserError as exc:
+        raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
+    difference = recipe.difference(stored, ignore=RESUMABLE)
     if difference:
         raise UserError(f"cannot resume {run_dir}: {difference}")
 
 
 class RunIdentity:
-    """The configuration, stored in every checkpoint so that loading one into another run is refused."""
+    """The recipe, stored in every checkpoint so that loading one into another run is refused. (Checkpoints of
+    older versions stored the whole configuration; only its recipe fields are compared.)"""
 
-    def __init__(self, config):
-        self.config = config
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
 
     def state_dict(self) -> dict:
-        return dataclasses.asdict(self.config) | {"output_dir": None}
+        return dataclasses.asdict(self.recipe)
 
     def load_state_dict(self, stored: dict) -> None:
-        difference = differing_field(stored, self.config)
+        difference = self.recipe.difference(stored, ignore=RESUMABLE)
         if difference:
             raise UserError(f"checkpoint belongs to a different run: {difference}")
 
@@ -86,17 +72,16 @@ def load_checkpoint(path: str, device: torch.device) -> dict:
         raise UserError(f"cannot read checkpoint {path}: it is truncated or corrupt ({reason})") from None
 
 
-def find_auto_resume(config, runs_root: str) -> str | None:
-    """`--resume auto`: the newest run directory under `runs_root` whose configuration matches `config`
-    and that has a checkpoint; None if there is none."""
+def find_auto_resume(recipe: Recipe, runs_root: str) -> str | None:
+    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches and that has a
+    checkpoint; None if there is none."""
     candidates = []
-    for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", "history.json")):
+    for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", HISTORY_FILE)):
         run_dir = os.path.dirname(history_path)
         try:
-            with open(history_path) as f:
-                stored = json.load(f)["config"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if has_checkpoint(run_dir) and differing_field(stored, config) is None:
+            stored = read_history(run_dir).config
+        except UserError:
+            continue  # not a run directory after all
+        if has_checkpoint(run_dir) and recipe.difference(stored, ignore=RESUMABLE) is None:
             candidates.append((os.path.getmtime(history_path), run_dir))
     return max(candidates)[1] if candidates else None

@@ -19,7 +19,7 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: t
 
     def train_step(engine: Engine, batch) -> dict:
         model.train()
-        images, labels = batch
+        images, labels, _index = batch
         with precision.autocast(device):
             logits = model(images)
         sample_losses = criterion(logits.float(), labels)
@@ -38,7 +38,7 @@ def create_evaluator(model: nn.Module, device: torch.device, precision: Precisio
     @torch.inference_mode()
     def eval_step(engine: Engine, batch) -> dict:
         model.eval()
-        images, labels = batch
+        images, labels, _index = batch
         with precision.autocast(device):
             logits = model(images)
         return {"y_pred": logits.float(), "y": labels}

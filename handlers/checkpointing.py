@@ -9,6 +9,8 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
+from handlers.epoch_loss import EPOCH_LOSS
+
 
 def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Checkpoint:
     """Save `to_save` (the same dict a resume loads) as `checkpoint_<epoch>.pt`, keeping the last `n_saved`.
@@ -24,7 +26,7 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
     )
 
     def loss_is_finite(engine: Engine, _event: int) -> bool:
-        return math.isfinite(engine.state.metrics["loss_epoch"])
+        return math.isfinite(engine.state.metrics[EPOCH_LOSS])
 
     trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=loss_is_finite), handler)
     trainer.add_event_handler(Events.EPOCH_COMPLETED(event_filter=loss_is_finite), _remove_interrupted, run_dir)

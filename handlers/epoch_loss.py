@@ -7,8 +7,10 @@ import torch
 from ignite.engine import Engine
 from ignite.metrics import Average, MetricsLambda
 
+EPOCH_LOSS = "loss_epoch"  # the trainer metric holding the epoch's mean training loss
 
-def attach(trainer: Engine, device: torch.device, name: str = "loss_epoch") -> Average:
+
+def attach(trainer: Engine, device: torch.device, name: str = EPOCH_LOSS) -> Average:
     """Put the epoch's mean per-sample training loss into `trainer.state.metrics[name]` (a float).
 
     Returns the accumulating metric: a checkpoint written mid-epoch saves its state, so that a resumed

@@ -33,10 +33,14 @@ def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | 
     return metrics
 
 
-def attach(trainer: Engine, evaluator: Engine, batches, metrics: dict) -> None:
-    """Attach `metrics` to `evaluator` and run it over `batches` at the end of every training epoch."""
+def attach_metrics(evaluator: Engine, metrics: dict) -> None:
+    """Attach `metrics` (name -> Ignite metric) to `evaluator`."""
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
+
+
+def attach(trainer: Engine, evaluator: Engine, batches) -> None:
+    """Run `evaluator` over `batches` at the end of every training epoch."""
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(batches))
 
 

@@ -1,26 +1,19 @@
 """The run's record: `history.json` with the configuration and one entry per epoch, rewritten after each epoch."""
 from __future__ import annotations
 
-import json
 import os
 
 from ignite.engine import Engine, Events
 
-
-def write_json(path: str, obj) -> None:
-    """Write `obj` as indented JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+from core.history_file import COMPLETED, EPOCH, HISTORY_FILE, IMAGES_PER_S, TRAIN_LOSS, TRAIN_SECONDS, metric, write_json
+from handlers.epoch_loss import EPOCH_LOSS
 
 
 class History:
     """Per-epoch numbers of a run; also a stateful object for the checkpoint's `to_save` (plain lists/floats)."""
 
-    def __init__(self, path: str, header: dict, num_train: int):
-        self.path = path
+    def __init__(self, run_dir: str, header: dict, num_train: int):
+        self.path = os.path.join(run_dir, HISTORY_FILE)
         self.header = header
         self.num_train = num_train
         self.epochs: list[dict] = []
@@ -36,16 +29,16 @@ class History:
     def _completed(self, trainer: Engine) -> None:
         # COMPLETED also follows a terminate(); whoever stopped the run records why.
         if not trainer.should_terminate:
-            self.finish("completed")
+            self.finish(COMPLETED)
 
     def _record(self, trainer: Engine, evaluators: dict[str, Engine]) -> None:
         train_seconds = trainer.state.times["EPOCH_COMPLETED"]
-        record = {"epoch": trainer.state.epoch, "train_loss": trainer.state.metrics["loss_epoch"]}
-        for prefix, evaluator in evaluators.items():
-            record.update({f"{prefix}_{name}": value for name, value in evaluator.state.metrics.items()})
-        record["train_seconds"] = train_seconds
-        record.update({f"{prefix}_seconds": evaluator.state.times["COMPLETED"] for prefix, evaluator in evaluators.items()})
-        record["images_per_s"] = self.num_train / train_seconds
+        record = {EPOCH: trainer.state.epoch, TRAIN_LOSS: trainer.state.metrics[EPOCH_LOSS]}
+        for split, evaluator in evaluators.items():
+            record.update({metric(split, name): value for name, value in evaluator.state.metrics.items()})
+        record[TRAIN_SECONDS] = train_seconds
+        record.update({metric(split, "seconds"): evaluator.state.times["COMPLETED"] for split, evaluator in evaluators.items()})
+        record[IMAGES_PER_S] = self.num_train / train_seconds
         self.epochs.append(record)
         self.save()
 
@@ -54,8 +47,8 @@ class History:
         self.status = status
         if self.epochs:
             last = self.epochs[-1]
-            self.final = {key: value for key, value in last.items() if key not in ("epoch",)}
-            self.final["epochs_trained"] = last["epoch"]
+            self.final = {key: value for key, value in last.items() if key != EPOCH}
+            self.final["epochs_trained"] = last[EPOCH]
         self.save()
 
     def as_dict(self) -> dict:

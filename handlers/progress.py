@@ -6,21 +6,23 @@ import sys
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
+from core.history_file import (EPOCH, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5,
+                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS)
 from handlers.history import History
 
 
 def format_epoch(record: dict, max_epochs: int) -> str:
     """One line: epoch, mean train loss, test accuracy (top-1/top-5), seconds, images per second."""
     line = (
-        f"Epoch {record['epoch']:>3}/{max_epochs}  train loss {record['train_loss']:.4f}  "
-        f"test acc {100 * record['test_accuracy']:.2f}%  top-5 {100 * record['test_top5']:.2f}%  "
-        f"test loss {record['test_loss']:.4f}"
+        f"Epoch {record[EPOCH]:>3}/{max_epochs}  train loss {record[TRAIN_LOSS]:.4f}  "
+        f"test acc {100 * record[TEST_ACCURACY]:.2f}%  top-5 {100 * record[TEST_TOP5]:.2f}%  "
+        f"test loss {record[TEST_LOSS]:.4f}"
     )
-    if "test_superclass_accuracy" in record:
-        line += f"  superclass {100 * record['test_superclass_accuracy']:.2f}%"
-    if "train_eval_accuracy" in record:
-        line += f"  train-eval acc {100 * record['train_eval_accuracy']:.2f}%"
-    return line + f"  {record['train_seconds']:.1f}s  {record['images_per_s']:.0f} img/s"
+    if TEST_SUPERCLASS_ACCURACY in record:
+        line += f"  superclass {100 * record[TEST_SUPERCLASS_ACCURACY]:.2f}%"
+    if TRAIN_EVAL_ACCURACY in record:
+        line += f"  train-eval acc {100 * record[TRAIN_EVAL_ACCURACY]:.2f}%"
+    return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"
 
 
 def attach(trainer: Engine, history: History, show_bar: bool, log_every: int = 1) -> None:

@@ -13,6 +13,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from core.history_file import EPOCH, IMAGES_PER_S, TEST, TRAIN_EVAL, TRAIN_LOSS, TRAIN_SECONDS
 from handlers.history import History
 
 EPOCH_TAG = "train/loss_epoch"
@@ -21,10 +22,10 @@ EPOCH_TAG = "train/loss_epoch"
 def epoch_scalars(record: dict) -> dict[str, float]:
     """TensorBoard tag -> value for one history record: `train/loss_epoch`, `test/accuracy`,
     `train_eval/loss`, `perf/images_per_s`, ..."""
-    scalars = {EPOCH_TAG: record["train_loss"], "perf/images_per_s": record["images_per_s"],
-               "perf/train_seconds": record["train_seconds"]}
+    scalars = {EPOCH_TAG: record[TRAIN_LOSS], "perf/images_per_s": record[IMAGES_PER_S],
+               "perf/train_seconds": record[TRAIN_SECONDS]}
     for key, value in record.items():
-        for prefix in ("test", "train_eval"):
+        for prefix in (TEST, TRAIN_EVAL):
             if key.startswith(prefix + "_") and not key.endswith("_seconds"):
                 scalars[f"{prefix}/{key[len(prefix) + 1:]}"] = value
     return scalars
@@ -33,7 +34,7 @@ def epoch_scalars(record: dict) -> dict[str, float]:
 def write_epoch(logger: TensorboardLogger, record: dict) -> None:
     """Write one epoch's scalars at step = epoch and flush them to disk."""
     for tag, value in epoch_scalars(record).items():
-        logger.writer.add_scalar(tag, value, record["epoch"])
+        logger.writer.add_scalar(tag, value, record[EPOCH])
     logger.writer.flush()
 
 
@@ -44,20 +45,26 @@ def logged_epochs(log_dir: str) -> set[int]:
     return {event.step for event in events.Scalars(EPOCH_TAG)} if EPOCH_TAG in events.Tags()["scalars"] else set()
 
 
-def attach_iteration_logging(
-    trainer: Engine, optimizer: torch.optim.Optimizer, log_dir: str, log_every: int = 1, purge_step: int | None = None
-) -> TensorboardLogger:
-    """Per-iteration `train/loss_iter` and `train/lr`; flushed at the end of every epoch. Returns the logger,
-    which the caller closes. `purge_step` (a resume) hides points from that iteration on in older files."""
-    logger = TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
+def create_logger(log_dir: str, purge_step: int | None = None) -> TensorboardLogger:
+    """The run's TensorBoard logger (the caller closes it). `purge_step` (a resume) hides points from that
+    iteration on in older event files."""
+    return TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
+
+
+def attach_iteration_logging(trainer: Engine, logger: TensorboardLogger, optimizer: torch.optim.Optimizer,
+                             log_every: int = 1) -> None:
+    """Per-iteration `train/loss_iter` and `train/lr` (flushed by `attach_flush`)."""
     every = Events.ITERATION_COMPLETED(every=log_every)
     logger.attach(trainer, OutputHandler(tag="train", output_transform=lambda out: {"loss_iter": out["loss"]}), every)
     # OptimizerParamsHandler would name it "train/lr/group_0"; one parameter group here, so plain "train/lr".
     trainer.add_event_handler(
         every, lambda engine: logger.writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], engine.state.iteration)
     )
+
+
+def attach_flush(trainer: Engine, logger: TensorboardLogger) -> None:
+    """Write the epoch's iteration points to disk at its end (attach before the checkpoint handler)."""
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: logger.writer.flush())
-    return logger
 
 
 def attach_epoch_logging(trainer: Engine, logger: TensorboardLogger, history: History) -> None:
@@ -68,5 +75,5 @@ def attach_epoch_logging(trainer: Engine, logger: TensorboardLogger, history: Hi
 def complete_after_resume(logger: TensorboardLogger, log_dir: str, history: History) -> None:
     """A kill between an epoch's checkpoint and its TensorBoard points leaves that epoch without points:
     write them from the restored history."""
-    if history.epochs and history.epochs[-1]["epoch"] not in logged_epochs(log_dir):
+    if history.epochs and history.epochs[-1][EPOCH] not in logged_epochs(log_dir):
         write_epoch(logger, history.epochs[-1])

@@ -2,6 +2,7 @@
 misclassified test images (IMAGES), and optionally the model graph and weight/gradient histograms."""
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
@@ -9,9 +10,10 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import GradsHistHandler, TensorboardLogger, WeightsHistHandler
 from torch.utils.tensorboard.summary import hparams
 
+from core.history_file import EPOCH, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy, has_train_eval
+from core.recipe import Recipe
 from handlers.history import History
 
-HPARAM_KEYS = ("arch", "dataset", "epochs", "batch_size", "lr", "seed", "augment", "blocks_per_stage", "train_eval")
 MISCLASSIFIED_SHOWN = 32
 
 
@@ -21,27 +23,25 @@ def config_markdown(config: dict, extra: dict) -> str:
     return "\n".join(["| setting | value |", "| --- | --- |", *rows])
 
 
-def write_start(logger: TensorboardLogger, history: History) -> None:
-    """Configuration text and the HPARAMS entry of the run (its metrics follow at the end)."""
+def write_start(logger: TensorboardLogger, history: History, recipe: Recipe) -> None:
+    """Configuration text and the HPARAMS entry of the run: its recipe (its metrics follow at the end)."""
     header = history.header
-    config = header["config"]
     extra = {key: header[key] for key in ("device", "world_size", "parameters") if key in header}
-    logger.writer.add_text("config", config_markdown(config, extra), 0)
-    hparam_values = {key: config[key] for key in HPARAM_KEYS if key in config}
+    logger.writer.add_text("config", config_markdown(header["config"], extra), 0)
     metrics = {"hparam/test_accuracy": 0.0, "hparam/train_loss": 0.0}
-    if config.get("train_eval"):
+    if recipe.train_eval:
         metrics["hparam/gap_accuracy"] = 0.0
-    for summary in hparams(hparam_values, metrics):
+    for summary in hparams(dataclasses.asdict(recipe), metrics):
         logger.writer.file_writer.add_summary(summary)
 
 
 def write_final(logger: TensorboardLogger, history: History) -> None:
     """The metrics the HPARAMS tab sorts by: final test accuracy, train loss and (with train-eval) the gap."""
     last = history.epochs[-1]
-    logger.writer.add_scalar("hparam/test_accuracy", last["test_accuracy"], last["epoch"])
-    logger.writer.add_scalar("hparam/train_loss", last["train_loss"], last["epoch"])
-    if "train_eval_accuracy" in last:
-        logger.writer.add_scalar("hparam/gap_accuracy", last["train_eval_accuracy"] - last["test_accuracy"], last["epoch"])
+    logger.writer.add_scalar("hparam/test_accuracy", last[TEST_ACCURACY], last[EPOCH])
+    logger.writer.add_scalar("hparam/train_loss", last[TRAIN_LOSS], last[EPOCH])
+    if has_train_eval(last):
+        logger.writer.add_scalar("hparam/gap_accuracy", gap_accuracy(last), last[EPOCH])
     logger.writer.flush()
 
 
@@ -76,10 +76,10 @@ def attach_misclassified(trainer: Engine, evaluator: Engine, test_batches, logge
     def collect(engine: Engine) -> None:
         if len(found) >= MISCLASSIFIED_SHOWN:
             return
-        output = engine.state.output
+        output, index = engine.state.output, engine.state.batch[2]  # the batch's positions in the test split
         predicted = output["y_pred"].argmax(dim=1)
         wrong = (predicted != output["y"]).nonzero().flatten()[: MISCLASSIFIED_SHOWN - len(found)]
-        found.extend(zip(test_batches.last_index[wrong].tolist(), predicted[wrong].tolist()))
+        found.extend(zip(index[wrong].tolist(), predicted[wrong].tolist()))
 
     @trainer.on(Events.COMPLETED)
     def write(engine: Engine) -> None:

@@ -24,7 +24,7 @@ from ignite.engine import Events
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import engine.experiment  # noqa: E402
+import engine.build  # noqa: E402
 import run  # noqa: E402
 
 
@@ -60,10 +60,10 @@ def main():
     point, n = sys.argv[1].split(":")
     n = int(n)
     args = sys.argv[sys.argv.index("--") + 1:]
-    build_run = engine.experiment.build_run
+    build_run = engine.build.build_run
 
-    def build_run_with_fault(config, data):
-        built = build_run(config, data)
+    def build_run_with_fault(recipe, setup, data):
+        built = build_run(recipe, setup, data)
         actions = {
             "kill-iteration": kill,
             "sigint": lambda: send(signal.SIGINT),
@@ -76,7 +76,7 @@ def main():
             built.evaluators["test"].add_event_handler(Events.ITERATION_STARTED, nth_call(n, kill))
         return built
 
-    engine.experiment.build_run = build_run_with_fault
+    engine.build.build_run = build_run_with_fault
     if point == "kill-checkpoint":
         real_save = torch.save
 

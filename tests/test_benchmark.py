@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from test_cli import HANG_TIMEOUT
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = ("ours", "plain", "tutorial")
 
@@ -20,7 +22,8 @@ def quick_benchmark(tmp_path_factory):
     # Both precisions, forced, so that the bf16 axis is exercised on CPUs without native bf16 too; one
     # architecture keeps it short (the single-stage net's FLOP count is checked in-process below).
     result = subprocess.run([sys.executable, "benchmarks/throughput.py", "--quick", "--arch", "multistage",
-                             "--precisions", "fp32", "bf16", "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+                             "--precisions", "fp32", "bf16", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text()), result.stdout
 
@@ -77,3 +80,4 @@ def test_training_flops_are_about_three_forward_passes():
         forward_flops = 2 * macs_per_image(build_model(arch, 10))
         # Forward + backward (input and weight gradients) is about 3 forward passes.
         assert 2.5 < training_flops_per_image(arch, 10, batch_size=8) / forward_flops < 3.5
+

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.datasets import DATASETS, channel_stats, download_and_extract, load_cifar
-from engine.errors import DataError
+from core.errors import DataError
 from synthetic_cifar import tar_gz_of, write_cifar10, write_cifar100
 
 

@@ -7,15 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from test_cli import independent_eval, read_history
+from test_cli import HANG_TIMEOUT, independent_eval, read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def torchrun(*args):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *args]
+def torchrun(*args, dump=None):
+    script = ["tests/sample_dump.py", str(dump), "--"] if dump else ["run.py"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script, *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
     written = write_cifar10(str(root / "data"))
     result = torchrun("--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2", "--batch-size", "32",
-                      "--no-progress", "--no-amp", "--output-dir", str(root / "runs" / "run"), "--dump-samples", str(root / "dump"))
+                      "--no-progress", "--no-amp", "--output-dir", str(root / "runs" / "run"), dump=root / "dump")
     return root, written, result
 
 

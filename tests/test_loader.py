@@ -1,7 +1,5 @@
 import itertools
 
-import numpy as np
-import pytest
 import torch
 
 from engine.loader import DeviceBatches, random_crop_flip
@@ -16,13 +14,13 @@ def make_batches(n=50, batch_size=16, **kwargs):
 
 def epoch_labels(batches, epoch):
     batches.set_epoch(epoch)
-    return [label for _, labels in batches for label in labels.tolist()]
+    return [label for _, labels, _ in batches for label in labels.tolist()]
 
 
 def test_every_sample_once_per_epoch_and_last_batch_kept():
     batches = make_batches(shuffle=True, seed=3)
     assert len(batches) == 4
-    sizes = [len(labels) for _, labels in batches]
+    sizes = [len(labels) for _, labels, _ in batches]
     assert sizes == [16, 16, 16, 2]
     for epoch in (1, 2, 3):
         assert sorted(epoch_labels(batches, epoch)) == list(range(50))
@@ -46,7 +44,7 @@ def test_unshuffled_batches_come_in_order():
 
 def test_images_are_normalised_per_channel():
     batches = make_batches(n=5, batch_size=5)
-    images, labels = next(iter(batches))
+    images, labels, _ = next(iter(batches))
     raw = batches.images.double() / 255.0
     mean = torch.tensor([0.5, 0.4, 0.3], dtype=torch.float64).view(1, 3, 1, 1)
     std = torch.tensor([0.2, 0.25, 0.3], dtype=torch.float64).view(1, 3, 1, 1)
@@ -55,7 +53,7 @@ def test_images_are_normalised_per_channel():
 
 
 def test_channels_last_layout():
-    images, _ = next(iter(make_batches(channels_last=True)))
+    images, _, _ = next(iter(make_batches(channels_last=True)))
     assert images.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -82,5 +80,12 @@ def test_augmentation_is_reproducible_per_epoch():
     b = make_batches(shuffle=True, seed=1, augment=True)
     a.set_epoch(2)
     b.set_epoch(2)
-    for (xa, ya), (xb, yb) in zip(a, b):
+    for (xa, ya, _), (xb, yb, _) in zip(a, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_batches_carry_the_indices_of_their_samples():
+    batches = make_batches(shuffle=True, seed=2, world_size=2, rank=1)
+    batches.set_epoch(1)
+    for _, labels, index in batches:
+        assert torch.equal(labels, batches.labels[index])  # labels are arange(n): index and label coincide

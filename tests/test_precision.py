@@ -5,7 +5,8 @@ The CPU's features are patched where the decision depends on them, so every test
 import pytest
 import torch
 
-import engine.experiment
+import engine.build
+from ignite.engine import Events
 import engine.precision
 import run
 from engine.precision import resolve_precision
@@ -55,19 +56,19 @@ def record_dtypes(monkeypatch):
     """Patch the model build so that the dtypes of every convolution's output and of the trainer's losses
     are recorded while the engines run."""
     seen = {"conv": set(), "sample_losses": set()}
-    build_run = engine.experiment.build_run
+    build_run = engine.build.build_run
 
-    def build_and_watch(config, data):
-        built = build_run(config, data)
+    def build_and_watch(recipe, setup, data):
+        built = build_run(recipe, setup, data)
         for module in built.model.modules():
             if isinstance(module, torch.nn.Conv2d):
                 module.register_forward_hook(lambda _m, _i, out: seen["conv"].add(out.dtype))
         built.trainer.add_event_handler(
-            engine.experiment.Events.ITERATION_COMPLETED,
+            Events.ITERATION_COMPLETED,
             lambda e: seen["sample_losses"].add(e.state.output["sample_losses"].dtype))
         return built
 
-    monkeypatch.setattr(engine.experiment, "build_run", build_and_watch)
+    monkeypatch.setattr(engine.build, "build_run", build_and_watch)
     return seen
 
 

@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import run
-from test_cli import read_history
+from test_cli import HANG_TIMEOUT, read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 100 training images, batch 32: 4 iterations per epoch; 40 test images: 2 evaluation batches per epoch.
@@ -24,7 +24,7 @@ def train_args(data_dir, run_dir):
 
 def run_cli(args, fault=None):
     command = [sys.executable, "tests/fault_injection.py", fault, "--", *args] if fault else [sys.executable, "run.py", *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
 def without_timings(history):

@@ -4,7 +4,21 @@ Every quantity is the mean over the last `window` epochs (default 3), not the la
 epoch's test accuracy of these nets can swing by several points. "Fit" is measured on a fixed subset of
 training images in eval mode (train-eval), like the test set, so the train-test gap compares like with like.
 
-Margins: a difference of window means counts as clear only if it exceeds
+The rule itself is `RULE` below: a constant, printed in every report (and still there under `python -OO`,
+which strips docstrings).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+from core.history_file import (GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS,
+                               gap_accuracy)
+
+ACCURACY_FLOOR = 0.01
+LOSS_FLOOR = 0.02
+NOISE_FACTOR = 2.0
+RULE = """Margins: a difference of window means counts as clear only if it exceeds
   - accuracy: max(1.0 percentage point, 2 standard errors of the difference),
   - loss:     max(0.02, 2 standard errors of the difference),
 where the standard error is sqrt(s_single^2 / n + s_multi^2 / n), s being each net's sample standard
@@ -19,17 +33,7 @@ Rule (multi-stage minus single-stage):
   4. otherwise                                              -> "mixed".
 Confidence: "high" when every difference that decided exceeds twice its margin and the two nets' test
 accuracies over the window do not overlap; "moderate" when they exceed their margins; "low" for
-"inconclusive" and "mixed".
-"""
-from __future__ import annotations
-
-import math
-import statistics
-
-ACCURACY_FLOOR = 0.01
-LOSS_FLOOR = 0.02
-NOISE_FACTOR = 2.0
-RULE = __doc__.split("\n\n", 2)[2].strip()
+"inconclusive" and "mixed"."""
 
 
 def summarize(values: list[float]) -> dict:
@@ -53,16 +57,14 @@ def margin(single: dict, multi: dict, floor: float) -> float:
 def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3) -> dict:
     """Apply the rule to two per-epoch histories (records with train_eval_* and test_* keys)."""
     window = max(1, min(window, len(single_epochs), len(multi_epochs)))
-    keys = ("train_eval_accuracy", "train_eval_loss", "test_accuracy", "test_loss")
+    keys = (TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TEST_ACCURACY, TEST_LOSS)
     if not all(key in e for e in single_epochs[-window:] + multi_epochs[-window:] for key in keys):
         return {"verdict": "inconclusive", "confidence": "low", "window": window, "reason":
                 "the runs have no train-eval measurements (train with --train-eval N, as --bonus does)"}
     single = {key: window_stats(single_epochs, key, window) for key in keys}
     multi = {key: window_stats(multi_epochs, key, window) for key in keys}
-    for stats in (single, multi):
-        stats["gap_accuracy"] = summarize(
-            [a - t for a, t in zip(stats["train_eval_accuracy"]["values"], stats["test_accuracy"]["values"])]
-        )
+    for stats, epochs in ((single, single_epochs), (multi, multi_epochs)):
+        stats[GAP_ACCURACY] = summarize([gap_accuracy(e) for e in epochs[-window:]])
 
     def difference(key: str, floor: float, sign: int = 1) -> dict:
         value = sign * (multi[key]["mean"] - single[key]["mean"])
@@ -70,20 +72,20 @@ def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3)
         return {"value": value, "margin": needed, "clear": value > needed, "strong": value > 2 * needed}
 
     diffs = {
-        "test_accuracy": difference("test_accuracy", ACCURACY_FLOOR),
-        "train_eval_accuracy": difference("train_eval_accuracy", ACCURACY_FLOOR),
-        "train_eval_loss": difference("train_eval_loss", LOSS_FLOOR, sign=-1),  # positive: multi-stage lower
-        "gap_accuracy": difference("gap_accuracy", ACCURACY_FLOOR, sign=-1),  # positive: multi-stage smaller gap
+        TEST_ACCURACY: difference(TEST_ACCURACY, ACCURACY_FLOOR),
+        TRAIN_EVAL_ACCURACY: difference(TRAIN_EVAL_ACCURACY, ACCURACY_FLOOR),
+        TRAIN_EVAL_LOSS: difference(TRAIN_EVAL_LOSS, LOSS_FLOOR, sign=-1),  # positive: multi-stage lower
+        GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: multi-stage smaller gap
     }
-    separated = multi["test_accuracy"]["min"] > single["test_accuracy"]["max"]
-    if not diffs["test_accuracy"]["clear"]:
+    separated = multi[TEST_ACCURACY]["min"] > single[TEST_ACCURACY]["max"]
+    if not diffs[TEST_ACCURACY]["clear"]:
         verdict, deciding = "inconclusive", []
         reason = "the multi-stage net does not test clearly better, so there is no improvement to attribute"
-    elif diffs["train_eval_accuracy"]["clear"] and diffs["train_eval_loss"]["clear"]:
-        verdict, deciding = "reducing underfitting", ["test_accuracy", "train_eval_accuracy", "train_eval_loss"]
+    elif diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[TRAIN_EVAL_LOSS]["clear"]:
+        verdict, deciding = "reducing underfitting", [TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS]
         reason = "the multi-stage net fits the training images clearly better and tests better"
-    elif not diffs["train_eval_accuracy"]["clear"] and diffs["gap_accuracy"]["clear"]:
-        verdict, deciding = "reducing overfitting", ["test_accuracy", "gap_accuracy"]
+    elif not diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[GAP_ACCURACY]["clear"]:
+        verdict, deciding = "reducing overfitting", [TEST_ACCURACY, GAP_ACCURACY]
         reason = "the multi-stage net fits the training images no better, yet tests better because its gap is smaller"
     else:
         verdict, deciding = "mixed", []

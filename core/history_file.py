@@ -1,0 +1,106 @@
+"""history.json: the one reader and writer of the file, and the names of the per-epoch record's fields.
+
+A record is a plain dict (it is JSON, and the set of metrics depends on the run), but every key that crosses
+modules is named here, and every number derived from a record (the generalisation gap) is computed here once.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from core.errors import UserError
+from core.recipe import Recipe
+
+HISTORY_FILE = "history.json"
+COMPLETED = "completed"
+
+# Per-epoch record fields. Evaluation metrics are "<split>_<metric>" for the splits below.
+EPOCH = "epoch"
+TRAIN_LOSS = "train_loss"
+TRAIN_SECONDS = "train_seconds"
+IMAGES_PER_S = "images_per_s"
+TEST, TRAIN_EVAL = "test", "train_eval"
+ACCURACY, TOP5, LOSS, SUPERCLASS_ACCURACY = "accuracy", "top5", "loss", "superclass_accuracy"
+
+
+def metric(split: str, name: str) -> str:
+    """The record key of an evaluation metric, e.g. metric(TEST, ACCURACY) == "test_accuracy"."""
+    return f"{split}_{name}"
+
+
+TEST_ACCURACY, TEST_TOP5, TEST_LOSS = metric(TEST, ACCURACY), metric(TEST, TOP5), metric(TEST, LOSS)
+TEST_SUPERCLASS_ACCURACY = metric(TEST, SUPERCLASS_ACCURACY)
+TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS = metric(TRAIN_EVAL, ACCURACY), metric(TRAIN_EVAL, LOSS)
+GAP_ACCURACY, GAP_LOSS = "gap_accuracy", "gap_loss"
+
+
+def has_train_eval(record: dict) -> bool:
+    return TRAIN_EVAL_ACCURACY in record
+
+
+def gap_accuracy(record: dict) -> float:
+    """Generalisation gap in accuracy: train-eval accuracy minus test accuracy (train-eval runs in eval mode on
+    fixed training images, so it compares like with like)."""
+    return record[TRAIN_EVAL_ACCURACY] - record[TEST_ACCURACY]
+
+
+def gap_loss(record: dict) -> float:
+    """Generalisation gap in loss: test loss minus train-eval loss."""
+    return record[TEST_LOSS] - record[TRAIN_EVAL_LOSS]
+
+
+def write_json(path: str, obj) -> None:
+    """Write `obj` as indented JSON atomically (temp file + rename), so a crash never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """A run's history.json as read back: its directory and the parsed file, with named accessors."""
+
+    run_dir: str
+    data: dict
+
+    @property
+    def config(self) -> dict:
+        return self.data["config"]
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe.from_dict(self.config)
+
+    @property
+    def status(self) -> str | None:
+        return self.data.get("status")
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+    @property
+    def epochs(self) -> list[dict]:
+        return self.data["epochs"]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data["class_names"])
+
+
+def read_history(run_dir: str) -> RunHistory:
+    """history.json of `run_dir`; a one-line UserError if it is missing, unreadable or not a run's history."""
+    path = os.path.join(run_dir, HISTORY_FILE)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a run directory: it has no {HISTORY_FILE}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("epochs"), list):
+        raise UserError(f"cannot read {path}: not a run's history (no 'config' and 'epochs')")
+    return RunHistory(run_dir, data)

@@ -1,0 +1,118 @@
+"""The one configuration type of a run, in two parts.
+
+`Recipe`: what a run learns. Two runs with the same recipe learn the same thing, so the recipe is what a resume,
+`--resume auto`, a comparison report and TensorBoard's HPARAMS compare or log.
+`Setup`: where and how it runs (device, precision, files, logging). A run may resume with another setup.
+
+Each field carries its command-line flag (help, parser, choices) in its metadata, so that run.py builds the
+parser from these classes and `--help` shows each field's one true default.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= `minimum`, with a message that says what was wrong."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a positive finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def flag(default, help: str, **argparse_options):
+    """A field with its command-line flag: `help`, and argparse options such as `type`, `metavar`, `action`,
+    `flag` (the option string, when it is not --<field-name>) or `choices_from` (a name run.py fills in)."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a run learns: architecture, data, optimisation, seed."""
+
+    arch: str = flag("multistage", "network to train", choices_from="architectures")
+    dataset: str = flag("cifar100", "dataset", choices_from="datasets")
+    blocks_per_stage: int = flag(2, "residual blocks per stage of the multi-stage net (3 gives ResNet-20)", type=positive_int)
+    epochs: int = flag(10, "training epochs", type=positive_int)
+    batch_size: int = flag(128, "training batch size", type=positive_int)
+    lr: float = flag(1e-3, "Adam learning rate", type=positive_float)
+    seed: int = flag(0, "seed for weights and data order; a CPU run repeats bit for bit", type=non_negative_int)
+    augment: bool = flag(False, "random crop (pad 4) + horizontal flip, batched on the device (off: as the assignment)",
+                         action="store_true")
+    train_eval: int = flag(0, "also evaluate N fixed training images in eval mode each epoch (--bonus: 10000)",
+                           type=non_negative_int, metavar="N")
+
+    def difference(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
+        """The first field (outside `ignore`) in which this recipe differs from a stored one, in words; fields the
+        stored dict lacks (written by an older version) are not compared."""
+        for name, value in dataclasses.asdict(self).items():
+            if name not in ignore and name in stored and stored[name] != value:
+                return f"'{name}' was {stored[name]!r}, now {value!r}"
+        return None
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> Recipe:
+        """The recipe inside a stored configuration (history.json's "config"), other keys ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in stored.items() if key in names})
+
+
+# A resumed run may train for more epochs; a comparison compares architectures.
+RESUMABLE = frozenset({"epochs"})
+COMPARED = frozenset({"arch"})
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where and how a run runs: device, precision, files, logging."""
+
+    data_dir: str = flag("data", "folder holding cifar-100-python/ or cifar-10-batches-py/ (downloaded there if absent)")
+    download: bool = flag(True, "never download; fail with a clear message if the dataset is missing",
+                          flag="--no-download", action="store_false")
+    device: str = flag("auto", "auto picks CUDA, then MPS, then CPU", choices_from="devices")
+    amp: str = flag("auto", "bf16 autocast: auto = on for CUDA and for CPUs with native bf16 (AVX512-BF16/AMX), off "
+                            "elsewhere; --amp alone forces it on", choices_from="amp_modes", nargs="?", const="on",
+                    negation=("--no-amp", "off", "fp32 throughout (same as --amp off)"))
+    compile: bool = flag(False, "torch.compile the network (pays off on GPUs; checkpoints store the plain module)",
+                         action="store_true")
+    deterministic: bool = flag(False, "deterministic kernels on CUDA, slower (CPU runs with a fixed seed repeat bit for "
+                                      "bit anyway)", action="store_true")
+    sync_bn: bool = flag(False, "under torchrun: BatchNorm statistics over all processes instead of per process",
+                         action="store_true")
+    log_graph: bool = flag(False, "add the model graph to TensorBoard (a few seconds)", action="store_true")
+    log_histograms: bool = flag(False, "weight and gradient histograms in TensorBoard every epoch (large event files)",
+                                action="store_true")
+    runs_root: str = flag("runs", "where run directories are created when --output-dir is not given")
+    output_dir: str | None = flag(None, "the run directory itself (default: a new RUNS_ROOT/<dataset>-<arch>-<blocks>bps-"
+                                        "seed<seed>-<time>); never overwritten")
+    progress: bool = flag(True, "no progress bar (it is also off when stdout is not a terminal)",
+                          flag="--no-progress", action="store_false")
+
+
+def config_dict(recipe: Recipe, setup: Setup) -> dict:
+    """The flat configuration that history.json stores under "config": the recipe, then the setup."""
+    return dataclasses.asdict(recipe) | dataclasses.asdict(setup)

@@ -1,0 +1,121 @@
+"""What a run writes and prints: history.json, checkpoints, TensorBoard and the console, attached to a built run.
+
+All of it happens on rank 0 only, except that every process joins the checkpoint (saving gathers the
+epoch-loss sums of all processes) and runs the evaluation passes (their metrics are all-reduced).
+"""
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+import ignite
+import ignite.distributed as idist
+import torch
+import torchvision
+from ignite.engine import Events
+from ignite.handlers.tensorboard_logger import TensorboardLogger
+
+import handlers.checkpointing
+import handlers.evaluation
+import handlers.progress
+import handlers.tensorboard_logging
+import handlers.tensorboard_summary
+from core.history_file import TEST
+from core.recipe import config_dict
+from engine.build import Run
+from engine.resume import RunIdentity
+from handlers.history import History
+from models import count_parameters
+
+
+def library_versions() -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pytorch-ignite": ignite.__version__}
+
+
+def run_header(run: Run, run_dir: str) -> dict:
+    """What history.json says about the run before its first epoch."""
+    setup = run.setup
+    return {
+        "config": config_dict(run.recipe, setup) | {"output_dir": run_dir},
+        "versions": library_versions(),
+        "device": str(run.device),
+        "amp": run.precision.amp,
+        "amp_dtype": run.precision.dtype_name,
+        "world_size": idist.get_world_size(),
+        "backend": idist.backend(),
+        "global_batch_size": run.recipe.batch_size,
+        "per_process_batch_size": run.recipe.batch_size // idist.get_world_size(),
+        "num_train": len(run.data.train),
+        "num_test": len(run.data.test),
+        "parameters": count_parameters(run.model),
+        "normalization": {"mean": run.mean.tolist(), "std": run.std.tolist()},
+        "class_names": run.data.class_names,
+    }
+
+
+@dataclass
+class Outputs:
+    """What `attach_outputs` set up: the history, what a checkpoint holds (saved and resumed alike), and the
+    TensorBoard logger (None off rank 0)."""
+
+    history: History
+    to_save: dict
+    tb_logger: TensorboardLogger | None
+
+    def close(self) -> None:
+        if self.tb_logger is not None:
+            self.tb_logger.close()
+
+
+def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Outputs:
+    """Attach everything that writes or prints. `purge_step` is set when resuming (TensorBoard hides later points).
+
+    The end of every epoch runs these handlers, registered below in this order, which resume depends on:
+      1. the evaluation passes (test, then train-eval)     their metrics feed the record
+      2. the history record                               history.json rewritten
+      3. TensorBoard: flush the epoch's iteration points  before 4: a resume purges points past its checkpoint
+      4. the checkpoint (every process joins)             a non-finite epoch is never saved
+      5. TensorBoard: the epoch's points                  after 4: only epochs with a checkpoint have points
+      6. TensorBoard: histograms (--log-histograms)
+      7. the console line                                 the user sees an epoch once it is on disk
+    """
+    trainer, rank0 = run.trainer, idist.get_rank() == 0
+    history = History(run_dir, run_header(run, run_dir), len(run.data.train))
+    # "identity" first: a checkpoint of another run is refused before any weights are loaded.
+    to_save = {"identity": RunIdentity(run.recipe), "model": run.model, "optimizer": run.optimizer,
+               "trainer": trainer, "history": history, "epoch_loss": run.epoch_loss}
+    tb_logger = handlers.tensorboard_logging.create_logger(run_dir, purge_step) if rank0 else None
+    if rank0:
+        handlers.tensorboard_logging.attach_iteration_logging(trainer, tb_logger, run.optimizer, run.log_every)
+
+    for split, evaluator in run.evaluators.items():  # 1.
+        handlers.evaluation.attach(trainer, evaluator, run.eval_batches[split])
+    if rank0:
+        history.attach(trainer, run.evaluators)  # 2.
+        handlers.tensorboard_logging.attach_flush(trainer, tb_logger)  # 3.
+    handlers.checkpointing.attach(trainer, to_save, run_dir)  # 4.
+    if rank0:
+        handlers.tensorboard_logging.attach_epoch_logging(trainer, tb_logger, history)  # 5.
+        if run.setup.log_histograms:
+            handlers.tensorboard_summary.attach_histograms(trainer, tb_logger, run.model)  # 6.
+        handlers.progress.attach(trainer, history, show_bar=run.setup.progress, log_every=run.log_every)  # 7.
+        attach_run_summaries(run, tb_logger, history, fresh=purge_step is None)
+    return Outputs(history, to_save, tb_logger)
+
+
+def attach_run_summaries(run: Run, tb_logger: TensorboardLogger, history: History, fresh: bool) -> None:
+    """TensorBoard beyond the scalars: configuration text, HPARAMS, graph (at the start of a fresh run);
+    misclassified test images and the HPARAMS metrics (when the run completes)."""
+    if fresh:  # a resumed run already has its start-of-run summaries
+        handlers.tensorboard_summary.write_start(tb_logger, history, run.recipe)
+        if run.setup.log_graph:
+            example = run.test_batches.normalize(run.data.test.images[:1].to(run.device))
+            handlers.tensorboard_summary.add_graph(tb_logger, run.model, example)
+    run.trainer.add_event_handler(
+        Events.COMPLETED(event_filter=lambda engine, _: not engine.should_terminate),
+        lambda: handlers.tensorboard_summary.write_final(tb_logger, history),
+    )
+    handlers.tensorboard_summary.attach_misclassified(
+        run.trainer, run.evaluators[TEST], run.test_batches, tb_logger, run.data.class_names
+    )

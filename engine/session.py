@@ -1,0 +1,141 @@
+"""One training session, top to bottom: data, build, run directory, resume, outputs, signals, train, report.
+
+`train` is the whole story of a run; the bonus calls it once per architecture, the benchmarks use its parts.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+import ignite.distributed as idist
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
+
+import handlers.checkpointing
+import handlers.tensorboard_logging
+from core.errors import UserError
+from core.history_file import TEST_ACCURACY
+from core.recipe import Recipe, Setup
+from engine import build
+from engine.console import say, warn
+from engine.datasets import DATASETS, CifarData, load_cifar
+from engine.outputs import attach_outputs
+from engine.resume import check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
+from engine.rundir import claim_run_dir, default_run_dir
+from handlers.interrupts import GracefulStop
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+class Interrupted(UserError):
+    """Stopped by SIGINT/SIGTERM after writing a checkpoint; `exit_code` is 130 or 143."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def load_data(recipe: Recipe, setup: Setup) -> CifarData:
+    """Load (and if allowed, download) the recipe's dataset."""
+    return load_cifar(DATASETS[recipe.dataset], setup.data_dir, download=setup.download)
+
+
+def resolve_resume(recipe: Recipe, setup: Setup, resume: str, epoch_length: int) -> tuple[str, str]:
+    """`--resume auto | RUN_DIR | CHECKPOINT` -> (run directory, checkpoint file)."""
+    if resume == "auto":
+        run_dir = find_auto_resume(recipe, setup.runs_root)
+        if run_dir is None:
+            raise UserError(f"--resume auto: no run under {setup.runs_root}/ with this configuration has a checkpoint")
+    elif os.path.isfile(resume):
+        return os.path.dirname(resume) or ".", resume
+    elif os.path.isdir(resume):
+        run_dir = resume
+    else:
+        raise UserError(f"cannot resume: {resume} is neither a run directory nor a checkpoint file")
+    checkpoint = latest_checkpoint(run_dir, epoch_length)
+    if checkpoint is None:
+        raise UserError(f"cannot resume: {run_dir} holds no checkpoint (checkpoint_<epoch>.pt)")
+    return run_dir, checkpoint
+
+
+def restore_checkpoint(run: build.Run, outputs, state: dict) -> None:
+    """Load a checkpoint's state into the run's objects (the same `to_save` dict that writes it)."""
+    to_load = {key: obj for key, obj in outputs.to_save.items() if key != "epoch_loss"}
+    Checkpoint.load_objects(to_load=to_load, checkpoint=state)
+    if run.trainer.state.iteration % len(run.train_batches):
+        # Mid-epoch: the epoch-loss accumulator is reset on EPOCH_STARTED like every epoch; put the saved
+        # partial sums back right after that, once.
+        def restore(engine: Engine) -> None:
+            run.epoch_loss.load_state_dict(state["epoch_loss"])
+            engine.remove_event_handler(restore, Events.EPOCH_STARTED)
+
+        run.trainer.add_event_handler(Events.EPOCH_STARTED, restore)
+
+
+def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: str | None = None) -> dict:
+    """Train `recipe.arch` on `recipe.dataset`, test after every epoch, and return the history dict.
+
+    `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
+    checkpoint file) continues a run from its checkpoint; otherwise the run directory is `setup.output_dir`, or
+    a new one named after the recipe under `setup.runs_root`.
+    """
+    data = data or load_data(recipe, setup)
+    run = build.build_run(recipe, setup, data)
+    say(f"Device: {run.device}, {run.precision.describe()}")  # the first line: what the run computes in
+    if run.precision.warning:
+        warn(run.precision.warning)
+
+    checkpoint = state = None
+    if resume is not None:
+        run_dir, checkpoint = resolve_resume(recipe, setup, resume, len(run.train_batches))
+        check_resumable(recipe, run_dir)
+        state = load_checkpoint(checkpoint, run.device)
+    elif setup.output_dir:
+        run_dir = claim_run_dir(setup.output_dir)
+    else:
+        run_dir = claim_run_dir(default_run_dir(setup.runs_root, recipe), numbered=True)
+
+    outputs = attach_outputs(run, run_dir, purge_step=state["trainer"]["iteration"] + 1 if state else None)
+    if state is not None:
+        restore_checkpoint(run, outputs, state)
+        if idist.get_rank() == 0:
+            handlers.tensorboard_logging.complete_after_resume(outputs.tb_logger, run_dir, outputs.history)
+    resumed = (f" (resuming from {checkpoint}: {run.trainer.state.epoch} epochs done, at iteration "
+               f"{run.trainer.state.iteration})" if checkpoint else "")
+    say(f"Run directory: {run_dir}{resumed}")
+
+    stop = GracefulStop()
+    stop.attach(run.trainer, lambda engine: handlers.checkpointing.save_interrupted(engine, outputs.to_save, run_dir))
+    diverged = []
+    run.trainer.add_event_handler(Events.TERMINATE, lambda engine: stop.signum is None and diverged.append(True))
+    try:
+        if run.trainer.state.iteration < recipe.epochs * len(run.train_batches):
+            run.trainer.run(run.train_batches, max_epochs=recipe.epochs)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device while writing to {run_dir}; the last complete "
+                            "checkpoint there is intact: free some space and resume with --resume") from None
+        raise UserError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+    finally:
+        stop.restore()
+        outputs.close()
+
+    at = f"epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}"
+    rank0 = idist.get_rank() == 0
+    if stop.signum is not None:
+        if rank0:
+            outputs.history.finish(f"interrupted at {at}")
+        raise Interrupted(stop.exit_code, f"interrupted at {at}; checkpoint written. "
+                          f"Continue with: python run.py --resume {run_dir}")
+    if diverged:
+        if rank0:
+            outputs.history.finish(f"stopped: loss became NaN or infinite at {at}")
+        raise TrainingDiverged(
+            f"training stopped: the loss became NaN or infinite at {at}; the last good checkpoint is in {run_dir}"
+        )
+    if outputs.history.epochs:  # rank 0 holds the history
+        say(f"Final test accuracy {100 * outputs.history.epochs[-1][TEST_ACCURACY]:.2f}% after {recipe.epochs} "
+            f"epochs; run directory: {run_dir}")
+    return outputs.history.as_dict()
