@@ -81,3 +81,17 @@ def test_training_flops_are_about_three_forward_passes():
         # Forward + backward (input and weight gradients) is about 3 forward passes.
         assert 2.5 < training_flops_per_image(arch, 10, batch_size=8) / forward_flops < 3.5
 
+
+def test_gpu_timing_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_path):
+    """benchmarks/gpu_timing.py (what gpu_check.sh times) on CPU and tiny data: the same code path, minus the GPU."""
+    data_dir, _ = cifar10_dir
+    out = tmp_path / "gpu_check.json"
+    result = subprocess.run([sys.executable, "benchmarks/gpu_timing.py", "--data-dir", data_dir, "--device", "cpu",
+                             "--epochs", "3", "--arch", "multistage", "--modes", "eager", "--json", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    row = json.loads(out.read_text())["runs"]["multistage-eager"]
+    assert row["loop_excluding_compile_seconds"] == pytest.approx(row["loop_seconds"] - row["first_epoch_overhead_seconds"])
+    assert 0 < row["loop_seconds"] < row["wall_seconds"] and row["first_epoch_overhead_seconds"] >= 0
+    assert 0 <= row["test_accuracy"] <= 1 and row["first_line"].startswith("Device: cpu")
+    assert "multistage   eager" in result.stdout
