@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import ignite.distributed as idist
@@ -10,6 +11,7 @@ from core.errors import RunDirError
 from core.recipe import Recipe
 
 MAX_SUFFIX = 1000
+_DISK_SAVER_TEMP = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.NamedTemporaryFile names (ignite's atomic DiskSaver)
 
 
 def timestamp() -> str:
@@ -68,3 +70,13 @@ def claim_run_dir(path: str, numbered: bool = False) -> str:
         raise RunDirError(result[1:])
     return result
 
+
+def remove_stale_temp_files(run_dir: str) -> list[str]:
+    """Remove what a kill can leave half-written: the atomic checkpoint writer's temp file and history.json.tmp.
+    Returns the names removed."""
+    removed = []
+    for name in sorted(os.listdir(run_dir)):
+        if _DISK_SAVER_TEMP.fullmatch(name) or name == "history.json.tmp":
+            os.remove(os.path.join(run_dir, name))
+            removed.append(name)
+    return removed

@@ -21,7 +21,7 @@ from engine.console import say, warn
 from engine.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
 from engine.resume import check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
-from engine.rundir import claim_run_dir, default_run_dir
+from engine.rundir import claim_run_dir, default_run_dir, remove_stale_temp_files
 from handlers.interrupts import GracefulStop
 
 
@@ -91,6 +91,8 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     if resume is not None:
         run_dir, checkpoint = resolve_resume(recipe, setup, resume, len(run.train_batches))
         check_resumable(recipe, run_dir)
+        if idist.get_rank() == 0:
+            remove_stale_temp_files(run_dir)
         state = load_checkpoint(checkpoint, run.device)
     elif setup.output_dir:
         run_dir = claim_run_dir(setup.output_dir)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from ignite.engine import Engine, Events
 
@@ -19,10 +20,15 @@ class History:
         self.epochs: list[dict] = []
         self.final: dict = {}
         self.status = "running"
+        # Training seconds of the current epoch before a mid-epoch interruption (restored from its checkpoint),
+        # so that a resumed epoch's train_seconds cover the whole epoch, not only the part after the resume.
+        self._seconds_before_resume = 0.0
+        self._epoch_started: float | None = None
 
     def attach(self, trainer: Engine, evaluators: dict[str, Engine]) -> None:
         """Record an epoch once the trainer's epoch metrics and every evaluator's metrics are in; an
         evaluator's metrics are stored as `<its name>_<metric>`, e.g. `test_accuracy`."""
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._start_epoch)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self._record, evaluators)
         trainer.add_event_handler(Events.COMPLETED, self._completed)
 
@@ -31,8 +37,12 @@ class History:
         if not trainer.should_terminate:
             self.finish(COMPLETED)
 
+    def _start_epoch(self) -> None:
+        self._epoch_started = time.perf_counter()
+
     def _record(self, trainer: Engine, evaluators: dict[str, Engine]) -> None:
-        train_seconds = trainer.state.times["EPOCH_COMPLETED"]
+        train_seconds = trainer.state.times["EPOCH_COMPLETED"] + self._seconds_before_resume
+        self._seconds_before_resume, self._epoch_started = 0.0, None
         record = {EPOCH: trainer.state.epoch, TRAIN_LOSS: trainer.state.metrics[EPOCH_LOSS]}
         for split, evaluator in evaluators.items():
             record.update({metric(split, name): value for name, value in evaluator.state.metrics.items()})
@@ -58,7 +68,10 @@ class History:
         write_json(self.path, self.as_dict())
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs}
+        in_epoch = self._epoch_started is not None  # saved mid-epoch (Ctrl-C): keep the time trained so far
+        partial = self._seconds_before_resume + (time.perf_counter() - self._epoch_started if in_epoch else 0.0)
+        return {"epochs": self.epochs, "partial_train_seconds": partial}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state["epochs"])
+        self._seconds_before_resume = float(state.get("partial_train_seconds", 0.0))

@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -80,8 +81,11 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     killed = run_cli(train_args(data_dir, run_dir), fault)
     assert killed.returncode == -9, killed.stderr
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+    leftovers = [f for f in os.listdir(run_dir) if re.fullmatch(r"tmp\w{8}", f)]  # the half-written checkpoint
+    assert len(leftovers) == (1 if fault.startswith("kill-checkpoint") else 0)
     resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
+    assert not [f for f in os.listdir(run_dir) if f.startswith("tmp") or f.endswith(".tmp")]
     assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epochs done, at iteration 4)" in resumed.stdout
     assert "Epoch   1/3" not in resumed.stdout and "Epoch   2/3" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
@@ -98,8 +102,13 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
                               f"Continue with: python run.py --resume {run_dir}\n")
     assert os.path.exists(run_dir / f"interrupted_{iteration}.pt")
     assert read_history(str(run_dir))["status"] == f"interrupted at epoch 2, iteration {iteration}"
+    saved = torch.load(run_dir / f"interrupted_{iteration}.pt", weights_only=True)["history"]
+    assert saved["partial_train_seconds"] > 0  # epoch 2's training time before the stop travels with the checkpoint
     resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
+    epoch_2 = read_history(str(run_dir))["epochs"][1]
+    assert epoch_2["train_seconds"] > saved["partial_train_seconds"]  # the whole epoch, across the interruption
+    assert epoch_2["images_per_s"] == pytest.approx(100 / epoch_2["train_seconds"])
     assert f"resuming from {run_dir / f'interrupted_{iteration}.pt'}: 1 epochs done, at iteration {iteration})" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
     assert not os.path.exists(run_dir / f"interrupted_{iteration}.pt")  # superseded by later epoch checkpoints
