@@ -120,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if not launched_by_torchrun():
         return dispatch(args)
     # torchrun: one process per GPU (nccl) or per CPU worker (gloo); ignite.distributed sets the group up. Its
-    # INFO lines ("Initialized processing group ...") are not ours: keep the console to our own lines.
-    logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
-    logging.getLogger("ignite.distributed.comp_models").setLevel(logging.WARNING)
+    # INFO lines ("Initialized distributed launcher", "Apply torch DistributedDataParallel on model") are not
+    # ours: keep the console to our own lines. (Its loggers set their own level when created, so a level set
+    # here would be undone; warnings and errors still show.)
+    logging.disable(logging.INFO)
     backend = "nccl" if torch.cuda.is_available() and getattr(args, "device", "auto") in ("auto", "cuda") else "gloo"
     exit_codes = []
     with idist.Parallel(backend=backend) as parallel:

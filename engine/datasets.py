@@ -149,6 +149,9 @@ def download_and_extract(spec: CifarSpec, data_dir: str) -> None:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
+    if not os.access(data_dir, os.W_OK | os.X_OK):  # say so before a download that could not be saved
+        raise DataError(f"cannot download {spec.name} into {data_dir}: the folder is not writable; choose another "
+                        "--data-dir or unpack the archive there by hand")
     archive = os.path.join(data_dir, spec.archive_name)
     print(f"Downloading {spec.url} to {archive}", flush=True)
     try:

@@ -8,6 +8,7 @@ import errno
 import os
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
@@ -115,6 +116,11 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     try:
         if run.trainer.state.iteration < recipe.epochs * len(run.train_batches):
             run.trainer.run(run.train_batches, max_epochs=recipe.epochs)
+    except torch.OutOfMemoryError:
+        raise UserError(
+            f"out of memory on {run.device} at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}: "
+            f"lower --batch-size (now {recipe.batch_size}) or --blocks-per-stage (now {recipe.blocks_per_stage}); "
+            f"the last good checkpoint is in {run_dir}") from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise UserError(f"no space left on the device while writing to {run_dir}; the last complete "

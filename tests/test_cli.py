@@ -236,3 +236,17 @@ def test_default_run_directory_name_tells_runs_apart(cifar10_dir, tmp_path, caps
     assert re.fullmatch(r"cifar10-multistage-2bps-seed4-\d{8}-\d{6}", names[0])
     assert re.fullmatch(r"cifar10-singlestage-seed4-\d{8}-\d{6}", names[1])
     assert f"Run directory: {tmp_path / 'runs' / names[0]}" in capsys.readouterr().out
+
+
+def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
+    """-OO strips docstrings: nothing the program says may be built from one."""
+    data_dir, _ = cifar10_dir
+    help_text = subprocess.run([sys.executable, "-OO", "run.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                               timeout=HANG_TIMEOUT)
+    assert help_text.returncode == 0 and "--blocks-per-stage" in help_text.stdout
+    result = subprocess.run([sys.executable, "-OO", "run.py", "--bonus", "--dataset", "cifar10", "--data-dir", data_dir,
+                             "--epochs", "1", "--batch-size", "50", "--train-eval", "20", "--no-progress", "--no-amp",
+                             "--output-dir", str(tmp_path / "bonus")], cwd=REPO, capture_output=True, text=True,
+                            timeout=HANG_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert "Rule (multi-stage minus single-stage)" in (tmp_path / "bonus" / "report.md").read_text()

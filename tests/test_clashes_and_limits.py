@@ -1,0 +1,153 @@
+"""Runs that clash with nothing and fail in one line: simultaneous launches, the bonus under torchrun, permission
+refusals as a non-root user, running out of GPU memory."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+
+import engine.build
+import run
+from core.verdict import decide
+from synthetic_cifar import write_cifar10
+from test_cli import HANG_TIMEOUT, REPO, cli, read_history
+
+
+def test_four_identical_launches_at_once_get_four_distinct_complete_run_directories(cifar10_dir, tmp_path):
+    data_dir, _ = cifar10_dir
+    args = [sys.executable, "run.py", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size",
+            "50", "--no-progress", "--no-amp", "--runs-root", str(tmp_path / "runs")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    launched = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for _ in range(4)]
+    results = [(p.wait(timeout=HANG_TIMEOUT), *p.communicate()) for p in launched]
+    assert [code for code, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
+    announced = sorted(line.split(": ", 1)[1] for _, out, _ in results for line in out.splitlines()
+                       if line.startswith("Run directory: "))
+    run_dirs = sorted(str(tmp_path / "runs" / name) for name in os.listdir(tmp_path / "runs"))
+    assert announced == run_dirs and len(run_dirs) == 4  # each process in its own directory, none shared
+    for run_dir in run_dirs:
+        history = read_history(run_dir)
+        assert history["status"] == "completed" and len(history["epochs"]) == 1
+        assert history["config"]["output_dir"] == run_dir
+        assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+
+
+def test_bonus_under_torchrun_writes_one_report_from_rank_0(tmp_path):
+    written = write_cifar10(str(tmp_path / "data"))
+    assert written
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--bonus",
+               "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--batch-size", "32",
+               "--train-eval", "40", "--no-progress", "--no-amp", "--runs-root", str(tmp_path / "runs")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Bonus directory:") == 1 and result.stdout.count("== multistage ==") == 1
+    assert result.stdout.count("Verdict: ") == 1
+    assert "ignite.distributed" not in result.stdout + result.stderr  # Ignite's launcher INFO lines stay quiet
+    (bonus_dir,) = [tmp_path / "runs" / name for name in os.listdir(tmp_path / "runs")]
+    assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "singlestage"]
+    report = json.loads((bonus_dir / "report.json").read_text())
+    histories = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
+    for arch, history in histories.items():
+        assert history["world_size"] == 2 and report["runs"][arch]["epochs"] == history["epochs"]
+    # The verdict is the rule applied to exactly the recorded histories, as a single-process bonus computes it.
+    assert report["verdict"] == json.loads(json.dumps(decide(histories["singlestage"]["epochs"],
+                                                             histories["multistage"]["epochs"])))
+
+
+def test_out_of_memory_is_one_line_that_says_what_to_lower(cifar10_dir, tmp_path, capsys, monkeypatch):
+    data_dir, _ = cifar10_dir
+    create_trainer = engine.build.create_trainer
+
+    def trainer_that_runs_out_of_memory(*args):
+        trainer = create_trainer(*args)
+        step = trainer._process_function
+
+        def train_step(engine_, batch):
+            if engine_.state.iteration == 6:  # epoch 2, second batch
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return step(engine_, batch)
+
+        trainer._process_function = train_step
+        return trainer
+
+    monkeypatch.setattr(engine.build, "create_trainer", trainer_that_runs_out_of_memory)
+    run_dir = tmp_path / "run"
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "3", "--batch-size", "32",
+               "--output-dir", str(run_dir)) == 1
+    assert capsys.readouterr().err == (
+        f"error: out of memory on cpu at epoch 2, iteration 6: lower --batch-size (now 32) or --blocks-per-stage "
+        f"(now 2); the last good checkpoint is in {run_dir}\n")
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+
+
+# --- permissions, as a user who is not root --------------------------------------------------------------------------
+
+@pytest.fixture
+def shared_dir():
+    """A folder every user can enter (pytest's own tmp folders are private to root)."""
+    path = tempfile.mkdtemp(prefix="cifar-resnets-perm-")
+    os.chmod(path, 0o755)
+    try:
+        yield path
+    finally:
+        for root, dirs, _ in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_as_nobody(*args):
+    """run.py as the user 'nobody' (tests/as_nobody.py), or as this user where the tests do not run as root."""
+    result = subprocess.run([sys.executable, "tests/as_nobody.py", *args, "--no-progress", "--no-amp"], cwd=REPO,
+                            capture_output=True, text=True, timeout=HANG_TIMEOUT)
+    if result.returncode == 77:
+        pytest.skip("this machine does not allow dropping to the user 'nobody'")
+    return result
+
+
+def world_readable(path):
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
+
+
+def test_unwritable_output_folder_is_one_line(shared_dir):
+    write_cifar10(os.path.join(shared_dir, "data"))
+    world_readable(shared_dir)
+    locked = os.path.join(shared_dir, "locked")
+    os.mkdir(locked, 0o555)
+    os.chmod(locked, 0o555)  # the mode argument is masked by the umask
+    result = run_as_nobody("--dataset", "cifar10", "--data-dir", os.path.join(shared_dir, "data"), "--epochs", "1",
+                           "--batch-size", "50", "--output-dir", os.path.join(locked, "run"))
+    assert result.returncode == 1
+    assert result.stderr == f"error: cannot create run directory {os.path.join(locked, 'run')}: Permission denied\n"
+
+
+def test_unreadable_data_folder_is_one_line_naming_the_file(shared_dir):
+    written = write_cifar10(os.path.join(shared_dir, "data"))
+    world_readable(shared_dir)
+    os.chmod(written["folder"], 0)  # nobody but root may read the dataset
+    result = run_as_nobody("--dataset", "cifar10", "--data-dir", os.path.join(shared_dir, "data"), "--epochs", "1",
+                           "--batch-size", "50", "--output-dir", os.path.join(shared_dir, "run"))
+    assert result.returncode == 1
+    meta = os.path.join(written["folder"], "batches.meta")
+    assert result.stderr == f"error: {meta}: cannot be read (permission denied)\n"
+
+
+def test_unwritable_data_dir_for_the_download_is_one_line_before_any_download(shared_dir):
+    data_dir = os.path.join(shared_dir, "data")
+    os.mkdir(data_dir)
+    os.chmod(data_dir, 0o555)
+    result = run_as_nobody("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1",
+                           "--output-dir", os.path.join(shared_dir, "run"))
+    assert result.returncode == 1
+    assert result.stderr == (f"error: cannot download cifar10 into {data_dir}: the folder is not writable; choose "
+                             "another --data-dir or unpack the archive there by hand\n")
+    assert os.listdir(data_dir) == []
