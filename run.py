@@ -16,6 +16,7 @@ from core.recipe import Recipe, Setup
 from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
+from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.session import Interrupted, train
 from models import ARCHITECTURES
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "this recipe), a run directory or a checkpoint file; with --bonus, a bonus directory")
     commands.add_argument("--report", nargs="+", metavar="DIR",
                           help="only rebuild the comparison report: from a bonus directory, or from two run directories")
+    commands.add_argument("--evaluate", metavar="RUN_DIR_OR_CHECKPOINT",
+                          help="re-test a saved model on the dataset its run names (--data-dir may point elsewhere): "
+                               "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run")
     commands.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return parser
 
@@ -83,7 +87,9 @@ def dispatch(args: argparse.Namespace) -> int:
         return code
 
     try:
-        if args.report:
+        if args.evaluate:
+            evaluate(args.evaluate, setup)
+        elif args.report:
             report_only(args.report, setup.output_dir, setup.runs_root)
         elif args.bonus:
             run_bonus(recipe, setup, resume_dir=args.resume)

@@ -1,0 +1,170 @@
+"""`run.py --evaluate RUN_DIR_OR_CHECKPOINT`: re-test a saved model on the dataset its run names, class by class.
+
+The test pass is the run's own (same evaluator, metrics, batch size, normalisation and precision), so for the
+final checkpoint its numbers equal the run's last history record. Beyond them: per-class accuracy, a confusion
+matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the most-confused class pairs.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import torch
+from ignite.engine import Events
+
+import handlers.evaluation
+from core.errors import UserError
+from core.history_file import EPOCH, TEST, metric, read_history, write_json
+from core.recipe import Setup
+from engine.build import fine_to_coarse_map
+from engine.console import say
+from engine.devices import resolve_device
+from engine.loader import DeviceBatches
+from engine.precision import FP32, Precision
+from engine.resume import load_checkpoint
+from engine.rundir import create_run_dir
+from engine.session import load_data
+from engine.training import create_evaluator
+from models import build_model
+
+MOST_CONFUSED_SHOWN = 10
+_EPOCH_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt")
+
+
+def resolve_target(target: str) -> tuple[str, str]:
+    """A run directory (its newest epoch checkpoint) or a checkpoint file -> (run directory, checkpoint)."""
+    if os.path.isfile(target):
+        return os.path.dirname(target) or ".", target
+    if not os.path.isdir(target):
+        raise UserError(f"cannot evaluate: {target} is neither a run directory nor a checkpoint file")
+    epochs = {int(m.group(1)): path for path in glob.glob(os.path.join(glob.escape(target), "checkpoint_*.pt"))
+              if (m := _EPOCH_CHECKPOINT.fullmatch(os.path.basename(path)))}
+    if not epochs:
+        raise UserError(f"cannot evaluate: {target} holds no checkpoint_<epoch>.pt")
+    return target, epochs[max(epochs)]
+
+
+def confusion(true: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
+    """n x n counts: row = true class, column = predicted class."""
+    return torch.bincount(true * n + predicted, minlength=n * n).view(n, n)
+
+
+def per_class_accuracy(matrix: torch.Tensor, names: list[str]) -> list[dict]:
+    """Accuracy of each class (diagonal over row sums), sorted from worst to best."""
+    totals = matrix.sum(dim=1)
+    rows = [{"class": names[i], "accuracy": (matrix[i, i] / totals[i]).item() if totals[i] else None,
+             "images": int(totals[i])} for i in range(len(names))]
+    return sorted(rows, key=lambda row: (row["accuracy"] is None, row["accuracy"] or 0.0))
+
+
+def most_confused(matrix: torch.Tensor, names: list[str], shown: int = MOST_CONFUSED_SHOWN) -> list[dict]:
+    """The largest off-diagonal counts: (true class, predicted as, images)."""
+    off_diagonal = matrix.clone().fill_diagonal_(0)
+    counts, flat = off_diagonal.flatten().sort(descending=True)
+    n = len(names)
+    return [{"true": names[i // n], "predicted": names[i % n], "images": int(c)}
+            for c, i in zip(counts[:shown].tolist(), flat[:shown].tolist()) if c > 0]
+
+
+def evaluate(target: str, setup: Setup) -> str:
+    """Re-test the model of `target` and write evaluation.md/.json and confusion.png; returns the folder."""
+    run_dir, checkpoint = resolve_target(target)
+    history = read_history(run_dir)
+    recipe = history.recipe
+    data = load_data(recipe, setup)
+    device = resolve_device(setup.device)
+    # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
+    precision = Precision(torch.bfloat16, "as trained") if history.data.get("amp_dtype") == "bfloat16" else FP32
+    state = load_checkpoint(checkpoint, device)
+    model = build_model(recipe.arch, data.num_classes, blocks_per_stage=recipe.blocks_per_stage)
+    channels_last = device.type in ("cpu", "cuda")
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as exc:
+        raise UserError(f"cannot evaluate {checkpoint}: its weights do not fit {recipe.arch} ({str(exc).splitlines()[0]})") from None
+    normalization = history.data["normalization"]  # what the model was trained with, whatever --data-dir holds
+    mean, std = (torch.tensor(normalization[key], dtype=torch.float64) for key in ("mean", "std"))
+    batches = DeviceBatches(data.test.images.to(device), data.test.labels.to(device), recipe.batch_size, mean, std,
+                            channels_last=channels_last)
+    fine_to_coarse = fine_to_coarse_map(data)
+    evaluator = create_evaluator(model, device, precision)
+    handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(device, fine_to_coarse))
+    predictions, labels = [], []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: (
+        predictions.append(engine.state.output["y_pred"].argmax(dim=1).cpu()), labels.append(engine.state.output["y"].cpu())))
+    evaluator.run(batches)
+    predicted, true = torch.cat(predictions), torch.cat(labels)
+
+    epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]  # whole epochs trained
+    recorded = next((e for e in history.epochs if e[EPOCH] == epoch), None)
+    metrics = {metric(TEST, name): value for name, value in evaluator.state.metrics.items()}
+    classes = confusion(true, predicted, data.num_classes)
+    result = {"checkpoint": checkpoint, "epoch": epoch, "recipe": history.config, "device": str(device),
+              "precision": precision.dtype_name or "float32", "metrics": metrics,
+              "recorded_in_history": {key: recorded[key] for key in metrics if key in recorded} if recorded else None,
+              "per_class_accuracy": per_class_accuracy(classes, data.class_names),
+              "most_confused": most_confused(classes, data.class_names)}
+    if fine_to_coarse is not None:
+        lookup = fine_to_coarse
+        result["superclass_confusion"] = confusion(lookup[true], lookup[predicted], len(data.coarse_class_names)).tolist()
+        result["superclass_names"] = data.coarse_class_names
+        result["per_superclass_accuracy"] = per_class_accuracy(torch.tensor(result["superclass_confusion"]),
+                                                               data.coarse_class_names)
+        matrix, names = result["superclass_confusion"], data.coarse_class_names
+    else:
+        result["confusion"], result["class_names"] = classes.tolist(), data.class_names
+        matrix, names = result["confusion"], data.class_names
+
+    stem = os.path.splitext(os.path.basename(checkpoint))[0]
+    folder = create_run_dir(setup.output_dir or os.path.join(run_dir, f"evaluation-{stem}"),
+                            numbered=setup.output_dir is None)
+    write_json(os.path.join(folder, "evaluation.json"), result)
+    with open(os.path.join(folder, "evaluation.md"), "w") as f:
+        f.write(render_markdown(result, recipe.dataset))
+    plot_confusion(matrix, names, os.path.join(folder, "confusion.png"),
+                   f"{recipe.dataset} {recipe.arch}, epoch {epoch}: {'superclass' if fine_to_coarse is not None else 'class'} confusion")
+    say(f"Test accuracy {100 * metrics[metric(TEST, 'accuracy')]:.2f}% (epoch {epoch} of {run_dir}); evaluation: {folder}")
+    return folder
+
+
+def render_markdown(result: dict, dataset: str) -> str:
+    lines = [f"# Evaluation of {result['checkpoint']} (epoch {result['epoch']}, {dataset})", "",
+             "| metric | now | recorded in history.json |", "| --- | ---: | ---: |"]
+    recorded = result["recorded_in_history"] or {}
+    for key, value in result["metrics"].items():
+        lines.append(f"| {key} | {value:.6f} | {recorded[key]:.6f} |" if key in recorded else f"| {key} | {value:.6f} | - |")
+    lines += ["", "## Per-class accuracy (worst first)", "", "| class | accuracy | images |", "| --- | ---: | ---: |"]
+    lines += [f"| {row['class']} | {100 * row['accuracy']:.1f}% | {row['images']} |" for row in result["per_class_accuracy"]
+              if row["accuracy"] is not None]
+    if "per_superclass_accuracy" in result:
+        lines += ["", "## Per-superclass accuracy (worst first)", "", "| superclass | accuracy | images |",
+                  "| --- | ---: | ---: |"]
+        lines += [f"| {row['class']} | {100 * row['accuracy']:.1f}% | {row['images']} |"
+                  for row in result["per_superclass_accuracy"] if row["accuracy"] is not None]
+    lines += ["", "## Most confused (true -> predicted)", "", "| true | predicted as | images |", "| --- | --- | ---: |"]
+    lines += [f"| {row['true']} | {row['predicted']} | {row['images']} |" for row in result["most_confused"]]
+    lines += ["", "![confusion](confusion.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_confusion(matrix: list[list[int]], names: list[str], path: str, title: str) -> None:
+    """confusion.png: row-normalised counts (true class down, predicted across)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = torch.tensor(matrix, dtype=torch.float64)
+    shares = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    size = 4 + 0.35 * len(names)
+    figure, axes = plt.subplots(figsize=(size, size * 0.9))
+    image = axes.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    axes.set_yticks(range(len(names)), names, fontsize=7)
+    axes.set(xlabel="predicted", ylabel="true", title=title)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
