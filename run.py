@@ -12,13 +12,14 @@ import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
-from core.recipe import Recipe, Setup
+from core.recipe import Recipe, Setup, non_negative_int
 from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.session import Interrupted, train
+from engine.study import is_study, run_study, write_study
 from models import ARCHITECTURES
 
 # The choices of fields whose allowed values are facts of the engine and the models.
@@ -56,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_argument("--resume", metavar="auto|DIR|CHECKPOINT",
                           help="continue a run from its last checkpoint: 'auto' (the newest run under RUNS_ROOT with "
                                "this recipe), a run directory or a checkpoint file; with --bonus, a bonus directory")
+    commands.add_argument("--seeds", nargs="+", type=non_negative_int, metavar="SEED",
+                          help="train once per seed (with --bonus: both nets per seed, paired) in one study directory "
+                               "and summarise across seeds: mean, sd, 95%% t-intervals; replaces --seed")
     commands.add_argument("--report", nargs="+", metavar="DIR",
-                          help="only rebuild the comparison report: from a bonus directory, or from two run directories")
+                          help="only rebuild a report: of a bonus or study directory, or from two run directories")
     commands.add_argument("--evaluate", metavar="RUN_DIR_OR_CHECKPOINT",
                           help="re-test a saved model on the dataset its run names (--data-dir may point elsewhere): "
                                "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run")
@@ -89,8 +93,12 @@ def dispatch(args: argparse.Namespace) -> int:
     try:
         if args.evaluate:
             evaluate(args.evaluate, setup)
+        elif args.report and len(args.report) == 1 and is_study(args.report[0]):
+            write_study(args.report[0])
         elif args.report:
             report_only(args.report, setup.output_dir, setup.runs_root)
+        elif args.seeds:
+            run_study(recipe, setup, args.seeds, bonus=args.bonus, resume_dir=args.resume)
         elif args.bonus:
             run_bonus(recipe, setup, resume_dir=args.resume)
         else:
@@ -122,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.report and len(args.report) > 2:
-        parser.error("argument --report: expected a bonus directory or two run directories")
+        parser.error("argument --report: expected a bonus or study directory, or two run directories")
+    if args.seeds and "seed" in vars(args):
+        parser.error("argument --seeds: not allowed with --seed")
     if not launched_by_torchrun():
         return dispatch(args)
     # torchrun: one process per GPU (nccl) or per CPU worker (gloo); ignite.distributed sets the group up. Its

@@ -99,3 +99,63 @@ def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3)
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window,
             "differences": diffs, "test_ranges_separated": separated,
             "window_stats": {"singlestage": single, "multistage": multi}}
+
+
+RULE_PAIRED = """Several seeds (K >= 2), paired: seed k trains both nets on the same data order. For each seed, each
+quantity is its mean over the last `window` epochs (default 3); the seed's difference is multi-stage minus
+single-stage, signed so that positive favours the multi-stage net (lower train-eval loss, smaller gap).
+Across the K seeds: the mean difference and its 95 % Student-t confidence interval (df = K - 1).
+A difference is clear only when its interval excludes zero AND its mean exceeds the practical margin
+(accuracy: 1.0 percentage point; loss: 0.02).
+Rule: as for one seed -- 1. the multi-stage net does not test clearly better -> "inconclusive";
+2. it fits the training images clearly better (train-eval accuracy and loss) -> "reducing underfitting";
+3. it fits no better but its gap (train-eval accuracy - test accuracy) is clearly smaller -> "reducing
+overfitting"; 4. otherwise -> "mixed".
+Confidence: "high" when the whole interval of every deciding difference lies beyond its margin; "moderate"
+when they are clear; "low" for "inconclusive" and "mixed"."""
+
+
+def seed_window_means(epochs: list[dict], window: int) -> dict[str, float]:
+    """One seed's deciding quantities, each the mean over the last `window` epochs."""
+    last = epochs[-window:]
+    means = {key: statistics.fmean(e[key] for e in last) for key in (TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS)}
+    means[GAP_ACCURACY] = statistics.fmean(gap_accuracy(e) for e in last)
+    return means
+
+
+def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], window: int = 3) -> dict:
+    """The K >= 2 rule (RULE_PAIRED) over per-seed histories, paired by position (= by seed)."""
+    from core.stats import interval  # scipy: only studies need it
+
+    window = max(1, min([window] + [len(e) for e in single_runs + multi_runs]))
+    signs = {TEST_ACCURACY: 1, TRAIN_EVAL_ACCURACY: 1, TRAIN_EVAL_LOSS: -1, GAP_ACCURACY: -1}
+    floors = {TEST_ACCURACY: ACCURACY_FLOOR, TRAIN_EVAL_ACCURACY: ACCURACY_FLOOR, TRAIN_EVAL_LOSS: LOSS_FLOOR,
+              GAP_ACCURACY: ACCURACY_FLOOR}
+    per_seed = [(seed_window_means(s, window), seed_window_means(m, window)) for s, m in zip(single_runs, multi_runs)]
+    diffs = {}
+    for key, sign in signs.items():
+        stats = interval([sign * (multi[key] - single[key]) for single, multi in per_seed])
+        stats.update(margin=floors[key], clear=stats["ci_low"] > 0 and stats["mean"] > floors[key],
+                     strong=stats["ci_low"] > floors[key])
+        diffs[key] = stats
+    if not diffs[TEST_ACCURACY]["clear"]:
+        verdict, deciding = "inconclusive", []
+        reason = "across seeds the multi-stage net does not test clearly better, so there is no improvement to attribute"
+    elif diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[TRAIN_EVAL_LOSS]["clear"]:
+        verdict, deciding = "reducing underfitting", [TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS]
+        reason = "across seeds the multi-stage net fits the training images clearly better and tests better"
+    elif not diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[GAP_ACCURACY]["clear"]:
+        verdict, deciding = "reducing overfitting", [TEST_ACCURACY, GAP_ACCURACY]
+        reason = "across seeds the multi-stage net fits no better, yet tests better because its gap is smaller"
+    else:
+        verdict, deciding = "mixed", []
+        reason = "across seeds the multi-stage net tests better, but neither a clearly better fit nor a smaller gap explains it"
+    if deciding and all(diffs[key]["strong"] for key in deciding):
+        confidence = "high"
+    elif deciding:
+        confidence = "moderate"
+    else:
+        confidence = "low"
+    return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
+            "paired_differences": diffs,
+            "per_seed": [{"singlestage": single, "multistage": multi} for single, multi in per_seed]}

@@ -17,6 +17,7 @@ from core.errors import UserError
 from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe, Setup
 from engine.console import say
+from engine.datasets import CifarData
 from engine.report import check_comparable, read_bonus_histories, write_report
 from engine.report_views import ARCH_ORDER
 from engine.resume import check_resumable, has_checkpoint
@@ -31,9 +32,10 @@ def bonus_recipe(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, train_eval=recipe.train_eval or TRAIN_EVAL_IMAGES)
 
 
-def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None) -> str:
+def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data: CifarData | None = None) -> str:
     """Train single- then multi-stage under `<runs_root>/<dataset>-bonus-<time>/` (or continue `resume_dir`,
-    skipping finished runs) and write the comparison report there. Returns the bonus directory."""
+    skipping finished runs) and write the comparison report there. Returns the bonus directory. `data` may be
+    passed in to share one loaded dataset (a study does, across seeds)."""
     recipe = bonus_recipe(recipe)
     if resume_dir is None:
         default = os.path.join(setup.runs_root, f"{recipe.dataset}-bonus-{timestamp()}")
@@ -43,7 +45,7 @@ def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None) -> st
     else:
         raise UserError(f"cannot resume: {resume_dir} is not a directory")
     say(f"Bonus directory: {bonus_dir}")
-    data = load_data(recipe, setup)
+    data = data or load_data(recipe, setup)
 
     def train_one(_engine: Engine, arch: str) -> None:
         arch_dir = os.path.join(bonus_dir, arch)

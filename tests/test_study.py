@@ -1,0 +1,135 @@
+"""Multi-seed studies: the interval arithmetic against a table, the paired rule on constructed histories, and
+`--seeds` end to end on tiny data (pairing by seed, resume of a partly finished study, `--report` on a study)."""
+import json
+import os
+import shutil
+import statistics
+
+import pytest
+
+import run
+from core.stats import interval
+from core.verdict import decide_paired
+from test_cli import read_history
+
+T_975_DF2 = 4.303  # Student t, two-sided 95 %, 2 degrees of freedom, from a printed table
+
+
+def test_interval_matches_a_hand_computed_t_interval():
+    result = interval([0.70, 0.72, 0.74])
+    assert result["mean"] == pytest.approx(0.72) and result["sd"] == pytest.approx(0.02)
+    half = T_975_DF2 * 0.02 / 3 ** 0.5  # = 0.04969
+    assert result["ci_low"] == pytest.approx(0.72 - half, abs=1e-4) and result["ci_high"] == pytest.approx(0.72 + half, abs=1e-4)
+    one = interval([0.5])
+    assert one["sd"] is None and one["ci_low"] is None and one["mean"] == 0.5
+
+
+def histories(test, train_eval, train_eval_loss, epochs=3):
+    """One seed's records: constant over `epochs` epochs."""
+    return [{"epoch": e + 1, "test_accuracy": test, "train_eval_accuracy": train_eval, "train_eval_loss": train_eval_loss}
+            for e in range(epochs)]
+
+
+def test_paired_rule_clear_underfitting():
+    single = [histories(0.60 + d, 0.65 + d, 1.00) for d in (0.0, 0.01, -0.01)]
+    multi = [histories(0.66 + d, 0.78 + d, 0.70) for d in (0.0, 0.012, -0.008)]
+    result = decide_paired(single, multi)
+    assert (result["verdict"], result["confidence"]) == ("reducing underfitting", "high")
+    test = result["paired_differences"]["test_accuracy"]
+    assert test["values"] == pytest.approx([0.06, 0.062, 0.062])  # paired: seed k minus seed k
+    assert test["ci_low"] > 0.01
+
+
+def test_paired_rule_clear_overfitting():
+    single = [histories(0.60 + d, 0.90, 0.30) for d in (0.0, 0.01, -0.01)]
+    multi = [histories(0.66 + d, 0.90, 0.30) for d in (0.0, 0.012, -0.008)]
+    result = decide_paired(single, multi)
+    assert result["verdict"] == "reducing overfitting" and result["confidence"] == "high"
+    assert not result["paired_differences"]["train_eval_accuracy"]["clear"]
+
+
+def test_paired_rule_inconclusive_when_the_interval_straddles_zero():
+    single = [histories(0.60, 0.65, 1.0), histories(0.60, 0.65, 1.0), histories(0.60, 0.65, 1.0)]
+    multi = [histories(0.70, 0.80, 0.6), histories(0.55, 0.80, 0.6), histories(0.62, 0.80, 0.6)]
+    result = decide_paired(single, multi)
+    assert (result["verdict"], result["confidence"]) == ("inconclusive", "low")
+    test = result["paired_differences"]["test_accuracy"]
+    assert test["ci_low"] < 0 < test["ci_high"] and test["mean"] > 0.01  # a large mean alone is not enough
+
+
+@pytest.fixture(scope="module")
+def bonus_study(tmp_path_factory):
+    """`--bonus --seeds 0 1` on tiny data: (data_dir, study_dir)."""
+    from synthetic_cifar import write_cifar10
+
+    root = tmp_path_factory.mktemp("study")
+    write_cifar10(str(root / "data"))
+    study_dir = root / "study"
+    assert run.main(study_args(root / "data") + ["--output-dir", str(study_dir)]) == 0
+    return root / "data", study_dir
+
+
+def study_args(data_dir):
+    return ["--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir", str(data_dir), "--epochs", "2",
+            "--batch-size", "32", "--train-eval", "40", "--no-progress", "--no-amp"]
+
+
+def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
+    _, study_dir = bonus_study
+    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study.json", "study.md", "study.png"]
+    study = json.loads((study_dir / "study.json").read_text())
+    runs = {arch: [read_history(str(study_dir / f"seed{s}" / arch)) for s in (0, 1)] for arch in ("singlestage", "multistage")}
+    for s in (0, 1):  # each seed's runs: that seed, the same data order for both nets, an ordinary bonus directory
+        assert {runs[arch][s]["config"]["seed"] for arch in runs} == {s}
+        assert (study_dir / f"seed{s}" / "report.json").exists()
+    window = study["verdict"]["window"]
+    assert window == 2
+    expected = [statistics.fmean(e["test_accuracy"] for e in runs["multistage"][s]["epochs"][-window:])
+                - statistics.fmean(e["test_accuracy"] for e in runs["singlestage"][s]["epochs"][-window:]) for s in (0, 1)]
+    assert study["verdict"]["paired_differences"]["test_accuracy"]["values"] == pytest.approx(expected)
+    final = study["nets"]["multistage"]["final"]["test_accuracy"]
+    values = [runs["multistage"][s]["epochs"][-1]["test_accuracy"] for s in (0, 1)]
+    assert final["mean"] == pytest.approx(statistics.fmean(values))
+    assert final["sd"] == pytest.approx(statistics.stdev(values))
+    assert "## Verdict:" in (study_dir / "study.md").read_text()
+
+
+def test_report_on_a_study_rebuilds_it(bonus_study):
+    _, study_dir = bonus_study
+    before = json.loads((study_dir / "study.json").read_text())
+    os.remove(study_dir / "study.json")
+    assert run.main(["--report", str(study_dir)]) == 0
+    assert json.loads((study_dir / "study.json").read_text()) == before
+
+
+def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_study, tmp_path, capsys):
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    expected = json.loads((study_dir / "study.json").read_text())
+    unfinished = study_dir / "seed1" / "multistage"
+    history = json.loads((unfinished / "history.json").read_text())
+    os.remove(unfinished / "checkpoint_2.pt")
+    (unfinished / "history.json").write_text(json.dumps(dict(history, status="running", epochs=history["epochs"][:1])))
+    os.remove(study_dir / "study.json")
+    capsys.readouterr()
+    assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("already trained") == 3 and out.count("Epoch   2/2") == 1 and "Epoch   1/2" not in out
+    strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in h["epochs"]]  # noqa: E731
+    assert strip(read_history(str(unfinished))) == strip(history)  # continued bit for bit
+    rebuilt = json.loads((study_dir / "study.json").read_text())
+    assert rebuilt["verdict"]["paired_differences"] == expected["verdict"]["paired_differences"]
+
+
+def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    study_dir = tmp_path / "study"
+    assert run.main(["--seeds", "3", "4", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size",
+                     "50", "--no-progress", "--no-amp", "--output-dir", str(study_dir)]) == 0
+    study = json.loads((study_dir / "study.json").read_text())
+    losses = [read_history(str(study_dir / f"seed{s}"))["epochs"][0]["train_loss"] for s in (3, 4)]
+    assert study["nets"]["multistage"]["final"]["train_loss"]["values"] == losses
+    assert "verdict" not in study and "Across 2 seed(s): multistage test accuracy" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        run.main(["--seeds", "1", "--seed", "2"])
