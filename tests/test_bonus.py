@@ -122,3 +122,29 @@ def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
     assert report["runs"]["singlestage"]["run_dir"] == str(tmp_path / "s")
     assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "m2")]) == 1
     assert "one run per architecture" in capsys.readouterr().err
+
+
+def test_report_renders_a_bonus_directory_written_before_the_redesign(tmp_path, capsys):
+    """Histories in the layout main wrote at eec799a (the old flat config with amp None and dump_samples), rebuilt
+    from the committed CIFAR-10 bonus report: --report gives that report's verdict and numbers again."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    old = json.loads(open(os.path.join(repo, "docs", "results", "cifar10-bonus", "report.json")).read())
+    bonus_dir = tmp_path / "old-bonus"
+    for arch, old_run in old["runs"].items():
+        config = {"arch": arch, "dataset": "cifar10", "data_dir": "data", "download": True, "epochs": 10,
+                  "batch_size": 128, "lr": 0.001, "seed": 0, "augment": False, "blocks_per_stage": 2, "device": "auto",
+                  "amp": None, "runs_root": "runs", "output_dir": str(bonus_dir / arch), "progress": False,
+                  "train_eval": 10000, "deterministic": False, "sync_bn": False, "dump_samples": None,
+                  "log_graph": False, "log_histograms": False, "compile": False}
+        (bonus_dir / arch).mkdir(parents=True)
+        (bonus_dir / arch / "history.json").write_text(json.dumps(
+            {"config": config, "device": old_run["device"], "class_names": [str(i) for i in range(10)],
+             "status": "completed", "epochs": old_run["epochs"], "final": old_run["final"]}))
+    assert run.main(["--report", str(bonus_dir)]) == 0
+    rebuilt = json.loads((bonus_dir / "report.json").read_text())
+    assert rebuilt["verdict"] == old["verdict"] and rebuilt["rule"] == old["rule"]
+    for arch in ("singlestage", "multistage"):
+        assert rebuilt["runs"][arch]["epochs"] == old["runs"][arch]["epochs"]
+        assert rebuilt["runs"][arch]["final"] == old["runs"][arch]["final"]
+        assert rebuilt["runs"][arch]["model"] == old["runs"][arch]["model"]
+    assert "Verdict: reducing underfitting (confidence: moderate)" in capsys.readouterr().out
