@@ -27,10 +27,11 @@ def epoch_seconds(record: dict) -> float:
     return sum(value for key, value in record.items() if key.endswith("_seconds"))
 
 
-def timed_run(data_dir: str, arch: str, compile_: bool, epochs: int, device: str, workdir: str) -> dict:
+def timed_run(data_dir: str, arch: str, compile_: bool, epochs: int, device: str, workdir: str, batch_size: int) -> dict:
     run_dir = os.path.join(workdir, f"{arch}-{'compile' if compile_ else 'eager'}")
     command = [sys.executable, "run.py", "--dataset", "cifar10", "--data-dir", data_dir, "--arch", arch, "--epochs",
-               str(epochs), "--device", device, "--no-progress", "--output-dir", run_dir] + (["--compile"] if compile_ else [])
+               str(epochs), "--batch-size", str(batch_size), "--device", device, "--no-progress", "--output-dir", run_dir]
+    command += ["--compile"] if compile_ else []
     start = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -60,6 +61,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-dir", required=True, help="holds cifar-10-batches-py/")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--arch", nargs="+", default=["multistage", "singlestage"])
     parser.add_argument("--modes", nargs="+", choices=("eager", "compile"), default=["eager", "compile"])
     parser.add_argument("--json", default="benchmarks/results/gpu/gpu_check.json")
@@ -71,7 +73,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as workdir:
         for arch in args.arch:
             for mode in args.modes:
-                row = timed_run(args.data_dir, arch, mode == "compile", args.epochs, args.device, workdir)
+                row = timed_run(args.data_dir, arch, mode == "compile", args.epochs, args.device, workdir, args.batch_size)
                 results["runs"][f"{arch}-{mode}"] = row
                 if "error" in row:
                     print(f"{arch:<12} {mode:<8} FAILED: {row['error']}", flush=True)

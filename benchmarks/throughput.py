@@ -231,7 +231,7 @@ PIPELINES = {"ours": time_ours, "plain": time_plain, "tutorial": time_tutorial}
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="256 train / 128 test images, 1 timed epoch (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="128 train / 64 test images, 1 timed epoch (a smoke test)")
     parser.add_argument("--train-images", type=int, default=5120)
     parser.add_argument("--test-images", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per pipeline (after 1 warm-up)")
@@ -244,7 +244,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default="benchmarks/results/throughput.json", help="where to write the results")
     args = parser.parse_args(argv)
     if args.quick:
-        args.train_images, args.test_images, args.epochs = 256, 128, 1
+        args.train_images, args.test_images, args.epochs = 128, 64, 1
     precisions = args.precisions or (["fp32", "bf16"] if cpu_bf16_features() else ["fp32"])
     kernel_seconds = 0.2 if args.quick else 1.0
     data = load_cifar(DATASETS["cifar10"], args.data_dir, download=False) if args.data_dir else None
