@@ -6,7 +6,8 @@ import time
 
 from ignite.engine import Engine, Events
 
-from core.history_file import COMPLETED, EPOCH, HISTORY_FILE, IMAGES_PER_S, TRAIN_LOSS, TRAIN_SECONDS, metric, write_json
+from core.history_file import (COMPLETED, EPOCH, HISTORY_FILE, IMAGES_PER_S, TRAIN_LOSS, TRAIN_SECONDS, metric,
+                               write_json)
 from handlers.epoch_loss import EPOCH_LOSS
 
 
