@@ -1,10 +1,13 @@
 """Never lose a finished epoch: kill-and-resume, Ctrl-C/SIGTERM, corrupt checkpoints, full disks."""
+import contextlib
 import errno
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -26,6 +29,14 @@ def train_args(data_dir, run_dir):
 def run_cli(args, fault=None):
     command = [sys.executable, "tests/fault_injection.py", fault, "--", *args] if fault else [sys.executable, "run.py", *args]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+
+
+def run_in_process(args):
+    """run.py in this process (saves an interpreter start per resume): an object like subprocess's result."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run.main(args)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def without_timings(history):
@@ -83,7 +94,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
     leftovers = [f for f in os.listdir(run_dir) if re.fullmatch(r"tmp\w{8}", f)]  # the half-written checkpoint
     assert len(leftovers) == (1 if fault.startswith("kill-checkpoint") else 0)
-    resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     assert not [f for f in os.listdir(run_dir) if f.startswith("tmp") or f.endswith(".tmp")]
     assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epochs done, at iteration 4)" in resumed.stdout
@@ -104,7 +115,7 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     assert read_history(str(run_dir))["status"] == f"interrupted at epoch 2, iteration {iteration}"
     saved = torch.load(run_dir / f"interrupted_{iteration}.pt", weights_only=True)["history"]
     assert saved["partial_train_seconds"] > 0  # epoch 2's training time before the stop travels with the checkpoint
-    resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     epoch_2 = read_history(str(run_dir))["epochs"][1]
     assert epoch_2["train_seconds"] > saved["partial_train_seconds"]  # the whole epoch, across the interruption
@@ -122,7 +133,7 @@ def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tm
     assert stopped.stderr.strip().splitlines()[-1] == "interrupted"
     assert not [f for f in os.listdir(run_dir) if f.startswith("interrupted_")]
     torch.load(run_dir / "checkpoint_1.pt", weights_only=True)
-    resumed = run_cli([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_as_reference(run_dir, reference_dir)
 
