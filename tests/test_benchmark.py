@@ -55,15 +55,18 @@ def test_every_pipeline_in_every_precision_is_timed_and_utilisation_is_consisten
     for precision in ("fp32", "bf16"):
         peak = results["machine"]["dense_kernels"][precision]["peak_gflops"]
         cell = row[precision]
-        for pipeline in PIPELINES:
+        assert ("tutorial" in cell) == (precision == "fp32")  # the course's loop is timed as it is: fp32
+        for pipeline in [p for p in PIPELINES if p in cell]:
             numbers = cell[pipeline]
             assert len(numbers["epoch_seconds"]) == 1 and numbers["median_epoch_seconds"] > 0
             assert numbers["images_per_s"] == pytest.approx(128 / numbers["median_epoch_seconds"])
             assert numbers["utilisation"] == pytest.approx(numbers["images_per_s"] * row["train_gflops_per_image"] / peak)
             assert numbers["utilisation"] > 0
         assert cell["ours_over_plain"] == pytest.approx(cell["ours"]["images_per_s"] / cell["plain"]["images_per_s"])
-        assert cell["ours_over_tutorial"] == pytest.approx(cell["ours"]["images_per_s"] / cell["tutorial"]["images_per_s"])
-    for pipeline in PIPELINES:
+        tutorial = row["fp32"]["tutorial"]["images_per_s"]
+        assert cell["ours_over_tutorial"] == pytest.approx(cell["ours"]["images_per_s"] / tutorial)
+    assert sorted(row["bf16_over_fp32"]) == ["ours", "plain"]
+    for pipeline in ("ours", "plain"):
         assert row["bf16_over_fp32"][pipeline] == pytest.approx(
             row["bf16"][pipeline]["images_per_s"] / row["fp32"][pipeline]["images_per_s"])
     assert "ours over plain" in stdout and "bf16 over fp32" in stdout
