@@ -78,27 +78,34 @@ def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3)
         GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: multi-stage smaller gap
     }
     separated = multi[TEST_ACCURACY]["min"] > single[TEST_ACCURACY]["max"]
-    if not diffs[TEST_ACCURACY]["clear"]:
-        verdict, deciding = "inconclusive", []
-        reason = "the multi-stage net does not test clearly better, so there is no improvement to attribute"
-    elif diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[TRAIN_EVAL_LOSS]["clear"]:
-        verdict, deciding = "reducing underfitting", [TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS]
-        reason = "the multi-stage net fits the training images clearly better and tests better"
-    elif not diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[GAP_ACCURACY]["clear"]:
-        verdict, deciding = "reducing overfitting", [TEST_ACCURACY, GAP_ACCURACY]
-        reason = "the multi-stage net fits the training images no better, yet tests better because its gap is smaller"
-    else:
-        verdict, deciding = "mixed", []
-        reason = "the multi-stage net tests better, but neither a clearly better fit nor a clearly smaller gap explains it"
-    if deciding and all(diffs[key]["strong"] for key in deciding) and separated:
-        confidence = "high"
-    elif deciding:
-        confidence = "moderate"
-    else:
-        confidence = "low"
+    verdict, deciding, reason = classify(diffs)
+    confidence = rate_confidence(diffs, deciding, extra_condition=separated)
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window,
             "differences": diffs, "test_ranges_separated": separated,
             "window_stats": {"singlestage": single, "multistage": multi}}
+
+
+def classify(diffs: dict) -> tuple[str, list[str], str]:
+    """The rule's decision from which differences are clear: (verdict, the differences that decided, reason)."""
+    if not diffs[TEST_ACCURACY]["clear"]:
+        return ("inconclusive", [],
+                "the multi-stage net does not test clearly better, so there is no improvement to attribute")
+    if diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[TRAIN_EVAL_LOSS]["clear"]:
+        return ("reducing underfitting", [TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS],
+                "the multi-stage net fits the training images clearly better and tests better")
+    if not diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[GAP_ACCURACY]["clear"]:
+        return ("reducing overfitting", [TEST_ACCURACY, GAP_ACCURACY],
+                "the multi-stage net fits the training images no better, yet tests better because its gap is smaller")
+    return ("mixed", [],
+            "the multi-stage net tests better, but neither a clearly better fit nor a clearly smaller gap explains it")
+
+
+def rate_confidence(diffs: dict, deciding: list[str], extra_condition: bool = True) -> str:
+    """"high" when every deciding difference is strong (and `extra_condition`), "moderate" when they decided,
+    "low" when nothing decided ("inconclusive", "mixed")."""
+    if deciding and all(diffs[key]["strong"] for key in deciding) and extra_condition:
+        return "high"
+    return "moderate" if deciding else "low"
 
 
 RULE_PAIRED = """Several seeds (K >= 2), paired: seed k trains both nets on the same data order. For each seed, each
@@ -138,24 +145,9 @@ def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], w
         stats.update(margin=floors[key], clear=stats["ci_low"] > 0 and stats["mean"] > floors[key],
                      strong=stats["ci_low"] > floors[key])
         diffs[key] = stats
-    if not diffs[TEST_ACCURACY]["clear"]:
-        verdict, deciding = "inconclusive", []
-        reason = "across seeds the multi-stage net does not test clearly better, so there is no improvement to attribute"
-    elif diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[TRAIN_EVAL_LOSS]["clear"]:
-        verdict, deciding = "reducing underfitting", [TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS]
-        reason = "across seeds the multi-stage net fits the training images clearly better and tests better"
-    elif not diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[GAP_ACCURACY]["clear"]:
-        verdict, deciding = "reducing overfitting", [TEST_ACCURACY, GAP_ACCURACY]
-        reason = "across seeds the multi-stage net fits no better, yet tests better because its gap is smaller"
-    else:
-        verdict, deciding = "mixed", []
-        reason = "across seeds the multi-stage net tests better, but neither a clearly better fit nor a smaller gap explains it"
-    if deciding and all(diffs[key]["strong"] for key in deciding):
-        confidence = "high"
-    elif deciding:
-        confidence = "moderate"
-    else:
-        confidence = "low"
+    verdict, deciding, reason = classify(diffs)
+    confidence = rate_confidence(diffs, deciding)
+    reason = "across seeds " + reason
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
             "paired_differences": diffs,
             "per_seed": [{"singlestage": single, "multistage": multi} for single, multi in per_seed]}

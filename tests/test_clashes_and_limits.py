@@ -10,11 +10,9 @@ import tempfile
 import pytest
 import torch
 
-import engine.build
-import run
 from core.verdict import decide
 from synthetic_cifar import write_cifar10
-from test_cli import HANG_TIMEOUT, REPO, cli, read_history
+from test_cli import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history
 
 
 def test_four_identical_launches_at_once_get_four_distinct_complete_run_directories(cifar10_dir, tmp_path):
@@ -62,21 +60,11 @@ def test_bonus_under_torchrun_writes_one_report_from_rank_0(tmp_path):
 
 def test_out_of_memory_is_one_line_that_says_what_to_lower(cifar10_dir, tmp_path, capsys, monkeypatch):
     data_dir, _ = cifar10_dir
-    create_trainer = engine.build.create_trainer
 
-    def trainer_that_runs_out_of_memory(*args):
-        trainer = create_trainer(*args)
-        step = trainer._process_function
+    def out_of_memory(_output):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-        def train_step(engine_, batch):
-            if engine_.state.iteration == 6:  # epoch 2, second batch
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return step(engine_, batch)
-
-        trainer._process_function = train_step
-        return trainer
-
-    monkeypatch.setattr(engine.build, "create_trainer", trainer_that_runs_out_of_memory)
+    hit_train_step(monkeypatch, 6, out_of_memory)  # epoch 2, second batch
     run_dir = tmp_path / "run"
     assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "3", "--batch-size", "32",
                "--output-dir", str(run_dir)) == 1

@@ -171,24 +171,27 @@ def test_bad_flags_are_refused_by_argparse(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
-    data_dir, _ = cifar10_dir
+def hit_train_step(monkeypatch, iteration, hit):
+    """Make the trainer's step pass its output through `hit(output)` at one iteration (`hit` may raise)."""
     create_trainer = engine.build.create_trainer
 
-    def poisoned_trainer(model, optimizer, device, precision):
-        trainer = create_trainer(model, optimizer, device, precision)
+    def trainer_with_a_hit(*args):
+        trainer = create_trainer(*args)
         step = trainer._process_function
 
         def train_step(engine_, batch):
             output = step(engine_, batch)
-            if engine_.state.iteration == 6:  # epoch 2, second batch
-                output["loss"] = output["loss"] * float("nan")
-            return output
+            return hit(output) if engine_.state.iteration == iteration else output
 
         trainer._process_function = train_step
         return trainer
 
-    monkeypatch.setattr(engine.build, "create_trainer", poisoned_trainer)
+    monkeypatch.setattr(engine.build, "create_trainer", trainer_with_a_hit)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
+    data_dir, _ = cifar10_dir
+    hit_train_step(monkeypatch, 6, lambda output: dict(output, loss=output["loss"] * float("nan")))  # epoch 2, batch 2
     run_dir = tmp_path / "run"
     assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "3", "--batch-size", "32",
                "--output-dir", str(run_dir)) == 1
