@@ -1,0 +1,29 @@
+#!/usr/bin/env python
+"""Side by side, from history files: final test accuracy and mean train loss, per-epoch test accuracy, seconds.
+
+    python docs/compare_runs.py docs/results/amp-parity/*.history.json
+
+Prints one Markdown row per history (a run directory's history.json or a copy of it): precision, final test
+accuracy, final mean training loss, median training seconds per epoch, and the test accuracy of every epoch.
+"""
+import json
+import statistics
+import sys
+
+
+def row(path: str) -> str:
+    with open(path) as f:
+        history = json.load(f)
+    epochs = history["epochs"]
+    precision = history.get("amp_dtype") or ("bfloat16" if history.get("amp") else "float32")
+    accuracies = " ".join(f"{100 * e['test_accuracy']:.2f}" for e in epochs)
+    return (f"| {path.rsplit('/', 1)[-1]} | {history['config']['arch']} | {precision} | "
+            f"{100 * epochs[-1]['test_accuracy']:.2f}% | {epochs[-1]['train_loss']:.4f} | "
+            f"{statistics.median(e['train_seconds'] for e in epochs):.1f} | {accuracies} |")
+
+
+if __name__ == "__main__":
+    print("| history | net | precision | final test acc | final train loss | median train s/epoch | test acc per epoch (%) |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- |")
+    for path in sys.argv[1:]:
+        print(row(path))
