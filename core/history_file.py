@@ -93,12 +93,19 @@ class RunHistory:
 
 def read_history(run_dir: str) -> RunHistory:
     """history.json of `run_dir`; a one-line UserError if it is missing, unreadable or not a run's history."""
-    path = os.path.join(run_dir, HISTORY_FILE)
+    return read_history_file(os.path.join(run_dir, HISTORY_FILE))
+
+
+def read_history_file(path: str) -> RunHistory:
+    """A history file by its path (history.json, or a copy kept elsewhere); `run_dir` is its folder."""
+    run_dir = os.path.dirname(path) or "."
     try:
         with open(path) as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise UserError(f"{run_dir} is not a run directory: it has no {HISTORY_FILE}") from None
+        if os.path.basename(path) == HISTORY_FILE:
+            raise UserError(f"{run_dir} is not a run directory: it has no {HISTORY_FILE}") from None
+        raise UserError(f"{path}: no such history file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("epochs"), list):

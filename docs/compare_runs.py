@@ -6,18 +6,21 @@
 Prints one Markdown row per history (a run directory's history.json or a copy of it): precision, final test
 accuracy, final mean training loss, median training seconds per epoch, and the test accuracy of every epoch.
 """
-import json
+import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core.history_file import read_history_file  # noqa: E402
+
 
 def row(path: str) -> str:
-    with open(path) as f:
-        history = json.load(f)
-    epochs = history["epochs"]
-    precision = history.get("amp_dtype") or ("bfloat16" if history.get("amp") else "float32")
+    history = read_history_file(path)
+    epochs = history.epochs
+    precision = history.data.get("amp_dtype") or ("bfloat16" if history.data.get("amp") else "float32")
     accuracies = " ".join(f"{100 * e['test_accuracy']:.2f}" for e in epochs)
-    return (f"| {path.rsplit('/', 1)[-1]} | {history['config']['arch']} | {precision} | "
+    return (f"| {os.path.basename(path)} | {history.recipe.arch} | {precision} | "
             f"{100 * epochs[-1]['test_accuracy']:.2f}% | {epochs[-1]['train_loss']:.4f} | "
             f"{statistics.median(e['train_seconds'] for e in epochs):.1f} | {accuracies} |")
 
