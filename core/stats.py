@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 import statistics
 
-from scipy import stats
-
 CONFIDENCE = 0.95
 
 
 def t_quantile(k: int, confidence: float = CONFIDENCE) -> float:
     """The two-sided Student-t quantile for `k` values (df = k - 1)."""
+    from scipy import stats  # imported here: a second of start-up that only studies need
+
     return float(stats.t.ppf(0.5 + confidence / 2, df=k - 1))
 
 

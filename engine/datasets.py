@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
 from engine import cifar_archive
 from core.errors import DataError
@@ -152,6 +151,9 @@ def download_and_extract(spec: CifarSpec, data_dir: str) -> None:
     if not os.access(data_dir, os.W_OK | os.X_OK):  # say so before a download that could not be saved
         raise DataError(f"cannot download {spec.name} into {data_dir}: the folder is not writable; choose another "
                         "--data-dir or unpack the archive there by hand")
+    # torchvision's archive utils, imported here: importing torchvision costs every run a second at start-up.
+    from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
+
     archive = os.path.join(data_dir, spec.archive_name)
     print(f"Downloading {spec.url} to {archive}", flush=True)
     try:

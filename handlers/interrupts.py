@@ -5,6 +5,7 @@ after every iteration they agree, with one all-reduce, on whether any of them go
 """
 from __future__ import annotations
 
+import os
 import signal
 from typing import Callable
 
@@ -13,6 +14,14 @@ import torch
 from ignite.engine import Engine, Events
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def _exit_now(signum, _frame):
+    """The second signal: Ctrl-C raises KeyboardInterrupt (run.py: "interrupted", exit 130); SIGTERM terminates."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 class GracefulStop:
@@ -37,9 +46,11 @@ class GracefulStop:
     def _install(self, trainer: Engine) -> None:
         def handle(signum, _frame):
             self.signum = signum
-            # A second signal is not caught: default Ctrl-C (KeyboardInterrupt) or SIGTERM ends the process
-            # at once. Checkpoints are written atomically, so nothing is left half-written.
-            self.restore()
+            # A second signal ends the process at once, whatever the inherited handlers were (a process started
+            # in the background inherits SIGINT ignored). Checkpoints are written atomically, so nothing is left
+            # half-written.
+            for second in EXIT_CODES:
+                signal.signal(second, _exit_now)
             if idist.get_world_size() == 1:
                 trainer.terminate()
 
