@@ -90,7 +90,7 @@ def test_gpu_timing_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_
     data_dir, _ = cifar10_dir
     out = tmp_path / "gpu_check.json"
     result = subprocess.run([sys.executable, "benchmarks/gpu_timing.py", "--data-dir", data_dir, "--device", "cpu",
-                             "--epochs", "3", "--batch-size", "50", "--arch", "multistage", "--modes", "eager",
+                             "--epochs", "2", "--batch-size", "50", "--arch", "multistage", "--modes", "eager",
                              "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr

@@ -108,7 +108,7 @@ def corruption(draw):
     return dataset, file, how, draw(st.integers(0, 10**6))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=corruption(), data=st.data())
 def test_any_corrupted_field_or_file_is_one_line_naming_the_file(case, data):
     dataset, file, how, number = case
