@@ -8,6 +8,9 @@ re-writes the epoch points of its checkpoint's epoch if the kill came before the
 """
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
@@ -47,7 +50,16 @@ def logged_epochs(log_dir: str) -> set[int]:
 
 def create_logger(log_dir: str, purge_step: int | None = None) -> TensorboardLogger:
     """The run's TensorBoard logger (the caller closes it). `purge_step` (a resume) hides points from that
-    iteration on in older event files."""
+    iteration on in older event files.
+
+    TensorBoard reads a folder's event files in name order, and a name starts with its creation second, then
+    the host and the process id: a resume within the same second as the killed run, by a process with a
+    smaller id, would sort first and scramble the stream. So a resumed logger waits for the next second."""
+    if purge_step is not None:
+        newest = max((int(name.split(".")[3]) for name in os.listdir(log_dir)
+                      if name.startswith("events.out.tfevents.") and name.split(".")[3].isdigit()), default=0)
+        while int(time.time()) <= newest:
+            time.sleep(0.05)
     return TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
 
 
