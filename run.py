@@ -18,6 +18,7 @@ from engine.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
+from engine.report import offline
 from engine.session import Interrupted, train
 from engine.study import is_study, run_study, write_study
 from models import ARCHITECTURES
@@ -94,9 +95,9 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.evaluate:
             evaluate(args.evaluate, setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):
-            write_study(args.report[0])
+            write_study(args.report[0], offline(setup))
         elif args.report:
-            report_only(args.report, setup.output_dir, setup.runs_root)
+            report_only(args.report, setup)
         elif args.seeds:
             run_study(recipe, setup, args.seeds, bonus=args.bonus, resume_dir=args.resume)
         elif args.bonus:

@@ -18,7 +18,7 @@ from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe, Setup
 from engine.console import say
 from engine.datasets import CifarData
-from engine.report import check_comparable, read_bonus_histories, write_report
+from engine.report import check_comparable, offline, read_bonus_histories, write_report
 from engine.report_views import ARCH_ORDER
 from engine.resume import check_resumable, has_checkpoint
 from engine.rundir import claim_run_dir, create_run_dir, timestamp
@@ -63,7 +63,7 @@ def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data:
 
     bonus = Engine(train_one)
     bonus.logger.disabled = True  # errors are reported in one line by run.py
-    handlers.comparison_report.attach(bonus, lambda: write_report(bonus_dir, read_bonus_histories(bonus_dir)))
+    handlers.comparison_report.attach(bonus, lambda: write_report(bonus_dir, read_bonus_histories(bonus_dir), setup, data))
     bonus.run(list(ARCH_ORDER), max_epochs=1)
     return bonus_dir
 
@@ -81,11 +81,12 @@ def _discard_unfinished_first_epoch(arch_dir: str) -> None:
         os.rmdir(arch_dir)
 
 
-def report_only(run_dirs: list[str], output_dir: str | None, runs_root: str) -> str:
+def report_only(run_dirs: list[str], setup: Setup) -> str:
     """`--report`: rebuild the comparison from a bonus directory, or from two single-run directories (one
-    per architecture) into `output_dir` (default `<runs_root>/<dataset>-report-<time>`). Returns where."""
+    per architecture) into `setup.output_dir` (default `<runs_root>/<dataset>-report-<time>`). Returns where.
+    The final checkpoints are re-tested class by class on the dataset under `setup.data_dir`, if it is there."""
     if len(run_dirs) == 1:
-        write_report(run_dirs[0], read_bonus_histories(run_dirs[0]))
+        write_report(run_dirs[0], read_bonus_histories(run_dirs[0]), offline(setup))
         return run_dirs[0]
     histories = {}
     for run_dir in run_dirs:
@@ -96,7 +97,7 @@ def report_only(run_dirs: list[str], output_dir: str | None, runs_root: str) -> 
         histories[arch] = history
     check_comparable(histories)
     dataset = histories["multistage"].recipe.dataset
-    directory = output_dir or os.path.join(runs_root, f"{dataset}-report-{timestamp()}")
-    create_run_dir(directory, numbered=output_dir is None)
-    write_report(directory, histories)
+    directory = setup.output_dir or os.path.join(setup.runs_root, f"{dataset}-report-{timestamp()}")
+    create_run_dir(directory, numbered=setup.output_dir is None)
+    write_report(directory, histories, offline(setup))
     return directory

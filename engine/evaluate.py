@@ -6,6 +6,7 @@ matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the 
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -15,10 +16,11 @@ from ignite.engine import Events
 
 import handlers.evaluation
 from core.errors import UserError
-from core.history_file import EPOCH, TEST, metric, read_history, write_json
+from core.history_file import EPOCH, TEST, RunHistory, metric, read_history, write_json
 from core.recipe import Setup
 from engine.build import fine_to_coarse_map
 from engine.console import say
+from engine.datasets import CifarData
 from engine.devices import resolve_device
 from engine.loader import DeviceBatches
 from engine.precision import FP32, Precision
@@ -67,12 +69,34 @@ def most_confused(matrix: torch.Tensor, names: list[str], shown: int = MOST_CONF
             for c, i in zip(counts[:shown].tolist(), flat[:shown].tolist()) if c > 0]
 
 
-def evaluate(target: str, setup: Setup) -> str:
-    """Re-test the model of `target` and write evaluation.md/.json and confusion.png; returns the folder."""
+@dataclasses.dataclass
+class Retest:
+    """One pass of a saved model over the test set: its predictions and (when asked for) the run's metrics."""
+
+    run_dir: str
+    checkpoint: str
+    history: RunHistory
+    data: CifarData
+    device: torch.device
+    precision: Precision
+    epoch: int  # whole epochs the checkpoint had trained
+    true: torch.Tensor
+    predicted: torch.Tensor
+    metrics: dict
+
+    @property
+    def fine_to_coarse(self) -> torch.Tensor | None:
+        return fine_to_coarse_map(self.data)
+
+
+def retest(target: str, setup: Setup, data: CifarData | None = None, with_metrics: bool = True) -> Retest:
+    """Load the model of `target` (run directory or checkpoint) and run the run's own evaluator over the test set.
+    `data` may be passed in when already loaded. Without metrics there are no collective operations, so one
+    process of a torchrun job may call it alone."""
     run_dir, checkpoint = resolve_target(target)
     history = read_history(run_dir)
     recipe = history.recipe
-    data = load_data(recipe, setup)
+    data = data or load_data(recipe, setup)
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
     precision = Precision(torch.bfloat16, "as trained") if history.data.get("amp_dtype") == "bfloat16" else FP32
@@ -88,20 +112,48 @@ def evaluate(target: str, setup: Setup) -> str:
     mean, std = (torch.tensor(normalization[key], dtype=torch.float64) for key in ("mean", "std"))
     batches = DeviceBatches(data.test.images.to(device), data.test.labels.to(device), recipe.batch_size, mean, std,
                             channels_last=channels_last)
-    fine_to_coarse = fine_to_coarse_map(data)
     evaluator = create_evaluator(model, device, precision)
-    handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(device, fine_to_coarse))
+    if with_metrics:
+        handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data)))
     predictions, labels = [], []
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: (
         predictions.append(engine.state.output["y_pred"].argmax(dim=1).cpu()), labels.append(engine.state.output["y"].cpu())))
     evaluator.run(batches)
-    predicted, true = torch.cat(predictions), torch.cat(labels)
-
-    epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]  # whole epochs trained
-    recorded = next((e for e in history.epochs if e[EPOCH] == epoch), None)
+    epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]
     metrics = {metric(TEST, name): value for name, value in evaluator.state.metrics.items()}
+    return Retest(run_dir, checkpoint, history, data, device, precision, epoch, torch.cat(labels),
+                    torch.cat(predictions), metrics)
+
+
+def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:
+    """Test accuracy per class name (and per superclass name on CIFAR-100) of the run's newest checkpoint, which
+    must be its last epoch's: what the reports' "where the gain comes from" compares."""
+    tested = retest(run_dir, setup, data, with_metrics=False)
+    last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
+    if tested.epoch != last_epoch:
+        raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
+
+    def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
+        return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
+
+    result = {"epoch": tested.epoch,
+              "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
+    lookup = tested.fine_to_coarse
+    if lookup is not None:
+        coarse = confusion(lookup[tested.true], lookup[tested.predicted], len(tested.data.coarse_class_names))
+        result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
+    return result
+
+
+def evaluate(target: str, setup: Setup) -> str:
+    """Re-test the model of `target` and write evaluation.md/.json and confusion.png; returns the folder."""
+    tested = retest(target, setup)
+    run_dir, checkpoint, history, data, epoch = tested.run_dir, tested.checkpoint, tested.history, tested.data, tested.epoch
+    recipe, precision, metrics, true, predicted = history.recipe, tested.precision, tested.metrics, tested.true, tested.predicted
+    fine_to_coarse = tested.fine_to_coarse
+    recorded = next((e for e in history.epochs if e[EPOCH] == epoch), None)
     classes = confusion(true, predicted, data.num_classes)
-    result = {"checkpoint": checkpoint, "epoch": epoch, "recipe": history.config, "device": str(device),
+    result = {"checkpoint": checkpoint, "epoch": epoch, "recipe": history.config, "device": str(tested.device),
               "precision": precision.dtype_name or "float32", "metrics": metrics,
               "recorded_in_history": {key: recorded[key] for key in metrics if key in recorded} if recorded else None,
               "per_class_accuracy": per_class_accuracy(classes, data.class_names),

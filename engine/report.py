@@ -1,15 +1,20 @@
 """The bonus comparison: report.json, report.md and curves.png for a single-stage vs multi-stage pair of runs,
-with the verdict of core/verdict.py. Built from the runs' history.json files alone, so `--report` can rebuild it."""
+with the verdict of core/verdict.py. Built from the runs' history.json files, so `--report` can rebuild it; only
+"where the gain comes from" re-tests the final checkpoints class by class (and says why when it cannot)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
+from core.class_gain import compare_classes
 from core.errors import UserError
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, gap_accuracy, gap_loss,
                                has_train_eval, read_history, write_json)
-from core.recipe import COMPARED, Recipe
+from core.recipe import COMPARED, Recipe, Setup
 from core.verdict import RULE, decide
+from engine.datasets import CifarData
+from engine.evaluate import class_accuracy
 from engine.report_views import ARCH_ORDER, plot_curves, render_markdown
 from models import build_model, count_parameters
 from models.stats import macs_per_image, receptive_field
@@ -36,8 +41,32 @@ def model_facts(history: RunHistory) -> dict:
             "receptive_field": receptive_field(model)}
 
 
-def build_report(histories: dict[str, RunHistory], window: int = 3) -> dict:
-    """Everything the report shows, as one JSON-able dict."""
+def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], setup: Setup | None,
+                              data: CifarData | None = None) -> dict:
+    """Per-class (and per-superclass) test accuracy of each net's final checkpoint, compared by core/class_gain.py;
+    `histories[arch][k]` is seed k's run. Without `setup`, or when a checkpoint or the dataset is missing,
+    {"unavailable": why}."""
+    if setup is None:
+        return {"unavailable": "no dataset was given to re-test the final checkpoints"}
+    try:
+        accuracy = {arch: [class_accuracy(h.run_dir, setup, data) for h in runs] for arch, runs in histories.items()}
+    except UserError as exc:
+        return {"unavailable": str(exc)}
+    except OSError as exc:
+        return {"unavailable": f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"}
+    gain = {"classes": compare_classes(*([a["classes"] for a in accuracy[arch]] for arch in ARCH_ORDER))}
+    if "superclasses" in accuracy["multistage"][0]:
+        gain["superclasses"] = compare_classes(*([a["superclasses"] for a in accuracy[arch]] for arch in ARCH_ORDER))
+    return gain
+
+
+def offline(setup: Setup) -> Setup:
+    """A report re-tests models on data that is there; it never downloads a dataset."""
+    return dataclasses.replace(setup, download=False)
+
+
+def build_report(histories: dict[str, RunHistory], window: int = 3, gain: dict | None = None) -> dict:
+    """Everything the report shows, as one JSON-able dict (`gain`: from where_the_gain_comes_from)."""
     check_comparable(histories)
     runs = {}
     for arch in ARCH_ORDER:
@@ -59,8 +88,11 @@ def build_report(histories: dict[str, RunHistory], window: int = 3) -> dict:
         }
     recipe = {k: v for k, v in histories["multistage"].config.items() if k in Recipe.__dataclass_fields__ and k not in COMPARED}
     verdict = decide(histories["singlestage"].epochs, histories["multistage"].epochs, window)
-    return {"config": recipe, "runs": runs, "verdict": verdict, "rule": RULE,
-            "explanation": explanation(verdict, runs)}
+    report = {"config": recipe, "runs": runs, "verdict": verdict, "rule": RULE,
+              "explanation": explanation(verdict, runs)}
+    if gain is not None:
+        report["where_the_gain_comes_from"] = gain
+    return report
 
 
 def explanation(verdict: dict, runs: dict) -> str:
@@ -104,12 +136,19 @@ def console_table(report: dict) -> str:
             cells = [fmt.format(scale * report["runs"][arch]["final"][key]) for arch in ARCH_ORDER]
             lines.append(f"{label:<22}{cells[0]:>14}{cells[1]:>14}")
     lines.append(f"Verdict: {report['verdict']['verdict']} (confidence: {report['verdict']['confidence']})")
+    gain = report.get("where_the_gain_comes_from", {})
+    if "classes" in gain:
+        lines.append(f"Where the gain comes from: {gain['classes']['summary']}")
     return "\n".join(lines)
 
 
-def write_report(directory: str, histories: dict[str, RunHistory]) -> dict:
-    """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the report."""
-    report = build_report(histories)
+def write_report(directory: str, histories: dict[str, RunHistory], setup: Setup | None = None,
+                 data: CifarData | None = None) -> dict:
+    """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the
+    report. With `setup` (and `data`, if loaded), the final checkpoints are re-tested class by class."""
+    check_comparable(histories)
+    gain = where_the_gain_comes_from({arch: [history] for arch, history in histories.items()}, setup, data)
+    report = build_report(histories, gain=gain)
     write_json(os.path.join(directory, "report.json"), report)
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(render_markdown(report))

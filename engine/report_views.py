@@ -4,6 +4,7 @@ from __future__ import annotations
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS)
 
+from engine.gain_views import gain_markdown
 from engine.study_views import more_seeds_note
 
 ARCH_ORDER = ("singlestage", "multistage")  # the order of every table and legend: the baseline first
@@ -71,6 +72,8 @@ def render_markdown(report: dict) -> str:
                   f"multistage {', '.join(_pct(v) for v in verdict['window_stats']['multistage'][TEST_ACCURACY]['values'])}"
                   f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", "",
                   more_seeds_note(verdict), ""]
+    if "where_the_gain_comes_from" in report:
+        lines += gain_markdown(report["where_the_gain_comes_from"])
     lines += ["## The rule", "", "```", report["rule"], "```", "", "![curves](curves.png)", ""]
     return "\n".join(lines)
 

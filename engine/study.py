@@ -18,6 +18,8 @@ from core.stats import interval
 from core.verdict import RULE, RULE_PAIRED, decide, decide_paired
 from engine.bonus import run_bonus
 from engine.console import say
+from engine.datasets import CifarData
+from engine.report import where_the_gain_comes_from
 from engine.report_views import ARCH_ORDER
 from engine.resume import has_checkpoint
 from engine.rundir import claim_run_dir, timestamp
@@ -63,7 +65,7 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], bonus: bool, resum
         else:
             resume = directory if resume_dir is not None and has_checkpoint(directory) else None
             train(seed_recipe, dataclasses.replace(setup, output_dir=directory), data=data, resume=resume)
-    return write_study(study_dir)
+    return write_study(study_dir, setup, data)
 
 
 def study_seeds(study_dir: str) -> list[int]:
@@ -93,8 +95,9 @@ def across_seeds(histories: list) -> dict:
     return {"epochs": epochs, "per_epoch": per_epoch, "final": per_epoch[-1]}
 
 
-def write_study(study_dir: str) -> str:
-    """study.json, study.md and study.png from the seeds' history files alone (so `--report STUDY` rebuilds them)."""
+def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | None = None) -> str:
+    """study.json, study.md and study.png from the seeds' history files (so `--report STUDY` rebuilds them); for a
+    bonus study with `setup`, also where the gain comes from, by re-testing the final checkpoints per class."""
     seeds = study_seeds(study_dir)
     bonus = all(os.path.isdir(os.path.join(seed_dir(study_dir, s), arch)) for s in seeds for arch in ARCH_ORDER)
     if bonus:
@@ -119,6 +122,8 @@ def write_study(study_dir: str) -> str:
     elif bonus:  # one seed: the window rule of a single bonus
         study["verdict"] = decide(histories["singlestage"][0].epochs, histories["multistage"][0].epochs)
         study["rule"] = RULE
+    if bonus:
+        study["where_the_gain_comes_from"] = where_the_gain_comes_from(histories, setup, data)
     write_json(os.path.join(study_dir, STUDY_FILE), study)
     with open(os.path.join(study_dir, "study.md"), "w") as f:
         f.write(render_markdown(study))
@@ -130,6 +135,8 @@ def write_study(study_dir: str) -> str:
         + ", ".join(f"{s['final'][TRAIN_LOSS]['mean']:.4f}" for s in study["nets"].values()))
     if "verdict" in study:
         say(f"Verdict across seeds: {study['verdict']['verdict']} (confidence: {study['verdict']['confidence']})")
+    if "classes" in study.get("where_the_gain_comes_from", {}):
+        say(f"Where the gain comes from: {study['where_the_gain_comes_from']['classes']['summary']}")
     say(f"Study report: {os.path.join(study_dir, 'study.md')}")
     return study_dir
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS
 from core.stats import expected_half_width
+from engine.gain_views import gain_markdown
 
 LABELS = {TRAIN_LOSS: "mean train loss", TEST_ACCURACY: "test accuracy", "test_top5": "test top-5",
           "test_loss": "test loss", "test_superclass_accuracy": "test superclass accuracy",
@@ -56,6 +57,9 @@ def render_markdown(study: dict) -> str:
                              f"{_number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
         else:
             lines += [more_seeds_note(verdict), ""]
+    if "where_the_gain_comes_from" in study:
+        lines += gain_markdown(study["where_the_gain_comes_from"])
+    if verdict:
         lines += ["## The rule", "", "```", study["rule"], "```"]
     lines += ["", "![curves](study.png)", ""]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import run
-from test_cli import read_history
+from test_cli import independent_eval, read_history
 
 
 def bonus(*args):
@@ -97,14 +97,25 @@ def test_resume_with_a_different_configuration_is_refused(bonus_run, capsys):
     assert capsys.readouterr().err == f"error: cannot resume {bonus_dir / 'singlestage'}: 'lr' was 0.001, now 0.01\n"
 
 
-def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, capsys):
-    _, bonus_dir, _ = bonus_run
+def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, capsys, tmp_path):
+    data_dir, bonus_dir, _ = bonus_run
     before = json.loads((bonus_dir / "report.json").read_text())
+    assert "classes" in before["where_the_gain_comes_from"]
     os.remove(bonus_dir / "report.md")
-    assert run.main(["--report", str(bonus_dir)]) == 0
+    assert run.main(["--report", str(bonus_dir), "--data-dir", data_dir]) == 0
     assert "Epoch" not in capsys.readouterr().out
     assert json.loads((bonus_dir / "report.json").read_text()) == before
     assert (bonus_dir / "report.md").exists()
+    # Without the dataset the report is still rebuilt; only the per-class section says what it lacks (and
+    # nothing is downloaded).
+    empty = tmp_path / "no-data"
+    assert run.main(["--report", str(bonus_dir), "--data-dir", str(empty)]) == 0
+    rebuilt = json.loads((bonus_dir / "report.json").read_text())
+    assert rebuilt["where_the_gain_comes_from"]["unavailable"].startswith(f"cifar10 not found: expected the folder {empty}")
+    assert {k: v for k, v in rebuilt.items() if k != "where_the_gain_comes_from"} == \
+        {k: v for k, v in before.items() if k != "where_the_gain_comes_from"}
+    assert "## Where the gain comes from\n\nNot available: cifar10 not found" in (bonus_dir / "report.md").read_text()
+    assert not empty.exists()
 
 
 def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
@@ -148,3 +159,51 @@ def test_report_renders_a_bonus_directory_written_before_the_redesign(tmp_path, 
         assert rebuilt["runs"][arch]["final"] == old["runs"][arch]["final"]
         assert rebuilt["runs"][arch]["model"] == old["runs"][arch]["model"]
     assert "Verdict: reducing underfitting (confidence: moderate)" in capsys.readouterr().out
+
+
+def per_class_here(predictions, truth, names):
+    return {name: float(np.mean(predictions[truth == c] == c)) for c, name in enumerate(names) if (truth == c).any()}
+
+
+def test_where_the_gain_comes_from_is_the_per_class_accuracy_of_the_final_models(bonus_run, cifar10_dir):
+    _, bonus_dir, out = bonus_run
+    _, written = cifar10_dir
+    truth = written["test_y"]
+    accuracy = {arch: per_class_here(independent_eval(str(bonus_dir / arch), arch, written, 10, epoch=2)[0], truth,
+                                     written["names"]) for arch in ("singlestage", "multistage")}
+    gain = json.loads((bonus_dir / "report.json").read_text())["where_the_gain_comes_from"]["classes"]
+    assert {row["class"]: row["gain"] for row in gain["classes"]} == pytest.approx(
+        {name: accuracy["multistage"][name] - accuracy["singlestage"][name] for name in accuracy["multistage"]})
+    assert {row["class"]: row["singlestage"] for row in gain["classes"]} == pytest.approx(accuracy["singlestage"])
+    gains = [row["gain"] for row in gain["classes"]]
+    assert gains == sorted(gains, reverse=True) and gain["seeds"] == 1
+    assert gain["improved"] == sum(g > 0 for g in gains)
+    markdown = (bonus_dir / "report.md").read_text()
+    assert f"Per class (test accuracy of the final models): **{gain['summary']}**." in markdown
+    assert f"Where the gain comes from: {gain['summary']}" in out
+    top = gain["classes"][0]
+    assert (f"| {top['class']} | {100 * top['singlestage']:.1f}% | {100 * top['multistage']:.1f}% | "
+            f"{100 * top['gain']:+.1f} |") in markdown
+
+
+def test_cifar100_report_compares_superclasses_too(cifar100_dir, tmp_path):
+    data_dir, written = cifar100_dir
+    common = ["--data-dir", data_dir, "--epochs", "1", "--batch-size", "50", "--output-dir"]
+    assert bonus(*common, str(tmp_path / "s"), "--arch", "singlestage") == 0
+    assert bonus(*common, str(tmp_path / "m"), "--arch", "multistage") == 0
+    assert run.main(["--report", str(tmp_path / "s"), str(tmp_path / "m"), "--data-dir", data_dir,
+                     "--output-dir", str(tmp_path / "r")]) == 0
+    gain = json.loads((tmp_path / "r" / "report.json").read_text())["where_the_gain_comes_from"]
+    coarse_truth = written["fine_to_coarse"][written["test_y"]]
+    expected = {}
+    for arch in ("singlestage", "multistage"):
+        predictions, _ = independent_eval(str(tmp_path / arch[0]), arch, written, 100, epoch=1)
+        expected[arch] = per_class_here(written["fine_to_coarse"][predictions], coarse_truth,
+                                        [f"coarse{i}" for i in range(20)])
+    rows = gain["superclasses"]["classes"]
+    assert {row["class"]: row["multistage"] for row in rows} == pytest.approx(expected["multistage"])
+    assert {row["class"]: row["gain"] for row in rows} == pytest.approx(
+        {name: expected["multistage"][name] - expected["singlestage"][name] for name in expected["multistage"]})
+    assert len(gain["classes"]["classes"]) == len(set(written["test_y"].tolist()))  # classes with test images
+    markdown = (tmp_path / "r" / "report.md").read_text()
+    assert "Per superclass: **" in markdown and "| ... " in markdown  # 100 classes: only the ends are listed

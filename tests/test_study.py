@@ -93,12 +93,24 @@ def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     assert final["sd"] == pytest.approx(statistics.stdev(values))
     assert "## Verdict:" in (study_dir / "study.md").read_text()
 
+    # Where the gain comes from, across seeds: each class's gain is the mean of the seeds' own per-class gains
+    # (each seed's bonus report re-tested its two final models), and "seeds improved" counts them.
+    per_seed = [{row["class"]: row["gain"] for row in json.loads((study_dir / f"seed{s}" / "report.json").read_text())
+                 ["where_the_gain_comes_from"]["classes"]["classes"]} for s in (0, 1)]
+    gain = study["where_the_gain_comes_from"]["classes"]
+    assert gain["seeds"] == 2
+    assert {row["class"]: row["gain"] for row in gain["classes"]} == pytest.approx(
+        {name: (per_seed[0][name] + per_seed[1][name]) / 2 for name in per_seed[0]})
+    assert {row["class"]: row["seeds_improved"] for row in gain["classes"]} == {
+        name: (per_seed[0][name] > 0) + (per_seed[1][name] > 0) for name in per_seed[0]}
+    assert f"mean over 2 seeds): **{gain['summary']}**" in (study_dir / "study.md").read_text()
+
 
 def test_report_on_a_study_rebuilds_it(bonus_study):
-    _, study_dir = bonus_study
+    data_dir, study_dir = bonus_study
     before = json.loads((study_dir / "study.json").read_text())
     os.remove(study_dir / "study.json")
-    assert run.main(["--report", str(study_dir)]) == 0
+    assert run.main(["--report", str(study_dir), "--data-dir", str(data_dir)]) == 0
     assert json.loads((study_dir / "study.json").read_text()) == before
 
 
@@ -120,6 +132,7 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
     assert strip(read_history(str(unfinished))) == strip(history)  # continued bit for bit
     rebuilt = json.loads((study_dir / "study.json").read_text())
     assert rebuilt["verdict"]["paired_differences"] == expected["verdict"]["paired_differences"]
+    assert rebuilt["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
 
 
 def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys):

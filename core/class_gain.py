@@ -1,0 +1,54 @@
+"""Where the multi-stage net's gain comes from: per-class test accuracy of both nets, paired by seed, and whether
+the gain is broad (most classes improve) or concentrated (a few classes carry it).
+
+Pure arithmetic on {class name: accuracy} dicts, so that a bonus (one seed) and a study (several) share it.
+"""
+from __future__ import annotations
+
+import math
+from statistics import fmean
+
+TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
+CONCENTRATED_SHARE = 0.5  # ... carrying more than half of the total gain
+BROAD_FRACTION = 0.75  # "broad" = at least three classes in four improve
+
+RULE = (f"Gain of a class = multi-stage minus single-stage test accuracy on its images, averaged over seeds. "
+        f"No gain: the mean gain over classes is <= 0. Concentrated: the most-improved {TOP_FRACTION:.0%} of the "
+        f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gain. Broad: otherwise, when at least "
+        f"{BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
+
+
+def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]]) -> dict:
+    """`single[k]`, `multi[k]`: accuracy per class name of seed k's two nets (the same seeds in the same order).
+
+    Returns the per-class rows sorted from most to least improved, the mean gain, how many classes improved,
+    the share of the summed gain carried by the top fifth, and the pattern with a one-sentence summary."""
+    if not single or len(single) != len(multi):
+        raise ValueError("compare_classes needs the same, non-zero number of seeds for both nets")
+    names = list(single[0])
+    rows = []
+    for name in names:
+        gains = [m[name] - s[name] for s, m in zip(single, multi)]
+        rows.append({"class": name, "singlestage": fmean(s[name] for s in single),
+                     "multistage": fmean(m[name] for m in multi), "gain": fmean(gains),
+                     "seeds_improved": sum(g > 0 for g in gains)})
+    rows.sort(key=lambda row: row["gain"], reverse=True)
+    gains = [row["gain"] for row in rows]
+    mean_gain = fmean(gains)
+    improved = sum(g > 0 for g in gains)
+    top = max(1, math.ceil(TOP_FRACTION * len(rows)))
+    top_share = sum(gains[:top]) / sum(gains) if mean_gain > 0 else None
+    if mean_gain <= 0:
+        pattern = "no gain"
+    elif top_share > CONCENTRATED_SHARE:
+        pattern = "concentrated"
+    elif improved >= BROAD_FRACTION * len(rows):
+        pattern = "broad"
+    else:
+        pattern = "mixed"
+    summary = (f"{pattern}: {improved} of {len(rows)} classes improve, mean gain {100 * mean_gain:+.2f} pts"
+               + (f"; the top {top} carry {top_share:.0%} of the summed gain" if top_share is not None else "")
+               + f"; most improved: {rows[0]['class']} ({100 * rows[0]['gain']:+.1f}), least: {rows[-1]['class']} "
+               f"({100 * rows[-1]['gain']:+.1f})")
+    return {"seeds": len(single), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
+            "top_share": top_share, "pattern": pattern, "summary": summary, "rule": RULE}

@@ -1,0 +1,67 @@
+"""core/class_gain.py: the per-class comparison, checked against numbers worked out here."""
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.class_gain import compare_classes
+
+
+def test_a_gain_carried_by_two_of_ten_classes_is_concentrated():
+    names = [f"c{i}" for i in range(10)]
+    single = [dict.fromkeys(names, 0.5)]
+    multi = [{**dict.fromkeys(names, 0.5), "c3": 0.9, "c7": 0.8}]
+    result = compare_classes(single, multi)
+    assert [row["class"] for row in result["classes"][:2]] == ["c3", "c7"]
+    assert result["mean_gain"] == pytest.approx(0.07) and result["improved"] == 2
+    assert result["top"] == 2 and result["top_share"] == pytest.approx(1.0)
+    assert result["pattern"] == "concentrated"
+    assert result["summary"].startswith("concentrated: 2 of 10 classes improve, mean gain +7.00 pts; the top 2 carry 100%")
+
+
+def test_an_even_gain_is_broad_and_a_loss_is_no_gain():
+    names = [f"c{i}" for i in range(10)]
+    single = [dict.fromkeys(names, 0.5), dict.fromkeys(names, 0.6)]
+    multi = [dict.fromkeys(names, 0.55), {**dict.fromkeys(names, 0.65), "c0": 0.5}]
+    result = compare_classes(single, multi)
+    assert result["pattern"] == "broad" and result["improved"] == 9  # c0: +0.05 and -0.10, mean -0.025
+    c0 = next(row for row in result["classes"] if row["class"] == "c0")
+    assert c0["gain"] == pytest.approx(-0.025) and c0["seeds_improved"] == 1 and c0["singlestage"] == pytest.approx(0.55)
+    assert result["classes"][-1]["class"] == "c0"
+    assert compare_classes(multi, single)["pattern"] == "no gain"
+    assert compare_classes(multi, single)["top_share"] is None
+
+
+def test_mismatched_seeds_are_refused():
+    with pytest.raises(ValueError, match="same, non-zero number of seeds"):
+        compare_classes([{"a": 0.1}], [])
+
+
+accuracy = st.floats(min_value=0, max_value=1, allow_nan=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=1, max_value=3).flatmap(lambda seeds: st.tuples(
+    st.lists(st.lists(st.tuples(accuracy, accuracy), min_size=seeds, max_size=seeds), min_size=1, max_size=25))))
+def test_rows_means_and_pattern_follow_the_stated_rule(classes):
+    (per_class,) = classes
+    seeds = len(per_class[0])
+    names = [f"class{i}" for i in range(len(per_class))]
+    single = [{name: per_class[i][k][0] for i, name in enumerate(names)} for k in range(seeds)]
+    multi = [{name: per_class[i][k][1] for i, name in enumerate(names)} for k in range(seeds)]
+    result = compare_classes(single, multi)
+    gains = {name: sum(per_class[i][k][1] - per_class[i][k][0] for k in range(seeds)) / seeds for i, name in enumerate(names)}
+    assert {row["class"]: row["gain"] for row in result["classes"]} == pytest.approx(gains, abs=1e-12)
+    ordered = sorted(gains.values(), reverse=True)
+    assert [row["gain"] for row in result["classes"]] == pytest.approx(ordered, abs=1e-12)
+    mean_gain = sum(ordered) / len(ordered)
+    assert result["mean_gain"] == pytest.approx(mean_gain, abs=1e-12)
+    improved = sum(g > 0 for g in ordered)
+    top = math.ceil(0.2 * len(ordered))
+    if result["mean_gain"] <= 0:
+        assert result["pattern"] == "no gain"
+    elif sum(ordered[:top]) / sum(ordered) > 0.5:
+        assert result["pattern"] == "concentrated"
+    else:
+        assert result["pattern"] == ("broad" if improved >= 0.75 * len(ordered) else "mixed")
