@@ -78,7 +78,7 @@ def build_report(histories: dict[str, RunHistory], window: int = 3, gain: dict |
             final[GAP_ACCURACY] = gap_accuracy(last)
             final[GAP_LOSS] = gap_loss(last)
         runs[arch] = {
-            "run_dir": history.config["output_dir"],
+            "run_dir": history.run_dir,  # where it is now (a copied or moved run's config names its old place)
             "epochs": epochs,
             "final": final,
             "model": model_facts(history),

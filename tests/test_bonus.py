@@ -1,12 +1,16 @@
 """`run.py --bonus` and `--report` end to end on tiny synthetic data."""
+import contextlib
+import io
 import json
 import os
+import shutil
 
 import matplotlib.image
 import numpy as np
 import pytest
 
 import run
+from synthetic_cifar import write_cifar10
 from test_cli import independent_eval, read_history
 
 
@@ -21,14 +25,25 @@ def colour_pixels(png, hex_colour):
     return int((np.abs(image - rgb).max(axis=2) < 0.02).sum())
 
 
+@pytest.fixture(scope="module")
+def finished_bonus(tmp_path_factory):
+    """A finished 2-epoch bonus on tiny data, trained once for the module: (data_dir, bonus_dir, what it printed,
+    what the data holds). Tests that change it work on a copy (`bonus_run`)."""
+    root = tmp_path_factory.mktemp("bonus")
+    written = write_cifar10(str(root / "data"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert bonus("--bonus", "--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2",
+                     "--batch-size", "32", "--train-eval", "60", "--output-dir", str(root / "bonus")) == 0
+    return str(root / "data"), root / "bonus", printed.getvalue(), written
+
+
 @pytest.fixture
-def bonus_run(cifar10_dir, tmp_path, capsys):
-    """A finished 2-epoch bonus on tiny data: (data_dir, bonus_dir, what it printed)."""
-    data_dir, _ = cifar10_dir
-    bonus_dir = tmp_path / "bonus"
-    assert bonus("--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
-                 "--train-eval", "60", "--output-dir", str(bonus_dir)) == 0
-    return data_dir, bonus_dir, capsys.readouterr().out
+def bonus_run(finished_bonus, tmp_path):
+    """A copy of the module's finished bonus that the test may change: (data_dir, bonus_dir, what it printed)."""
+    data_dir, finished, printed, _ = finished_bonus
+    shutil.copytree(finished, tmp_path / "bonus")
+    return data_dir, tmp_path / "bonus", printed
 
 
 def test_bonus_trains_both_and_writes_the_report(bonus_run):
@@ -102,18 +117,27 @@ def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, ca
     before = json.loads((bonus_dir / "report.json").read_text())
     assert "classes" in before["where_the_gain_comes_from"]
     os.remove(bonus_dir / "report.md")
+    events = lambda: [n for n in os.listdir(bonus_dir / "multistage") if n.startswith("events.out.tfevents.")]  # noqa: E731
+    for name in events():
+        os.remove(bonus_dir / "multistage" / name)
     assert run.main(["--report", str(bonus_dir), "--data-dir", data_dir]) == 0
     assert "Epoch" not in capsys.readouterr().out
-    assert json.loads((bonus_dir / "report.json").read_text()) == before
+    rebuilt = json.loads((bonus_dir / "report.json").read_text())
+    # This bonus is a copy: the report names (and writes its TensorBoard verdict text into) the copy's runs.
+    assert rebuilt["runs"]["multistage"]["run_dir"] == str(bonus_dir / "multistage")
+    assert len(events()) == 1
+    same = lambda report: {k: v for k, v in report["runs"]["multistage"].items() if k != "run_dir"}  # noqa: E731
+    assert same(rebuilt) == same(before) and rebuilt["where_the_gain_comes_from"] == before["where_the_gain_comes_from"]
+    assert rebuilt["verdict"] == before["verdict"]
     assert (bonus_dir / "report.md").exists()
     # Without the dataset the report is still rebuilt; only the per-class section says what it lacks (and
     # nothing is downloaded).
     empty = tmp_path / "no-data"
     assert run.main(["--report", str(bonus_dir), "--data-dir", str(empty)]) == 0
-    rebuilt = json.loads((bonus_dir / "report.json").read_text())
-    assert rebuilt["where_the_gain_comes_from"]["unavailable"].startswith(f"cifar10 not found: expected the folder {empty}")
-    assert {k: v for k, v in rebuilt.items() if k != "where_the_gain_comes_from"} == \
-        {k: v for k, v in before.items() if k != "where_the_gain_comes_from"}
+    without_data = json.loads((bonus_dir / "report.json").read_text())
+    assert without_data["where_the_gain_comes_from"]["unavailable"].startswith(f"cifar10 not found: expected the folder {empty}")
+    assert {k: v for k, v in without_data.items() if k != "where_the_gain_comes_from"} == \
+        {k: v for k, v in rebuilt.items() if k != "where_the_gain_comes_from"}
     assert "## Where the gain comes from\n\nNot available: cifar10 not found" in (bonus_dir / "report.md").read_text()
     assert not empty.exists()
 
@@ -165,9 +189,8 @@ def per_class_here(predictions, truth, names):
     return {name: float(np.mean(predictions[truth == c] == c)) for c, name in enumerate(names) if (truth == c).any()}
 
 
-def test_where_the_gain_comes_from_is_the_per_class_accuracy_of_the_final_models(bonus_run, cifar10_dir):
-    _, bonus_dir, out = bonus_run
-    _, written = cifar10_dir
+def test_where_the_gain_comes_from_is_the_per_class_accuracy_of_the_final_models(finished_bonus):
+    _, bonus_dir, out, written = finished_bonus
     truth = written["test_y"]
     accuracy = {arch: per_class_here(independent_eval(str(bonus_dir / arch), arch, written, 10, epoch=2)[0], truth,
                                      written["names"]) for arch in ("singlestage", "multistage")}
