@@ -76,29 +76,6 @@ def test_out_of_memory_is_one_line_that_says_what_to_lower(cifar10_dir, tmp_path
 
 # --- permissions, as a user who is not root --------------------------------------------------------------------------
 
-@pytest.fixture
-def shared_dir():
-    """A folder every user can enter (pytest's own tmp folders are private to root)."""
-    path = tempfile.mkdtemp(prefix="cifar-resnets-perm-")
-    os.chmod(path, 0o755)
-    try:
-        yield path
-    finally:
-        for root, dirs, _ in os.walk(path):
-            for name in dirs:
-                os.chmod(os.path.join(root, name), 0o755)
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def run_as_nobody(*args):
-    """run.py as the user 'nobody' (tests/as_nobody.py), or as this user where the tests do not run as root."""
-    result = subprocess.run([sys.executable, "tests/as_nobody.py", *args, "--no-progress", "--no-amp"], cwd=REPO,
-                            capture_output=True, text=True, timeout=HANG_TIMEOUT)
-    if result.returncode == 77:
-        pytest.skip("this machine does not allow dropping to the user 'nobody'")
-    return result
-
-
 def world_readable(path):
     for root, dirs, files in os.walk(path):
         os.chmod(root, 0o755)
@@ -106,36 +83,60 @@ def world_readable(path):
             os.chmod(os.path.join(root, name), 0o644)
 
 
-def test_unwritable_output_folder_is_one_line(shared_dir):
-    write_cifar10(os.path.join(shared_dir, "data"))
-    world_readable(shared_dir)
-    locked = os.path.join(shared_dir, "locked")
-    os.mkdir(locked, 0o555)
-    os.chmod(locked, 0o555)  # the mode argument is masked by the umask
-    result = run_as_nobody("--dataset", "cifar10", "--data-dir", os.path.join(shared_dir, "data"), "--epochs", "1",
-                           "--batch-size", "50", "--output-dir", os.path.join(locked, "run"))
-    assert result.returncode == 1
-    assert result.stderr == f"error: cannot create run directory {os.path.join(locked, 'run')}: Permission denied\n"
+@pytest.fixture(scope="module")
+def as_nobody():
+    """Three refused runs as the user 'nobody' (tests/as_nobody.py; as this user where the tests do not run as
+    root), in one interpreter: {case: {"returncode", "stdout", "stderr"}} and the folders they used. They run in
+    a folder every user can enter (pytest's own tmp folders are private to root)."""
+    shared = tempfile.mkdtemp(prefix="cifar-resnets-perm-")
+    try:
+        readable_data, unreadable_data = (os.path.join(shared, name) for name in ("data", "unreadable"))
+        write_cifar10(readable_data)
+        unreadable = write_cifar10(unreadable_data)
+        world_readable(shared)
+        locked = os.path.join(shared, "locked")
+        os.mkdir(locked)
+        os.chmod(locked, 0o555)  # nobody may create the run directory in it
+        os.chmod(unreadable["folder"], 0)  # nobody but root may read this dataset
+        not_writable = os.path.join(shared, "empty-data")
+        os.mkdir(not_writable)
+        os.chmod(not_writable, 0o555)  # nobody may download into it
+        places = {"locked": locked, "unreadable": unreadable["folder"], "not_writable": not_writable}
+        common = ["--dataset", "cifar10", "--epochs", "1", "--batch-size", "50", "--no-progress", "--no-amp"]
+        cases = {"unwritable output": [*common, "--data-dir", readable_data, "--output-dir", os.path.join(locked, "run")],
+                 "unreadable data": [*common, "--data-dir", unreadable_data, "--output-dir", os.path.join(shared, "r1")],
+                 "unwritable download": [*common, "--data-dir", not_writable, "--output-dir", os.path.join(shared, "r2")]}
+        result = subprocess.run([sys.executable, "tests/as_nobody.py", json.dumps(list(cases.values()))], cwd=REPO,
+                                capture_output=True, text=True, timeout=HANG_TIMEOUT)
+        if result.returncode == 77:
+            pytest.skip("this machine does not allow dropping to the user 'nobody'")
+        assert result.returncode == 0, result.stderr
+        yield dict(zip(cases, json.loads(result.stdout))), places, os.listdir(not_writable)
+    finally:
+        for root, dirs, _ in os.walk(shared):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        shutil.rmtree(shared, ignore_errors=True)
 
 
-def test_unreadable_data_folder_is_one_line_naming_the_file(shared_dir):
-    written = write_cifar10(os.path.join(shared_dir, "data"))
-    world_readable(shared_dir)
-    os.chmod(written["folder"], 0)  # nobody but root may read the dataset
-    result = run_as_nobody("--dataset", "cifar10", "--data-dir", os.path.join(shared_dir, "data"), "--epochs", "1",
-                           "--batch-size", "50", "--output-dir", os.path.join(shared_dir, "run"))
-    assert result.returncode == 1
-    meta = os.path.join(written["folder"], "batches.meta")
-    assert result.stderr == f"error: {meta}: cannot be read (permission denied)\n"
+def test_unwritable_output_folder_is_one_line(as_nobody):
+    results, places, _ = as_nobody
+    result = results["unwritable output"]
+    assert result["returncode"] == 1
+    assert result["stderr"] == f"error: cannot create run directory {os.path.join(places['locked'], 'run')}: Permission denied\n"
 
 
-def test_unwritable_data_dir_for_the_download_is_one_line_before_any_download(shared_dir):
-    data_dir = os.path.join(shared_dir, "data")
-    os.mkdir(data_dir)
-    os.chmod(data_dir, 0o555)
-    result = run_as_nobody("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1",
-                           "--output-dir", os.path.join(shared_dir, "run"))
-    assert result.returncode == 1
-    assert result.stderr == (f"error: cannot download cifar10 into {data_dir}: the folder is not writable; choose "
-                             "another --data-dir or unpack the archive there by hand\n")
-    assert os.listdir(data_dir) == []
+def test_unreadable_data_folder_is_one_line_naming_the_file(as_nobody):
+    results, places, _ = as_nobody
+    result = results["unreadable data"]
+    assert result["returncode"] == 1
+    assert result["stderr"] == f"error: {os.path.join(places['unreadable'], 'batches.meta')}: cannot be read (permission denied)\n"
+
+
+def test_unwritable_data_dir_for_the_download_is_one_line_before_any_download(as_nobody):
+    results, places, left_in_the_folder = as_nobody
+    result = results["unwritable download"]
+    assert result["returncode"] == 1
+    assert result["stderr"] == (f"error: cannot download cifar10 into {places['not_writable']}: the folder is not "
+                                "writable; choose another --data-dir or unpack the archive there by hand\n")
+    assert left_in_the_folder == []

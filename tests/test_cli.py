@@ -244,14 +244,20 @@ def test_default_run_directory_name_tells_runs_apart(cifar10_dir, tmp_path, caps
 def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
     """-OO strips docstrings: nothing the program says may be built from one."""
     data_dir, _ = cifar10_dir
-    # One interpreter for --help and the rules every report prints (RULE is no docstring: it survives -OO).
-    help_text = subprocess.run([sys.executable, "-OO", "-c", "import sys, run; from core.verdict import RULE, RULE_PAIRED;"
-                                " print(RULE, RULE_PAIRED); sys.exit(run.main(['--help']))"],
-                               cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
-    assert help_text.returncode == 0 and "--blocks-per-stage" in help_text.stdout
-    assert "Rule (multi-stage minus single-stage)" in help_text.stdout and "Several seeds" in help_text.stdout
-    result = subprocess.run([sys.executable, "-OO", "run.py", "--dataset", "cifar10", "--data-dir", data_dir,
+    # One interpreter for the rules every report prints (constants, not docstrings: they survive -OO), --help
+    # and a training run.
+    script = ("import contextlib, sys, run\n"
+              "from core.verdict import RULE, RULE_PAIRED\n"
+              "from core.class_gain import RULE as CLASS_RULE\n"
+              "print(RULE, RULE_PAIRED, CLASS_RULE)\n"
+              "with contextlib.suppress(SystemExit):\n"
+              "    run.main(['--help'])\n"
+              "sys.exit(run.main(sys.argv[1:]))\n")
+    result = subprocess.run([sys.executable, "-OO", "-c", script, "--dataset", "cifar10", "--data-dir", data_dir,
                              "--epochs", "1", "--batch-size", "50", "--no-progress", "--no-amp",
                              "--output-dir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
                             timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
+    assert "--blocks-per-stage" in result.stdout
+    assert "Rule (multi-stage minus single-stage)" in result.stdout and "Several seeds" in result.stdout
+    assert "Concentrated: the most-improved 20%" in result.stdout and "Epoch   1/1" in result.stdout
