@@ -8,8 +8,9 @@ that each reaches.
 
 Every pipeline trains the same architecture with the same batch size on the same images for whole epochs,
 each epoch followed by a pass over the test images; all pipelines of all precisions take turns epoch by
-epoch (so a drift in the machine's speed hits all of them alike), the first epoch of each is a warm-up, and
-the median of the timed epochs is reported. Images are synthetic unless --data-dir points at a CIFAR-10 copy
+epoch, in an order that rotates every epoch (so a drift in the machine's speed, or what one pipeline leaves
+behind, hits all of them alike), the first epoch of each is a warm-up, and the median of the timed epochs is
+reported. Images are synthetic unless --data-dir points at a CIFAR-10 copy
 (speed does not depend on pixel values).
 
 The peak of a precision is the best rate of a few dense kernels in that precision (a large matmul and a large
@@ -267,9 +268,12 @@ def main(argv=None) -> dict:
                 if name != "tutorial" or p == "fp32" or args.tutorial_bf16]
         timers = {key: PIPELINES[key[1]](arch, data, args.batch_size, args.epochs + 1, key[0]) for key in runs}
         measured = {key: [] for key in runs}
-        for _ in range(args.epochs + 1):
-            for key, timer in timers.items():
-                measured[key].append(next(timer))
+        for epoch in range(args.epochs + 1):
+            # The order rotates every epoch, so that no pipeline always follows the same one (the tutorial's
+            # DataLoader workers, for one, are still exiting when the next pipeline starts).
+            shift = epoch % len(runs)
+            for key in runs[shift:] + runs[:shift]:
+                measured[key].append(next(timers[key]))
         for timer in timers.values():
             timer.close()
         for precision, name in runs:
