@@ -9,20 +9,21 @@ import math
 from statistics import fmean
 
 TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
-CONCENTRATED_SHARE = 0.5  # ... carrying more than half of the total gain
+CONCENTRATED_SHARE = 0.5  # ... carrying more than half of what the improving classes gained
 BROAD_FRACTION = 0.75  # "broad" = at least three classes in four improve
 
 RULE = (f"Gain of a class = multi-stage minus single-stage test accuracy on its images, averaged over seeds. "
         f"No gain: the mean gain over classes is <= 0. Concentrated: the most-improved {TOP_FRACTION:.0%} of the "
-        f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gain. Broad: otherwise, when at least "
-        f"{BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
+        f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gains of all improving classes. Broad: "
+        f"otherwise, when at least {BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
 
 
 def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]]) -> dict:
     """`single[k]`, `multi[k]`: accuracy per class name of seed k's two nets (the same seeds in the same order).
 
     Returns the per-class rows sorted from most to least improved, the mean gain, how many classes improved,
-    the share of the summed gain carried by the top fifth, and the pattern with a one-sentence summary."""
+    the share of the improving classes' summed gain carried by the top fifth (losses elsewhere do not inflate
+    it), and the pattern with a one-sentence summary."""
     if not single or len(single) != len(multi):
         raise ValueError("compare_classes needs the same, non-zero number of seeds for both nets")
     names = list(single[0])
@@ -37,7 +38,7 @@ def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]
     mean_gain = fmean(gains)
     improved = sum(g > 0 for g in gains)
     top = max(1, math.ceil(TOP_FRACTION * len(rows)))
-    top_share = sum(gains[:top]) / sum(gains) if mean_gain > 0 else None
+    top_share = sum(gains[:top]) / sum(g for g in gains if g > 0) if mean_gain > 0 else None
     if mean_gain <= 0:
         pattern = "no gain"
     elif top_share > CONCENTRATED_SHARE:
@@ -47,7 +48,7 @@ def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]
     else:
         pattern = "mixed"
     summary = (f"{pattern}: {improved} of {len(rows)} classes improve, mean gain {100 * mean_gain:+.2f} pts"
-               + (f"; the top {top} carry {top_share:.0%} of the summed gain" if top_share is not None else "")
+               + (f"; the top {top} carry {top_share:.0%} of what the improving classes gained" if top_share is not None else "")
                + f"; most improved: {rows[0]['class']} ({100 * rows[0]['gain']:+.1f}), least: {rows[-1]['class']} "
                f"({100 * rows[-1]['gain']:+.1f})")
     return {"seeds": len(single), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,

@@ -17,7 +17,8 @@ def test_a_gain_carried_by_two_of_ten_classes_is_concentrated():
     assert result["mean_gain"] == pytest.approx(0.07) and result["improved"] == 2
     assert result["top"] == 2 and result["top_share"] == pytest.approx(1.0)
     assert result["pattern"] == "concentrated"
-    assert result["summary"].startswith("concentrated: 2 of 10 classes improve, mean gain +7.00 pts; the top 2 carry 100%")
+    assert result["summary"].startswith("concentrated: 2 of 10 classes improve, mean gain +7.00 pts; the top 2 carry "
+                                        "100% of what the improving classes gained")
 
 
 def test_an_even_gain_is_broad_and_a_loss_is_no_gain():
@@ -31,6 +32,15 @@ def test_an_even_gain_is_broad_and_a_loss_is_no_gain():
     assert result["classes"][-1]["class"] == "c0"
     assert compare_classes(multi, single)["pattern"] == "no gain"
     assert compare_classes(multi, single)["top_share"] is None
+
+
+def test_losses_elsewhere_do_not_make_a_spread_gain_concentrated():
+    # Seven classes gain 3-23 points, three lose about 10: the top two carry 45 % of what the seven gained (but
+    # 71 % of the net sum, which the losses shrink). Not concentrated; too few improve to be broad: mixed.
+    gains = dict(zip("abcdefghij", [0.231, 0.177, 0.167, 0.115, 0.114, 0.061, 0.030, -0.102, -0.103, -0.112]))
+    result = compare_classes([dict.fromkeys(gains, 0.5)], [{name: 0.5 + g for name, g in gains.items()}])
+    assert result["top_share"] == pytest.approx((0.231 + 0.177) / 0.895)
+    assert result["improved"] == 7 and result["pattern"] == "mixed"
 
 
 def test_mismatched_seeds_are_refused():
@@ -61,7 +71,7 @@ def test_rows_means_and_pattern_follow_the_stated_rule(classes):
     top = math.ceil(0.2 * len(ordered))
     if result["mean_gain"] <= 0:
         assert result["pattern"] == "no gain"
-    elif sum(ordered[:top]) / sum(ordered) > 0.5:
+    elif sum(ordered[:top]) / sum(g for g in ordered if g > 0) > 0.5:
         assert result["pattern"] == "concentrated"
     else:
         assert result["pattern"] == ("broad" if improved >= 0.75 * len(ordered) else "mixed")
