@@ -55,6 +55,7 @@ def render_markdown(study: dict) -> str:
                 lines.append(f"| {LABELS.get(key, key)} | {', '.join(_number(key, v) for v in d['values'])} | "
                              f"{_number(key, d['mean'])} | [{_number(key, d['ci_low'])}, {_number(key, d['ci_high'])}] | "
                              f"{_number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
+            lines.append("")
         else:
             lines += [more_seeds_note(verdict), ""]
     if "where_the_gain_comes_from" in study:

@@ -103,7 +103,9 @@ def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
         {name: (per_seed[0][name] + per_seed[1][name]) / 2 for name in per_seed[0]})
     assert {row["class"]: row["seeds_improved"] for row in gain["classes"]} == {
         name: (per_seed[0][name] > 0) + (per_seed[1][name] > 0) for name in per_seed[0]}
-    assert f"mean over 2 seeds): **{gain['summary']}**" in (study_dir / "study.md").read_text()
+    markdown = (study_dir / "study.md").read_text()
+    assert f"mean over 2 seeds): **{gain['summary']}**" in markdown
+    assert "|\n\n## Where the gain comes from\n" in markdown  # a table needs a blank line before the next heading
 
 
 def test_report_on_a_study_rebuilds_it(bonus_study):
