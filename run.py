@@ -143,8 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.INFO)
     backend = "nccl" if torch.cuda.is_available() and getattr(args, "device", "auto") in ("auto", "cuda") else "gloo"
     exit_codes = []
+
+    def run_then_wait_for_the_others(_local_rank, parsed):
+        exit_codes.append(dispatch(parsed))
+        # No process tears its process group down while another still works (rank 0 writes checkpoints, history
+        # and TensorBoard after the last collective): a process that left early was once seen to abort in gloo's
+        # teardown ("terminate called without an active exception"), failing a run that had succeeded.
+        idist.barrier()
+
     with idist.Parallel(backend=backend) as parallel:
-        parallel.run(lambda _local_rank, parsed: exit_codes.append(dispatch(parsed)), args)
+        parallel.run(run_then_wait_for_the_others, args)
     return exit_codes[0]
 
 
