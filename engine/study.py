@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import handlers.comparison_report
 from core.errors import UserError
 from core.history_file import (EPOCH, GAP_ACCURACY, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy, has_train_eval,
                                read_history, write_json)
@@ -65,7 +66,9 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], bonus: bool, resum
         else:
             resume = directory if resume_dir is not None and has_checkpoint(directory) else None
             train(seed_recipe, dataclasses.replace(setup, output_dir=directory), data=data, resume=resume)
-    return write_study(study_dir, setup, data)
+    # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
+    handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, setup, data))
+    return study_dir
 
 
 def study_seeds(study_dir: str) -> list[int]:

@@ -1,9 +1,11 @@
 """Debugging aid for the torchrun tests: run `run.py` with every process writing, per epoch, which training samples
-it used and their losses, so that tests can check the sharding and the all-process epoch mean independently.
+it used and their losses, so that tests can check the sharding and the all-process epoch mean independently;
+and noting which processes write a comparison report or a study summary.
 
     torchrun --nproc_per_node=2 tests/sample_dump.py DUMP_DIR -- RUN.PY ARGS...
 
-writes DUMP_DIR/rank<r>_epoch<e>.pt = {"index": sample indices, "loss": per-sample losses}.
+writes DUMP_DIR/rank<r>_epoch<e>.pt = {"index": sample indices, "loss": per-sample losses}, and appends a line
+"<rank> <what>" to DUMP_DIR/writers.txt for each report (write_report) or study summary (write_study) written.
 """
 import os
 import sys
@@ -14,7 +16,9 @@ from ignite.engine import Engine, Events
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import engine.bonus  # noqa: E402
 import engine.build  # noqa: E402
+import engine.study  # noqa: E402
 import run  # noqa: E402
 
 
@@ -44,7 +48,19 @@ def main():
         return built
 
     engine.build.build_run = build_and_dump
+    os.makedirs(directory, exist_ok=True)
+    for module, name in ((engine.bonus, "write_report"), (engine.study, "write_study")):
+        setattr(module, name, noting_the_writer(getattr(module, name), name, directory))
     sys.exit(run.main(args))
+
+
+def noting_the_writer(write, name: str, directory: str):
+    def noted(*args, **kwargs):
+        with open(os.path.join(directory, "writers.txt"), "a") as f:
+            f.write(f"{idist.get_rank()} {name}\n")
+        return write(*args, **kwargs)
+
+    return noted
 
 
 if __name__ == "__main__":

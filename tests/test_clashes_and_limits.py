@@ -10,7 +10,7 @@ import tempfile
 import pytest
 import torch
 
-from core.verdict import decide
+from core.verdict import decide, decide_paired
 from synthetic_cifar import write_cifar10
 from test_cli import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history
 
@@ -35,27 +35,39 @@ def test_four_identical_launches_at_once_get_four_distinct_complete_run_director
         assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
 
 
-def test_bonus_under_torchrun_writes_one_report_from_rank_0(tmp_path):
+def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path):
+    """`--bonus --seeds 0 1` under torchrun: each seed's bonus and the study summary are written by rank 0 alone."""
     written = write_cifar10(str(tmp_path / "data"))
     assert written
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--bonus",
-               "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--batch-size", "32",
-               "--train-eval", "40", "--no-progress", "--no-amp", "--runs-root", str(tmp_path / "runs")]
+    dump = tmp_path / "dump"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "tests/sample_dump.py",
+               str(dump), "--", "--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "2",
+               "--batch-size", "32", "--train-eval", "40", "--no-progress", "--no-amp", "--runs-root", str(tmp_path / "runs")]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("Bonus directory:") == 1 and result.stdout.count("== multistage ==") == 1
-    assert result.stdout.count("Verdict: ") == 1
+    assert result.stdout.count("Study directory:") == 1 and result.stdout.count("Bonus directory:") == 2
+    assert result.stdout.count("== multistage ==") == 2 and result.stdout.count("Verdict: ") == 2
+    assert result.stdout.count("Verdict across seeds: ") == 1 and result.stdout.count("Where the gain comes from") == 3
     assert "ignite.distributed" not in result.stdout + result.stderr  # Ignite's launcher INFO lines stay quiet
-    (bonus_dir,) = [tmp_path / "runs" / name for name in os.listdir(tmp_path / "runs")]
-    assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "singlestage"]
-    report = json.loads((bonus_dir / "report.json").read_text())
-    histories = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
-    for arch, history in histories.items():
-        assert history["world_size"] == 2 and report["runs"][arch]["epochs"] == history["epochs"]
-    # The verdict is the rule applied to exactly the recorded histories, as a single-process bonus computes it.
-    assert report["verdict"] == json.loads(json.dumps(decide(histories["singlestage"]["epochs"],
-                                                             histories["multistage"]["epochs"])))
+    # Rank 0 alone wrote each seed's report and the study summary (two writers would race on one file).
+    assert sorted((dump / "writers.txt").read_text().splitlines()) == ["0 write_report", "0 write_report", "0 write_study"]
+    (study_dir,) = [tmp_path / "runs" / name for name in os.listdir(tmp_path / "runs")]
+    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study.json", "study.md", "study.png"]
+    histories = {}
+    for seed in (0, 1):
+        bonus_dir = study_dir / f"seed{seed}"
+        assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "singlestage"]
+        report = json.loads((bonus_dir / "report.json").read_text())
+        histories[seed] = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
+        for arch, history in histories[seed].items():
+            assert history["world_size"] == 2 and report["runs"][arch]["epochs"] == history["epochs"]
+        # The verdict is the rule applied to exactly the recorded histories, as a single-process bonus computes it.
+        assert report["verdict"] == json.loads(json.dumps(decide(histories[seed]["singlestage"]["epochs"],
+                                                                 histories[seed]["multistage"]["epochs"])))
+    study = json.loads((study_dir / "study.json").read_text())
+    assert study["verdict"] == json.loads(json.dumps(decide_paired(
+        [histories[s]["singlestage"]["epochs"] for s in (0, 1)], [histories[s]["multistage"]["epochs"] for s in (0, 1)])))
 
 
 def test_out_of_memory_is_one_line_that_says_what_to_lower(cifar10_dir, tmp_path, capsys, monkeypatch):
