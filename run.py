@@ -12,6 +12,7 @@ import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
+from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe, Setup, non_negative_int
 from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
@@ -70,8 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recorded_flags(resume: str | None) -> dict:
+    """For `--resume RUN_DIR|CHECKPOINT` of a single run: the run's recorded recipe, data folder and precision mode,
+    which stand for any of those flags not given again, so that the command an interrupted run prints
+    (`python run.py --resume DIR`) continues it as it was. Empty for anything else (auto, a bonus, a study)."""
+    if not resume or resume == "auto":
+        return {}
+    run_dir = (os.path.dirname(resume) or ".") if os.path.isfile(resume) else resume
+    if not os.path.isfile(os.path.join(run_dir, HISTORY_FILE)):
+        return {}
+    try:
+        history = read_history(run_dir)
+        recorded = dataclasses.asdict(history.recipe)
+    except (UserError, TypeError, ValueError):
+        return {}  # the resume itself then says what is wrong with the run, in one line
+    if isinstance(history.config.get("data_dir"), str):
+        recorded["data_dir"] = history.config["data_dir"]
+    if history.config.get("amp") in AMP_MODES:
+        recorded["amp"] = history.config["amp"]
+    return recorded
+
+
 def configs_from_args(args: argparse.Namespace) -> tuple[Recipe, Setup]:
-    given = vars(args)
+    given = {**recorded_flags(getattr(args, "resume", None)), **vars(args)}  # flags given win
     return tuple(cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
                  for cls in (Recipe, Setup))
 

@@ -116,8 +116,10 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     assert read_history(str(run_dir))["status"] == f"interrupted at epoch 2, iteration {iteration}"
     saved = torch.load(run_dir / f"interrupted_{iteration}.pt", weights_only=True)["history"]
     assert saved["partial_train_seconds"] > 0  # epoch 2's training time before the stop travels with the checkpoint
-    resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    # Exactly the command it printed: the recipe, the data folder and the precision come from the run's record.
+    resumed = run_in_process(["--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.startswith("Device: cpu, fp32 (--no-amp)\n")
     epoch_2 = read_history(str(run_dir))["epochs"][1]
     assert epoch_2["train_seconds"] > saved["partial_train_seconds"]  # the whole epoch, across the interruption
     assert epoch_2["images_per_s"] == pytest.approx(100 / epoch_2["train_seconds"])
