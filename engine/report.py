@@ -65,8 +65,8 @@ def offline(setup: Setup) -> Setup:
     return dataclasses.replace(setup, download=False)
 
 
-def build_report(histories: dict[str, RunHistory], window: int = 3, gain: dict | None = None) -> dict:
-    """Everything the report shows, as one JSON-able dict (`gain`: from where_the_gain_comes_from)."""
+def build_report(histories: dict[str, RunHistory], window: int = 3) -> dict:
+    """Everything the report shows from the histories, as one JSON-able dict."""
     check_comparable(histories)
     runs = {}
     for arch in ARCH_ORDER:
@@ -88,11 +88,8 @@ def build_report(histories: dict[str, RunHistory], window: int = 3, gain: dict |
         }
     recipe = {k: v for k, v in histories["multistage"].config.items() if k in Recipe.__dataclass_fields__ and k not in COMPARED}
     verdict = decide(histories["singlestage"].epochs, histories["multistage"].epochs, window)
-    report = {"config": recipe, "runs": runs, "verdict": verdict, "rule": RULE,
-              "explanation": explanation(verdict, runs)}
-    if gain is not None:
-        report["where_the_gain_comes_from"] = gain
-    return report
+    return {"config": recipe, "runs": runs, "verdict": verdict, "rule": RULE,
+            "explanation": explanation(verdict, runs)}
 
 
 def explanation(verdict: dict, runs: dict) -> str:
@@ -146,9 +143,9 @@ def write_report(directory: str, histories: dict[str, RunHistory], setup: Setup 
                  data: CifarData | None = None) -> dict:
     """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the
     report. With `setup` (and `data`, if loaded), the final checkpoints are re-tested class by class."""
-    check_comparable(histories)
-    gain = where_the_gain_comes_from({arch: [history] for arch, history in histories.items()}, setup, data)
-    report = build_report(histories, gain=gain)
+    report = build_report(histories)  # checks first that the runs are comparable, before any re-test
+    report["where_the_gain_comes_from"] = where_the_gain_comes_from({arch: [h] for arch, h in histories.items()},
+                                                                    setup, data)
     write_json(os.path.join(directory, "report.json"), report)
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(render_markdown(report))
