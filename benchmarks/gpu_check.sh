@@ -21,5 +21,5 @@ status=0
 "| pytorch-ignite", ignite.__version__, "|", torch.cuda.get_device_name(0))'
 } 2>&1 | tee "$OUT/versions.txt"
 python -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda-tests.log" || status=1
-python benchmarks/gpu_timing.py --data-dir "$DATA" --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/timing.log" || status=1
+python benchmarks/end_to_end.py --data-dir "$DATA" --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/timing.log" || status=1
 exit $status

@@ -85,18 +85,39 @@ def test_training_flops_are_about_three_forward_passes():
         assert 2.5 < training_flops_per_image(arch, 10, batch_size=8) / forward_flops < 3.5
 
 
-def test_gpu_timing_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_path):
-    """benchmarks/gpu_timing.py (what gpu_check.sh times) on CPU and tiny data: the same code path, minus the GPU."""
+def test_end_to_end_script_runs_both_precisions_and_reports_consistent_numbers(cifar10_dir, tmp_path):
+    """benchmarks/end_to_end.py (what gpu_check.sh times) on CPU and tiny data: the same code path, minus the GPU;
+    fp32 and bf16 really differ in what the runs record, and the speed-up is the ratio of the two rows."""
     data_dir, _ = cifar10_dir
-    out = tmp_path / "gpu_check.json"
-    result = subprocess.run([sys.executable, "benchmarks/gpu_timing.py", "--data-dir", data_dir, "--device", "cpu",
+    out, kept = tmp_path / "end_to_end.json", tmp_path / "runs"
+    result = subprocess.run([sys.executable, "benchmarks/end_to_end.py", "--data-dir", data_dir, "--device", "cpu",
                              "--epochs", "2", "--batch-size", "50", "--arch", "multistage", "--modes", "eager",
+                             "--precisions", "fp32", "bf16", "--kernel-seconds", "0.05", "--keep-runs", str(kept),
                              "--json", str(out)],
                             cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
-    row = json.loads(out.read_text())["runs"]["multistage-eager"]
-    assert "error" not in row, row
-    assert row["loop_excluding_compile_seconds"] == pytest.approx(row["loop_seconds"] - row["first_epoch_overhead_seconds"])
-    assert 0 < row["loop_seconds"] < row["wall_seconds"] and row["first_epoch_overhead_seconds"] >= 0
-    assert 0 <= row["test_accuracy"] <= 1 and row["first_line"].startswith("Device: cpu")
-    assert "multistage   eager" in result.stdout
+    results = json.loads(out.read_text())
+    fp32, bf16 = results["runs"]["multistage-eager-fp32"], results["runs"]["multistage-eager-bf16"]
+    for row in (fp32, bf16):
+        assert "error" not in row, row
+        assert row["loop_excluding_compile_seconds"] == pytest.approx(row["loop_seconds"] - row["first_epoch_overhead_seconds"])
+        assert row["loop_seconds"] == pytest.approx(sum(row["epoch_seconds"]))
+        assert 0 < row["loop_seconds"] < row["wall_seconds"] and row["first_epoch_overhead_seconds"] >= 0
+        assert 0 <= row["test_accuracy"] <= 1 and row["first_line"].startswith("Device: cpu")
+    assert fp32["amp_dtype"] is None and bf16["amp_dtype"] == "bfloat16"
+    assert json.loads((kept / "multistage-eager-bf16" / "history.json").read_text())["amp_dtype"] == "bfloat16"
+    speedup = results["bf16_speedup"]["multistage-eager"]
+    assert speedup["wall"] == pytest.approx(fp32["wall_seconds"] / bf16["wall_seconds"])
+    assert speedup["loop"] == pytest.approx(fp32["loop_seconds"] / bf16["loop_seconds"])
+    assert set(results["kernel_gflops_before"]) == set(results["kernel_gflops_after"]) == {"fp32", "bf16"}
+    assert "multistage   eager    bf16" in result.stdout and "bf16 over fp32" in result.stdout
+
+
+def test_end_to_end_order_alternates_between_architectures():
+    """A B for the first net, B A for the second: drift of the host during a long measurement favours neither."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from end_to_end import run_order
+
+    assert run_order(["multistage", "singlestage"], ["eager"], ["fp32", "bf16"]) == [
+        ("multistage", "eager", "fp32"), ("multistage", "eager", "bf16"),
+        ("singlestage", "eager", "bf16"), ("singlestage", "eager", "fp32")]
