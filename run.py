@@ -20,6 +20,7 @@ from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.report import offline
+from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
 from engine.study import is_study, run_study, write_study
 from models import ARCHITECTURES
@@ -77,7 +78,7 @@ def recorded_flags(resume: str | None) -> dict:
     (`python run.py --resume DIR`) continues it as it was. Empty for anything else (auto, a bonus, a study)."""
     if not resume or resume == "auto":
         return {}
-    run_dir = (os.path.dirname(resume) or ".") if os.path.isfile(resume) else resume
+    run_dir = run_dir_of(resume)
     if not os.path.isfile(os.path.join(run_dir, HISTORY_FILE)):
         return {}
     try:

@@ -25,7 +25,7 @@ from engine.devices import resolve_device
 from engine.loader import DeviceBatches
 from engine.precision import FP32, Precision
 from engine.resume import load_checkpoint
-from engine.rundir import create_run_dir
+from engine.rundir import create_run_dir, run_dir_of
 from engine.session import load_data
 from engine.training import create_evaluator
 from models import build_model
@@ -37,7 +37,7 @@ _EPOCH_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt")
 def resolve_target(target: str) -> tuple[str, str]:
     """A run directory (its newest epoch checkpoint) or a checkpoint file -> (run directory, checkpoint)."""
     if os.path.isfile(target):
-        return os.path.dirname(target) or ".", target
+        return run_dir_of(target), target
     if not os.path.isdir(target):
         raise UserError(f"cannot evaluate: {target} is neither a run directory nor a checkpoint file")
     epochs = {int(m.group(1)): path for path in glob.glob(os.path.join(glob.escape(target), "checkpoint_*.pt"))

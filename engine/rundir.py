@@ -14,6 +14,11 @@ MAX_SUFFIX = 1000
 _DISK_SAVER_TEMP = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.NamedTemporaryFile names (ignite's atomic DiskSaver)
 
 
+def run_dir_of(path: str) -> str:
+    """The run directory `path` names: a checkpoint file's own folder, or `path` itself."""
+    return (os.path.dirname(path) or ".") if os.path.isfile(path) else path
+
+
 def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 

@@ -22,7 +22,7 @@ from engine.console import say, warn
 from engine.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
 from engine.resume import check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
-from engine.rundir import claim_run_dir, default_run_dir, remove_stale_temp_files
+from engine.rundir import claim_run_dir, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.interrupts import GracefulStop
 
 
@@ -50,7 +50,7 @@ def resolve_resume(recipe: Recipe, setup: Setup, resume: str, epoch_length: int)
         if run_dir is None:
             raise UserError(f"--resume auto: no run under {setup.runs_root}/ with this configuration has a checkpoint")
     elif os.path.isfile(resume):
-        return os.path.dirname(resume) or ".", resume
+        return run_dir_of(resume), resume
     elif os.path.isdir(resume):
         run_dir = resume
     else:

@@ -273,3 +273,16 @@ def test_compiled_run_saves_the_plain_module_and_resumes_without_compile(cifar10
     assert run.main([*args, "--epochs", "2", "--resume", str(run_dir)]) == 0  # loads into an uncompiled model
     assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2]
 
+
+
+def test_run_dir_of_a_checkpoint_is_its_folder_and_of_a_directory_itself(tmp_path, monkeypatch):
+    """The one place that turns `--resume`/`--evaluate`'s RUN_DIR|CHECKPOINT into a run directory."""
+    from engine.rundir import run_dir_of
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint_3.pt").write_bytes(b"")
+    assert run_dir_of(str(run_dir / "checkpoint_3.pt")) == str(run_dir)
+    assert run_dir_of(str(run_dir)) == str(run_dir)
+    monkeypatch.chdir(run_dir)
+    assert run_dir_of("checkpoint_3.pt") == "."  # a bare file name: this folder, never ""
