@@ -22,7 +22,7 @@ from engine.report import check_comparable, offline, read_bonus_histories, write
 from engine.report_views import ARCH_ORDER
 from engine.resume import check_resumable, has_checkpoint
 from engine.rundir import claim_run_dir, create_run_dir, timestamp
-from engine.session import load_data, train
+from engine.session import Interrupted, load_data, train
 
 TRAIN_EVAL_IMAGES = 10_000
 
@@ -32,10 +32,12 @@ def bonus_recipe(recipe: Recipe) -> Recipe:
     return dataclasses.replace(recipe, train_eval=recipe.train_eval or TRAIN_EVAL_IMAGES)
 
 
-def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data: CifarData | None = None) -> str:
+def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data: CifarData | None = None,
+              retested: dict | None = None) -> str:
     """Train single- then multi-stage under `<runs_root>/<dataset>-bonus-<time>/` (or continue `resume_dir`,
-    skipping finished runs) and write the comparison report there. Returns the bonus directory. `data` may be
-    passed in to share one loaded dataset (a study does, across seeds)."""
+    skipping finished runs) and write the comparison report there. Returns the bonus directory. A study passes
+    `data` to share one loaded dataset across seeds, and `retested` to keep the report's per-class re-tests for
+    its own summary."""
     recipe = bonus_recipe(recipe)
     if resume_dir is None:
         default = os.path.join(setup.runs_root, f"{recipe.dataset}-bonus-{timestamp()}")
@@ -63,8 +65,12 @@ def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data:
 
     bonus = Engine(train_one)
     bonus.logger.disabled = True  # errors are reported in one line by run.py
-    handlers.comparison_report.attach(bonus, lambda: write_report(bonus_dir, read_bonus_histories(bonus_dir), setup, data))
-    bonus.run(list(ARCH_ORDER), max_epochs=1)
+    handlers.comparison_report.attach(bonus, lambda: write_report(bonus_dir, read_bonus_histories(bonus_dir), setup, data,
+                                                                 retested))
+    try:
+        bonus.run(list(ARCH_ORDER), max_epochs=1)
+    except Interrupted as exc:  # the printed command continues the bonus, not just the net it was training
+        raise exc.continued_by(f"python run.py --bonus --resume {bonus_dir}") from None
     return bonus_dir
 
 

@@ -42,14 +42,23 @@ def model_facts(history: RunHistory) -> dict:
 
 
 def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], setup: Setup | None,
-                              data: CifarData | None = None) -> dict:
+                              data: CifarData | None = None, retested: dict | None = None) -> dict:
     """Per-class (and per-superclass) test accuracy of each net's final checkpoint, compared by core/class_gain.py;
     `histories[arch][k]` is seed k's run. Without `setup`, or when a checkpoint or the dataset is missing,
-    {"unavailable": why}."""
+    {"unavailable": why}. `retested` (run directory -> its class accuracies) keeps the re-tests of one process,
+    so that a study does not re-test the runs its seeds' reports already re-tested."""
     if setup is None:
         return {"unavailable": "no dataset was given to re-test the final checkpoints"}
+    retested = {} if retested is None else retested
+
+    def accuracy_of(history: RunHistory) -> dict:
+        key = os.path.realpath(history.run_dir)
+        if key not in retested:
+            retested[key] = class_accuracy(history.run_dir, setup, data)
+        return retested[key]
+
     try:
-        accuracy = {arch: [class_accuracy(h.run_dir, setup, data) for h in runs] for arch, runs in histories.items()}
+        accuracy = {arch: [accuracy_of(h) for h in runs] for arch, runs in histories.items()}
     except UserError as exc:
         return {"unavailable": str(exc)}
     except OSError as exc:
@@ -140,12 +149,13 @@ def console_table(report: dict) -> str:
 
 
 def write_report(directory: str, histories: dict[str, RunHistory], setup: Setup | None = None,
-                 data: CifarData | None = None) -> dict:
+                 data: CifarData | None = None, retested: dict | None = None) -> dict:
     """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the
-    report. With `setup` (and `data`, if loaded), the final checkpoints are re-tested class by class."""
+    report. With `setup` (and `data`, if loaded), the final checkpoints are re-tested class by class (see
+    `where_the_gain_comes_from` for `retested`)."""
     report = build_report(histories)  # checks first that the runs are comparable, before any re-test
     report["where_the_gain_comes_from"] = where_the_gain_comes_from({arch: [h] for arch, h in histories.items()},
-                                                                    setup, data)
+                                                                    setup, data, retested)
     write_json(os.path.join(directory, "report.json"), report)
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(render_markdown(report))

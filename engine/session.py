@@ -31,11 +31,16 @@ class TrainingDiverged(UserError):
 
 
 class Interrupted(UserError):
-    """Stopped by SIGINT/SIGTERM after writing a checkpoint; `exit_code` is 130 or 143."""
+    """Stopped by SIGINT/SIGTERM after writing a checkpoint; `exit_code` is 130 or 143. The message ends with the
+    command that continues the work; a bonus or a study that was running the run names its own command instead
+    (`continued_by`), since resuming the run alone would not finish the comparison."""
 
-    def __init__(self, exit_code: int, message: str):
-        super().__init__(message)
-        self.exit_code = exit_code
+    def __init__(self, exit_code: int, at: str, command: str):
+        super().__init__(f"interrupted at {at}; checkpoint written. Continue with: {command}")
+        self.exit_code, self.at, self.command = exit_code, at, command
+
+    def continued_by(self, command: str) -> Interrupted:
+        return Interrupted(self.exit_code, self.at, command)
 
 
 def load_data(recipe: Recipe, setup: Setup) -> CifarData:
@@ -135,8 +140,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     if stop.signum is not None:
         if rank0:
             outputs.history.finish(f"interrupted at {at}")
-        raise Interrupted(stop.exit_code, f"interrupted at {at}; checkpoint written. "
-                          f"Continue with: python run.py --resume {run_dir}")
+        raise Interrupted(stop.exit_code, at, f"python run.py --resume {run_dir}")
     if diverged:
         if rank0:
             outputs.history.finish(f"stopped: loss became NaN or infinite at {at}")

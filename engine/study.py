@@ -24,7 +24,7 @@ from engine.report import where_the_gain_comes_from
 from engine.report_views import ARCH_ORDER
 from engine.resume import has_checkpoint
 from engine.rundir import claim_run_dir, timestamp
-from engine.session import load_data, train
+from engine.session import Interrupted, load_data, train
 from engine.study_views import plot_study, render_markdown
 
 STUDY_FILE = "study.json"
@@ -53,22 +53,34 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], bonus: bool, resum
         raise UserError(f"cannot resume: {resume_dir} is not a directory")
     say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")
     data = load_data(recipe, setup)
+    retested = {}  # the seeds' reports re-test each final checkpoint per class; the summary reuses those
+    try:
+        train_seeds(recipe, setup, seeds, bonus, study_dir, resuming=resume_dir is not None, data=data, retested=retested)
+    except Interrupted as exc:  # the printed command continues the whole study
+        seed_list = " ".join(map(str, seeds))
+        raise exc.continued_by(f"python run.py --seeds {seed_list}{' --bonus' if bonus else ''} --resume {study_dir}") from None
+    # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
+    handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, setup, data, retested))
+    return study_dir
+
+
+def train_seeds(recipe: Recipe, setup: Setup, seeds: list[int], bonus: bool, study_dir: str, resuming: bool,
+                data: CifarData, retested: dict) -> None:
+    """Train each seed's run (or bonus pair) in its folder of the study; when `resuming`, finished runs are kept.
+    Each bonus's report puts its per-class re-tests into `retested`."""
     for seed in seeds:
         seed_recipe = dataclasses.replace(recipe, seed=seed)
         directory = seed_dir(study_dir, seed)
         say(f"=== seed {seed} ===")
         if bonus:
-            exists = resume_dir is not None and os.path.isdir(directory)
+            exists = resuming and os.path.isdir(directory)
             run_bonus(seed_recipe, dataclasses.replace(setup, output_dir=directory), resume_dir=directory if exists else None,
-                      data=data)
-        elif resume_dir is not None and has_checkpoint(directory) and read_history(directory).completed:
+                      data=data, retested=retested)
+        elif resuming and has_checkpoint(directory) and read_history(directory).completed:
             say(f"seed {seed}: already trained in {directory}, not training again")
         else:
-            resume = directory if resume_dir is not None and has_checkpoint(directory) else None
+            resume = directory if resuming and has_checkpoint(directory) else None
             train(seed_recipe, dataclasses.replace(setup, output_dir=directory), data=data, resume=resume)
-    # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
-    handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, setup, data))
-    return study_dir
 
 
 def study_seeds(study_dir: str) -> list[int]:
@@ -98,9 +110,11 @@ def across_seeds(histories: list) -> dict:
     return {"epochs": epochs, "per_epoch": per_epoch, "final": per_epoch[-1]}
 
 
-def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | None = None) -> str:
+def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | None = None,
+                retested: dict | None = None) -> str:
     """study.json, study.md and study.png from the seeds' history files (so `--report STUDY` rebuilds them); for a
-    bonus study with `setup`, also where the gain comes from, by re-testing the final checkpoints per class."""
+    bonus study with `setup`, also where the gain comes from, by re-testing the final checkpoints per class (those
+    not in `retested` already)."""
     seeds = study_seeds(study_dir)
     bonus = all(os.path.isdir(os.path.join(seed_dir(study_dir, s), arch)) for s in seeds for arch in ARCH_ORDER)
     if bonus:
@@ -126,7 +140,7 @@ def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | No
         study["verdict"] = decide(histories["singlestage"][0].epochs, histories["multistage"][0].epochs)
         study["rule"] = RULE
     if bonus:
-        study["where_the_gain_comes_from"] = where_the_gain_comes_from(histories, setup, data)
+        study["where_the_gain_comes_from"] = where_the_gain_comes_from(histories, setup, data, retested)
     write_json(os.path.join(study_dir, STUDY_FILE), study)
     with open(os.path.join(study_dir, "study.md"), "w") as f:
         f.write(render_markdown(study))

@@ -12,6 +12,7 @@ import pytest
 import run
 from synthetic_cifar import write_cifar10
 from test_cli import independent_eval, read_history
+from test_resume import run_cli, run_in_process, without_timings
 
 
 def bonus(*args):
@@ -102,6 +103,26 @@ def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, c
     strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in h["epochs"]]  # noqa: E731
     assert strip(resumed) == strip(finished)  # bit-identical to the uninterrupted run
     assert (bonus_dir / "report.json").exists()
+
+
+def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finished_bonus, tmp_path):
+    """Ctrl-C in the middle of the first net: the printed command must continue the bonus (both nets and the
+    report), not only the net that was training, and needs no flag repeated: the recipe comes from the record."""
+    data_dir, finished, _, _ = finished_bonus
+    bonus_dir = tmp_path / "bonus"
+    stopped = run_cli(["--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                       "--train-eval", "60", "--output-dir", str(bonus_dir), "--no-progress", "--no-amp"], "sigint:3")
+    assert stopped.returncode == 130, stopped.stderr
+    command = f"python run.py --bonus --resume {bonus_dir}"
+    assert stopped.stderr == f"interrupted at epoch 1, iteration 3; checkpoint written. Continue with: {command}\n"
+    assert not (bonus_dir / "multistage").exists() and not (bonus_dir / "report.json").exists()
+
+    resumed = run_in_process(command.split()[2:])
+    assert resumed.returncode == 0, resumed.stderr
+    for arch in ("singlestage", "multistage"):
+        assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
+    assert (json.loads((bonus_dir / "report.json").read_text())["verdict"]
+            == json.loads((finished / "report.json").read_text())["verdict"])
 
 
 def test_resume_with_a_different_configuration_is_refused(bonus_run, capsys):

@@ -137,6 +137,36 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
     assert rebuilt["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
 
 
+def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_study, tmp_path, monkeypatch):
+    """Ctrl-C in seed 0's first net: the printed command continues every seed and the summary, as they would have
+    been, without repeating a recipe flag; the summary reuses the per-class re-tests of the seeds' reports."""
+    import engine.report
+    from test_resume import run_cli, run_in_process, without_timings
+
+    retested = []
+    real_class_accuracy = engine.report.class_accuracy
+    monkeypatch.setattr(engine.report, "class_accuracy",
+                        lambda run_dir, *args: retested.append(run_dir) or real_class_accuracy(run_dir, *args))
+
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    stopped = run_cli(study_args(data_dir) + ["--output-dir", str(study_dir)], "sigint:3")
+    assert stopped.returncode == 130, stopped.stderr
+    command = f"python run.py --seeds 0 1 --bonus --resume {study_dir}"
+    assert stopped.stderr == f"interrupted at epoch 1, iteration 3; checkpoint written. Continue with: {command}\n"
+
+    resumed = run_in_process(command.split()[2:])
+    assert resumed.returncode == 0, resumed.stderr
+    for run_dir in ("seed0/singlestage", "seed0/multistage", "seed1/singlestage", "seed1/multistage"):
+        assert (without_timings(read_history(str(study_dir / run_dir)))
+                == without_timings(read_history(str(finished / run_dir))))
+    study, expected = (json.loads((d / "study.json").read_text()) for d in (study_dir, finished))
+    assert study["verdict"] == expected["verdict"]
+    assert study["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
+    assert sorted(retested) == sorted(str(study_dir / f"seed{s}" / arch) for s in (0, 1)
+                                      for arch in ("singlestage", "multistage"))  # each once, for its seed's report
+
+
 def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     study_dir = tmp_path / "study"
