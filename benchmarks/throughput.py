@@ -76,28 +76,32 @@ def subset(data: CifarData, n_train: int, n_test: int) -> CifarData:
 
 def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
     """Our trainer as run.py builds it (metrics, checkpoints, TensorBoard, history; progress off).
-    Yields the seconds of each epoch (train + test pass + handlers), pausing the trainer in between."""
+    Yields (seconds of the epoch: train + test pass + handlers, seconds of its training loop alone), pausing the
+    trainer in between."""
     run = build_run(Recipe(arch=arch, dataset="cifar10", batch_size=batch_size, epochs=epochs),
                     Setup(progress=False, amp=PRECISIONS[precision][1]), data)
-    seconds, started = [], []
-    with tempfile.TemporaryDirectory() as run_dir:
+    seconds, started, trained = [], [], []
+    # Registered before the outputs' handlers, so that the epoch's clock starts before them and the training
+    # loop's clock stops before the evaluation passes; the epoch's clock stops after all of them.
+    run.trainer.add_event_handler(Events.EPOCH_STARTED, lambda: started.append(time.perf_counter()))
+    run.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: trained.append(time.perf_counter() - started[-1]))
+    with tempfile.TemporaryDirectory() as run_dir, open(os.devnull, "w") as devnull:
         outputs = attach_outputs(run, run_dir)
-        run.trainer.add_event_handler(Events.EPOCH_STARTED, lambda: started.append(time.perf_counter()))
         run.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: seconds.append(time.perf_counter() - started[-1]))
         # Pause after each epoch so that the pipelines can take turns (Ignite resumes on the next run()).
         run.trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: engine.interrupt())
         try:
             for _ in range(epochs):
-                with contextlib.redirect_stdout(open(os.devnull, "w")):  # the per-epoch lines would clutter the table
+                with contextlib.redirect_stdout(devnull):  # the per-epoch lines would clutter the table
                     run.trainer.run(run.train_batches, max_epochs=epochs)
-                yield seconds[-1]
+                yield seconds[-1], trained[-1]
         finally:
             outputs.close()
 
 
 def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
     """A minimal hand-written loop over the same device-resident batches and model (channels_last); yields
-    the seconds of each epoch (train + test pass)."""
+    (seconds of the epoch: train + test pass, seconds of its training loop alone)."""
     dtype = PRECISIONS[precision][0]
     torch.manual_seed(0)
     mean = data.train.images.double().mean(dim=(0, 2, 3)) / 255
@@ -118,12 +122,13 @@ def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precisi
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        trained = time.perf_counter() - start
         model.eval()
         correct = 0
         with torch.inference_mode(), autocast(dtype):
             for images, labels, _ in test:
                 correct += (model(images).argmax(1) == labels).sum().item()
-        yield time.perf_counter() - start
+        yield time.perf_counter() - start, trained
 
 
 class TutorialDataset(torch.utils.data.Dataset):
@@ -146,7 +151,8 @@ class TutorialDataset(torch.utils.data.Dataset):
 
 
 def time_tutorial(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
-    """DataLoader(shuffle, 2 workers) over PIL images, NCHW model, the tutorial's loop; yields epoch seconds.
+    """DataLoader(shuffle, 2 workers) over PIL images, NCHW model, the tutorial's loop; yields (epoch seconds,
+    training-loop seconds).
     The course's loop is fp32; under bf16 autocast (--tutorial-bf16) its NCHW convolutions run far slower on CPU
     than in fp32 (oneDNN wants channels_last for bf16), so by default it is timed in fp32 only."""
     dtype = PRECISIONS[precision][0]
@@ -166,11 +172,12 @@ def time_tutorial(arch: str, data: CifarData, batch_size: int, epochs: int, prec
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+        trained = time.perf_counter() - start
         model.eval()
         with torch.no_grad(), autocast(dtype):
             for images, labels in test_loader:
                 (model(images).argmax(1) == labels).sum().item()
-        yield time.perf_counter() - start
+        yield time.perf_counter() - start, trained
 
 
 def training_flops_per_image(arch: str, num_classes: int, batch_size: int) -> float:
@@ -277,10 +284,12 @@ def main(argv=None) -> dict:
         for timer in timers.values():
             timer.close()
         for precision, name in runs:
-            seconds = measured[precision, name][1:]  # drop the warm-up epoch
+            seconds = [epoch for epoch, _ in measured[precision, name][1:]]  # drop the warm-up epoch
+            trained = [train for _, train in measured[precision, name][1:]]
             median = statistics.median(seconds)
             row.setdefault(precision, {})[name] = {"epoch_seconds": seconds, "median_epoch_seconds": median,
-                                                   "images_per_s": args.train_images / median}
+                                                   "images_per_s": args.train_images / median,
+                                                   "train_seconds": trained, "median_train_seconds": statistics.median(trained)}
         for precision in precisions:
             cell = row[precision]
             if "ours" in cell and "plain" in cell:
@@ -322,7 +331,7 @@ def print_table(results: dict) -> None:
                           for name in kernels["before_gflops"])
         print(f"{precision} peak {kernels['peak_gflops']:.0f} GFLOP/s ({rates}; best of before/after)")
     print(f"{setup['train_images']} train + {setup['test_images']} test images per epoch, batch {setup['batch_size']}")
-    print(f"{'arch':<12} {'precision':<9} {'pipeline':<9} {'img/s':>8} {'epoch s':>8} {'util':>6}")
+    print(f"{'arch':<12} {'precision':<9} {'pipeline':<9} {'img/s':>8} {'epoch s':>8} {'train s':>8} {'util':>6}")
     for arch, row in results["archs"].items():
         for precision in setup["precisions"]:
             cell = row[precision]
@@ -330,7 +339,7 @@ def print_table(results: dict) -> None:
                 if name in cell:
                     r = cell[name]
                     print(f"{arch:<12} {precision:<9} {name:<9} {r['images_per_s']:>8.0f} {r['median_epoch_seconds']:>8.2f} "
-                          f"{100 * r['utilisation']:>5.1f}%")
+                          f"{r['median_train_seconds']:>8.2f} {100 * r['utilisation']:>5.1f}%")
             ratios = [f"{key.replace('_', ' ')} {cell[key]:.2f}" for key in ("ours_over_plain", "ours_over_tutorial")
                       if key in cell]
             if ratios:
