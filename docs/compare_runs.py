@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side by side, from history files: final test accuracy and mean train loss, per-epoch test accuracy, seconds.
 
-    python docs/compare_runs.py docs/results/amp-parity/*.history.json
+    python docs/compare_runs.py docs/results/end-to-end-cpu-xeon/*.history.json
 
 Prints one Markdown row per history (a run directory's history.json or a copy of it): precision, final test
 accuracy, final mean training loss, median training seconds per epoch, and the test accuracy of every epoch.
