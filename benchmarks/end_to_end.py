@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Whole `run.py` runs, timed end to end: each architecture eager and/or `--compile`, in fp32 and/or bf16.
 
-    python benchmarks/end_to_end.py --data-dir DATA --device cpu --modes eager --precisions fp32 bf16 \
-        --train-eval 10000 --keep-runs runs/end-to-end --json docs/results/end-to-end-cpu.json
+    python benchmarks/end_to_end.py --data-dir DATA --device cpu --modes eager --precisions fp32 bf16 \\
+        --train-eval 10000 --keep-runs runs/end-to-end --json docs/results/end-to-end-cpu-xeon/end-to-end.json
     python benchmarks/end_to_end.py --data-dir DATA            # the GPU check's timing (cuda, eager + compile)
 
 For each run: the process's wall clock (start-up, data loading, every epoch's training and test passes,
@@ -120,7 +120,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep-runs", metavar="DIR", help="keep the run directories here (default: a temp folder)")
     parser.add_argument("--kernel-seconds", type=float, default=1.0,
                         help="CPU only: seconds per dense-kernel rate before and after the runs (0: skip)")
-    parser.add_argument("--json", default="benchmarks/results/gpu/gpu_check.json")
+    parser.add_argument("--json", default="benchmarks/results/end_to_end.json")
     args = parser.parse_args(argv)
     import torch
     from throughput import cpu_facts
