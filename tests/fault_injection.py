@@ -56,11 +56,9 @@ def send(signum, times=1):
             time.sleep(0.001)
 
 
-def main():
-    point, n = sys.argv[1].split(":")
-    n = int(n)
-    args = sys.argv[sys.argv.index("--") + 1:]
-    build_run = engine.build.build_run
+def with_fault(build_run, point: str, n: int):
+    """`build_run` that attaches the fault POINT:N (an iteration or evaluation point) to every run it builds; the
+    tests that need no SIGKILL use it in their own process."""
 
     def build_run_with_fault(recipe, setup, data):
         built = build_run(recipe, setup, data)
@@ -76,7 +74,14 @@ def main():
             built.evaluators["test"].add_event_handler(Events.ITERATION_STARTED, nth_call(n, kill))
         return built
 
-    engine.build.build_run = build_run_with_fault
+    return build_run_with_fault
+
+
+def main():
+    point, n = sys.argv[1].split(":")
+    n = int(n)
+    args = sys.argv[sys.argv.index("--") + 1:]
+    engine.build.build_run = with_fault(engine.build.build_run, point, n)
     if point == "kill-checkpoint":
         real_save = torch.save
 

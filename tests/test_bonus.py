@@ -9,10 +9,12 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+import engine.build
 import run
 from synthetic_cifar import write_cifar10
 from test_cli import independent_eval, read_history
-from test_resume import run_cli, run_in_process, without_timings
+from fault_injection import with_fault
+from test_resume import run_in_process, without_timings
 
 
 def bonus(*args):
@@ -105,13 +107,16 @@ def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, c
     assert (bonus_dir / "report.json").exists()
 
 
-def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finished_bonus, tmp_path):
+def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finished_bonus, tmp_path, monkeypatch):
     """Ctrl-C in the middle of the first net: the printed command must continue the bonus (both nets and the
     report), not only the net that was training, and needs no flag repeated: the recipe comes from the record."""
     data_dir, finished, _, _ = finished_bonus
     bonus_dir = tmp_path / "bonus"
-    stopped = run_cli(["--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
-                       "--train-eval", "60", "--output-dir", str(bonus_dir), "--no-progress", "--no-amp"], "sigint:3")
+    with monkeypatch.context() as patch:  # SIGINT after the 3rd iteration, in this process
+        patch.setattr(engine.build, "build_run", with_fault(engine.build.build_run, "sigint", 3))
+        stopped = run_in_process(["--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2",
+                                  "--batch-size", "32", "--train-eval", "60", "--output-dir", str(bonus_dir),
+                                  "--no-progress", "--no-amp"])
     assert stopped.returncode == 130, stopped.stderr
     command = f"python run.py --bonus --resume {bonus_dir}"
     assert stopped.stderr == f"interrupted at epoch 1, iteration 3; checkpoint written. Continue with: {command}\n"

@@ -140,8 +140,10 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
 def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_study, tmp_path, monkeypatch):
     """Ctrl-C in seed 0's first net: the printed command continues every seed and the summary, as they would have
     been, without repeating a recipe flag; the summary reuses the per-class re-tests of the seeds' reports."""
+    import engine.build
     import engine.report
-    from test_resume import run_cli, run_in_process, without_timings
+    from fault_injection import with_fault
+    from test_resume import run_in_process, without_timings
 
     retested = []
     real_class_accuracy = engine.report.class_accuracy
@@ -150,7 +152,9 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
 
     data_dir, finished = bonus_study
     study_dir = tmp_path / "study"
-    stopped = run_cli(study_args(data_dir) + ["--output-dir", str(study_dir)], "sigint:3")
+    with monkeypatch.context() as patch:  # SIGINT after the 3rd iteration, in this process
+        patch.setattr(engine.build, "build_run", with_fault(engine.build.build_run, "sigint", 3))
+        stopped = run_in_process(study_args(data_dir) + ["--output-dir", str(study_dir)])
     assert stopped.returncode == 130, stopped.stderr
     command = f"python run.py --seeds 0 1 --bonus --resume {study_dir}"
     assert stopped.stderr == f"interrupted at epoch 1, iteration 3; checkpoint written. Continue with: {command}\n"
