@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="train singlestage and multistage with the same recipe and compare them")
     commands.add_argument("--resume", metavar="auto|DIR|CHECKPOINT",
                           help="continue a run from its last checkpoint: 'auto' (the newest run under RUNS_ROOT with "
-                               "this recipe), a run directory or a checkpoint file; with --bonus, a bonus directory")
+                               "this recipe), a run directory or a checkpoint file; with --bonus, a bonus directory; with "
+                               "--seeds, a study directory (flags not given again: the recorded run's)")
     commands.add_argument("--seeds", nargs="+", type=non_negative_int, metavar="SEED",
                           help="train once per seed (with --bonus: both nets per seed, paired) in one study directory "
                                "and summarise across seeds: mean, sd, 95%% t-intervals; replaces --seed")
