@@ -12,7 +12,7 @@ import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
-from core.history_file import HISTORY_FILE, read_history
+from core.history_file import read_history
 from core.recipe import Recipe, Setup, non_negative_int
 from engine.bonus import report_only, run_bonus
 from engine.datasets import DATASETS
@@ -20,10 +20,9 @@ from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.report import offline
-from engine.report_views import ARCH_ORDER
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
-from engine.study import is_study, run_study, seed_dir, study_seeds, write_study
+from engine.study import is_study, recorded_run, run_study, write_study
 from models import ARCHITECTURES
 
 # The choices of fields whose allowed values are facts of the engine and the models.
@@ -74,18 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def recorded_run(directory: str) -> str | None:
-    """The run whose record a resume of `directory` takes its flags from: the run itself, or the first run a bonus
-    or study directory holds (their runs share one recipe but for the architecture and the seed, which the bonus
-    and the study set themselves). None where there is none."""
-    folders = [seed_dir(directory, seed) for seed in study_seeds(directory)] if is_study(directory) else [directory]
-    candidates = [run for folder in folders for run in (folder, *(os.path.join(folder, arch) for arch in ARCH_ORDER))]
-    return next((run for run in candidates if os.path.isfile(os.path.join(run, HISTORY_FILE))), None)
-
-
 def recorded_flags(resume: str | None) -> dict:
     """For `--resume RUN_DIR|CHECKPOINT|BONUS_DIR|STUDY_DIR`: the recorded recipe, data folder and precision mode
-    (`recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
+    (`engine.study.recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
     bonus or study prints (`python run.py [--bonus] [--seeds ...] --resume DIR`) continues it as it was. Empty
     for `auto` and for a directory with no recorded run yet."""
     if not resume or resume == "auto":

@@ -12,8 +12,8 @@ import os
 
 import handlers.comparison_report
 from core.errors import UserError
-from core.history_file import (EPOCH, GAP_ACCURACY, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy, has_train_eval,
-                               read_history, write_json)
+from core.history_file import (EPOCH, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy,
+                               has_train_eval, read_history, write_json)
 from core.recipe import Recipe, Setup
 from core.stats import interval
 from core.verdict import RULE, RULE_PAIRED, decide, decide_paired
@@ -93,6 +93,15 @@ def study_seeds(study_dir: str) -> list[int]:
 
 def is_study(directory: str) -> bool:
     return os.path.isdir(directory) and any(name.startswith("seed") and name[4:].isdigit() for name in os.listdir(directory))
+
+
+def recorded_run(directory: str) -> str | None:
+    """The run whose record a resume of `directory` takes its flags from: the run itself, or the first run a bonus
+    or study directory holds (their runs share one recipe but for the architecture and the seed, which the bonus
+    and the study set themselves). None where there is none."""
+    folders = [seed_dir(directory, seed) for seed in study_seeds(directory)] if is_study(directory) else [directory]
+    candidates = [run for folder in folders for run in (folder, *(os.path.join(folder, arch) for arch in ARCH_ORDER))]
+    return next((run for run in candidates if os.path.isfile(os.path.join(run, HISTORY_FILE))), None)
 
 
 def across_seeds(histories: list) -> dict:
