@@ -102,8 +102,7 @@ def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, c
     assert f"singlestage: already trained in {bonus_dir / 'singlestage'}, not training again" in out
     assert "Epoch   1/2" not in out and "Epoch   2/2" in out
     resumed = read_history(str(bonus_dir / "multistage"))
-    strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in h["epochs"]]  # noqa: E731
-    assert strip(resumed) == strip(finished)  # bit-identical to the uninterrupted run
+    assert without_timings(resumed) == without_timings(finished)  # bit-identical to the uninterrupted run
     assert (bonus_dir / "report.json").exists()
 
 

@@ -11,6 +11,7 @@ import run
 from core.stats import interval
 from core.verdict import decide_paired
 from test_cli import read_history
+from test_resume import without_timings
 
 T_975_DF2 = 4.303  # Student t, two-sided 95 %, 2 degrees of freedom, from a printed table
 
@@ -130,8 +131,7 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
     assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0
     out = capsys.readouterr().out
     assert out.count("already trained") == 3 and out.count("Epoch   2/2") == 1 and "Epoch   1/2" not in out
-    strip = lambda h: [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in h["epochs"]]  # noqa: E731
-    assert strip(read_history(str(unfinished))) == strip(history)  # continued bit for bit
+    assert without_timings(read_history(str(unfinished))) == without_timings(history)  # continued bit for bit
     rebuilt = json.loads((study_dir / "study.json").read_text())
     assert rebuilt["verdict"]["paired_differences"] == expected["verdict"]["paired_differences"]
     assert rebuilt["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
@@ -143,7 +143,7 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
     import engine.build
     import engine.report
     from fault_injection import with_fault
-    from test_resume import run_in_process, without_timings
+    from test_resume import run_in_process
 
     retested = []
     real_class_accuracy = engine.report.class_accuracy
