@@ -97,12 +97,13 @@ def bf16_speedups(runs: dict) -> dict:
     return speedups
 
 
-def cpu_kernel_rates(seconds: float) -> dict:
+def cpu_kernel_rates(seconds: float, small: bool = False) -> dict:
     """Best fp32 and bf16 dense-kernel GFLOP/s of this CPU (the throughput benchmark's own measurement)."""
     from throughput import dense_kernel_rates  # benchmarks/ is on sys.path when this file runs as a script
     import torch
 
-    return {name: dense_kernel_rates(dtype, seconds) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    return {name: dense_kernel_rates(dtype, seconds, small)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
 
 def main(argv=None) -> dict:
@@ -120,6 +121,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--keep-runs", metavar="DIR", help="keep the run directories here (default: a temp folder)")
     parser.add_argument("--kernel-seconds", type=float, default=1.0,
                         help="CPU only: seconds per dense-kernel rate before and after the runs (0: skip)")
+    parser.add_argument("--small-kernels", action="store_true",
+                        help="measure small kernels: a smoke test of the measurement, not the CPU's peak")
     parser.add_argument("--json", default="benchmarks/results/end_to_end.json")
     args = parser.parse_args(argv)
     import torch
@@ -131,7 +134,7 @@ def main(argv=None) -> dict:
     if args.device == "cpu":
         results["cpu"] = cpu_facts()
     if measure_kernels:
-        results["kernel_gflops_before"] = cpu_kernel_rates(args.kernel_seconds)
+        results["kernel_gflops_before"] = cpu_kernel_rates(args.kernel_seconds, args.small_kernels)
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.keep_runs or scratch
         for arch, mode, precision in run_order(args.arch, args.modes, args.precisions):
@@ -146,7 +149,7 @@ def main(argv=None) -> dict:
                       f"loop excl. compile {row['loop_excluding_compile_seconds']:6.1f}s  "
                       f"test acc {100 * row['test_accuracy']:.2f}%", flush=True)
     if measure_kernels:
-        results["kernel_gflops_after"] = cpu_kernel_rates(args.kernel_seconds)
+        results["kernel_gflops_after"] = cpu_kernel_rates(args.kernel_seconds, args.small_kernels)
     results["bf16_speedup"] = bf16_speedups(results["runs"])
     for key, speedup in results["bf16_speedup"].items():
         print(f"{key}: bf16 over fp32 {speedup['wall']:.2f}x wall clock, {speedup['loop']:.2f}x loop, "

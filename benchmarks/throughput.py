@@ -41,7 +41,7 @@ from core.recipe import Recipe, Setup  # noqa: E402
 from engine.build import build_run  # noqa: E402
 from engine.outputs import attach_outputs  # noqa: E402
 from engine.loader import DeviceBatches  # noqa: E402
-from engine.precision import cpu_bf16_features  # noqa: E402
+from engine.precision import native_bf16  # noqa: E402
 from ignite.engine import Events  # noqa: E402
 from models import build_model  # noqa: E402
 
@@ -202,19 +202,22 @@ def _rate(kernel, flops: float, seconds: float) -> float:
     return flops * count / (time.perf_counter() - start)
 
 
-def dense_kernel_rates(dtype: torch.dtype, seconds: float) -> dict[str, float]:
+def dense_kernel_rates(dtype: torch.dtype, seconds: float, small: bool = False) -> dict[str, float]:
     """GFLOP/s of the densest kernels this machine runs in `dtype`: the best of two square matmuls, and a
-    256->256-channel 3x3 convolution over 32x32 channels_last images (oneDNN's own layout)."""
+    256->256-channel 3x3 convolution over 32x32 channels_last images (oneDNN's own layout). `small` (a smoke
+    test of the measurement, not a peak) uses kernels an eighth as wide: each is called at least three times,
+    and without native bf16 a full-size bf16 call alone can take seconds."""
     rates = {}
     matmul = 0.0
-    for size in (1024, 2048):
+    for size in ((128, 256) if small else (1024, 2048)):
         a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
         matmul = max(matmul, _rate(lambda: a @ b, 2 * size**3, seconds))
     rates["matmul"] = matmul / 1e9
-    conv = nn.Conv2d(256, 256, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
-    x = torch.randn(16, 256, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    channels, batch = (32, 4) if small else (256, 16)
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dtype=dtype, memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, 32, 32, dtype=dtype).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        rates["conv3x3_channels_last"] = _rate(lambda: conv(x), 2 * 16 * 256 * 256 * 9 * 32 * 32, seconds) / 1e9
+        rates["conv3x3_channels_last"] = _rate(lambda: conv(x), 2 * batch * channels**2 * 9 * 32 * 32, seconds) / 1e9
     return rates
 
 
@@ -232,7 +235,7 @@ def cpu_facts() -> dict:
     except OSError:
         pass
     return {"cpu_model": model, "isa_flags": [flag for flag in ISA_FLAGS if flag in flags],
-            "native_bf16": cpu_bf16_features()}
+            "native_bf16": native_bf16()[0]}
 
 
 PIPELINES = {"ours": time_ours, "plain": time_plain, "tutorial": time_tutorial}
@@ -240,7 +243,7 @@ PIPELINES = {"ours": time_ours, "plain": time_plain, "tutorial": time_tutorial}
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="128 train / 64 test images, 1 timed epoch (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="128 train / 64 test images, 1 timed epoch, small kernels (a smoke test)")
     parser.add_argument("--train-images", type=int, default=5120)
     parser.add_argument("--test-images", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per pipeline (after 1 warm-up)")
@@ -256,12 +259,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.train_images, args.test_images, args.epochs = 128, 64, 1
-    precisions = args.precisions or (["fp32", "bf16"] if cpu_bf16_features() else ["fp32"])
+    precisions = args.precisions or (["fp32", "bf16"] if native_bf16()[0] else ["fp32"])
     kernel_seconds = 0.2 if args.quick else 1.0
     data = load_cifar(DATASETS["cifar10"], args.data_dir, download=False) if args.data_dir else None
     data = subset(data, args.train_images, args.test_images) if data else synthetic_data(args.train_images, args.test_images)
 
-    kernels_before = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds) for p in precisions}
+    kernels_before = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds, args.quick)
+                      for p in precisions}
     results = {"machine": {**cpu_facts(), "threads": torch.get_num_threads(), "torch": torch.__version__},
                "setup": {"train_images": args.train_images, "test_images": args.test_images, "batch_size": args.batch_size,
                          "timed_epochs": args.epochs, "data": args.data_dir or "synthetic", "precisions": precisions},
@@ -302,7 +306,8 @@ def main(argv=None) -> dict:
             row["bf16_over_fp32"] = {name: row["bf16"][name]["images_per_s"] / row["fp32"][name]["images_per_s"]
                                      for name in args.pipelines if name in row["bf16"] and name in row["fp32"]}
         results["archs"][arch] = row
-    kernels_after = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds) for p in precisions}
+    kernels_after = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds, args.quick)
+                     for p in precisions}
     peaks = {}
     for p in precisions:
         best = {kernel: max(kernels_before[p][kernel], kernels_after[p][kernel]) for kernel in kernels_before[p]}

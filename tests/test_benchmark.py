@@ -104,7 +104,7 @@ def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_
     out, kept = tmp_path / "end_to_end.json", tmp_path / "runs"
     returned = end_to_end(["--data-dir", data_dir, "--device", "cpu", "--epochs", "2", "--batch-size", "50",
                            "--arch", "multistage", "--modes", "eager", "--precisions", "bf16",
-                           "--kernel-seconds", "0.05", "--keep-runs", str(kept), "--json", str(out)])
+                           "--kernel-seconds", "0.05", "--small-kernels", "--keep-runs", str(kept), "--json", str(out)])
     stdout = capsys.readouterr().out
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned))  # the file holds what main() computed

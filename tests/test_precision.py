@@ -1,7 +1,13 @@
 """`--amp auto|on|off`: the decision per device and CPU, what a run records and says, and that bf16 is really used.
 
-The CPU's features are patched where the decision depends on them, so every test means the same on every machine.
+The CPU's features and oneDNN's instruction-set cap are patched where the decision depends on them, so every test
+means the same on every machine.
 """
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -17,10 +23,13 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 @pytest.fixture
 def cpu_features(monkeypatch):
-    """Pretend this CPU has the given native-bf16 features."""
+    """Pretend this CPU has the given native-bf16 features and oneDNN runs bf16 kernels uncapped."""
 
     def pretend(*features):
         monkeypatch.setattr(engine.precision, "cpu_bf16_features", lambda: list(features))
+        monkeypatch.setattr(engine.precision, "onednn_bf16_path", lambda: True)
+        for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+            monkeypatch.delenv(variable, raising=False)
 
     return pretend
 
@@ -50,6 +59,47 @@ def test_native_bf16_features_are_read_from_torch(monkeypatch):
     assert engine.precision.cpu_bf16_features() == ["amx_bf16"]
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True})
     assert engine.precision.cpu_bf16_features() == []
+
+
+@pytest.mark.parametrize("cap, expected", [
+    ("AVX2", None), ("avx512_core", None), ("AVX512_CORE_BF16", "avx512_bf16"),
+    ("AVX512_CORE_AMX", "avx512_bf16, amx_bf16"), ("ALL", "avx512_bf16, amx_bf16"),
+    ("no-such-isa", "avx512_bf16, amx_bf16"),
+])
+def test_auto_follows_what_onednn_will_execute_under_its_isa_cap(cpu_features, monkeypatch, cap, expected):
+    cpu_features("avx512_bf16", "amx_bf16")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    precision = resolve_precision("auto", CPU)
+    if expected is None:
+        assert precision.describe() == (f"fp32 (auto: this CPU has native bf16 but oneDNN is capped below it "
+                                        f"(ONEDNN_MAX_CPU_ISA={cap.upper()}))")
+        forced = resolve_precision("on", CPU)
+        assert forced.dtype == torch.bfloat16 and "oneDNN is capped below it" in forced.warning
+    else:
+        assert precision.describe() == f"bf16 autocast (auto: this CPU has native bf16 ({expected}))"
+
+
+def test_the_older_cap_variable_counts_and_so_does_a_missing_bf16_path(cpu_features, monkeypatch):
+    cpu_features("avx512_bf16")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    assert resolve_precision("auto", CPU).describe() == (
+        "fp32 (auto: this CPU has native bf16 but oneDNN is capped below it (ONEDNN_MAX_CPU_ISA=AVX2))")
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+    monkeypatch.setattr(engine.precision, "onednn_bf16_path", lambda: False)
+    assert resolve_precision("auto", CPU).describe() == (
+        "fp32 (auto: this CPU has native bf16 (avx512_bf16) but oneDNN has no bf16 kernels for it)")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA=AVX2 caps x86 only")
+def test_under_a_real_avx2_cap_onednn_has_no_bf16_path_and_auto_is_fp32():
+    # Nothing patched: a fresh interpreter, since oneDNN reads its cap once, when it starts.
+    probe = ("import torch, engine.precision as p; print(p.onednn_bf16_path()); "
+             "print(p.resolve_precision('auto', torch.device('cpu')).dtype)")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    env.pop("DNNL_MAX_CPU_ISA", None)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600).stdout
+    assert out.split() == ["False", "None"]
 
 
 def record_dtypes(monkeypatch):
