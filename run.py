@@ -22,7 +22,7 @@ from engine.precision import AMP_MODES
 from engine.report import offline
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
-from engine.study import is_study, recorded_run, run_study, write_study
+from engine.study import is_study, recorded_run, report_study, run_study
 from models import ARCHITECTURES
 
 # The choices of fields whose allowed values are facts of the engine and the models.
@@ -120,7 +120,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.evaluate:
             evaluate(args.evaluate, setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):
-            write_study(args.report[0], offline(setup))
+            report_study(args.report[0], offline(setup))
         elif args.report:
             report_only(args.report, setup)
         elif args.seeds:

@@ -11,3 +11,11 @@ class DataError(UserError):
 
 class RunDirError(UserError):
     """The run directory cannot be used (exists, is a file, is not writable)."""
+
+
+class RunInUse(RunDirError):
+    """Another live process holds the lock of the directory; `holder` names it."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder

@@ -7,6 +7,7 @@ whether or not anything trained, after each run's own TensorBoard writer is clos
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -21,7 +22,7 @@ from engine.datasets import CifarData
 from engine.report import check_comparable, offline, read_bonus_histories, write_report
 from engine.report_views import ARCH_ORDER
 from engine.resume import check_resumable, has_checkpoint
-from engine.rundir import claim_run_dir, create_run_dir, timestamp
+from engine.rundir import claim_run_dir, create_run_dir, hold, timestamp
 from engine.session import Interrupted, load_data, train
 
 TRAIN_EVAL_IMAGES = 10_000
@@ -46,19 +47,26 @@ def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data:
         bonus_dir = resume_dir
     else:
         raise UserError(f"cannot resume: {resume_dir} is not a directory")
+    # One process per bonus; each net's run holds its own lock while it trains.
+    with hold(bonus_dir, members=[os.path.join(bonus_dir, arch) for arch in ARCH_ORDER]):
+        return _run_bonus_in(bonus_dir, recipe, setup, resume_dir is not None, data, retested)
+
+
+def _run_bonus_in(bonus_dir: str, recipe: Recipe, setup: Setup, resuming: bool, data: CifarData | None,
+                  retested: dict | None) -> str:
     say(f"Bonus directory: {bonus_dir}")
     data = data or load_data(recipe, setup)
 
     def train_one(_engine: Engine, arch: str) -> None:
         arch_dir = os.path.join(bonus_dir, arch)
         arch_recipe = dataclasses.replace(recipe, arch=arch)
-        resume = resume_dir is not None and has_checkpoint(arch_dir)
+        resume = resuming and has_checkpoint(arch_dir)
         if resume:
             check_resumable(arch_recipe, arch_dir)
             if read_history(arch_dir).completed:
                 say(f"{arch}: already trained in {arch_dir}, not training again")
                 return
-        elif resume_dir is not None:
+        elif resuming:
             _discard_unfinished_first_epoch(arch_dir)
         say(f"== {arch} ==")
         train(arch_recipe, dataclasses.replace(setup, output_dir=arch_dir), data=data, resume=arch_dir if resume else None)
@@ -92,7 +100,9 @@ def report_only(run_dirs: list[str], setup: Setup) -> str:
     per architecture) into `setup.output_dir` (default `<runs_root>/<dataset>-report-<time>`). Returns where.
     The final checkpoints are re-tested class by class on the dataset under `setup.data_dir`, if it is there."""
     if len(run_dirs) == 1:
-        write_report(run_dirs[0], read_bonus_histories(run_dirs[0]), offline(setup))
+        # The report is written into the bonus directory and its runs.
+        with hold(run_dirs[0], members=[os.path.join(run_dirs[0], arch) for arch in ARCH_ORDER]):
+            write_report(run_dirs[0], read_bonus_histories(run_dirs[0]), offline(setup))
         return run_dirs[0]
     histories = {}
     for run_dir in run_dirs:
@@ -102,8 +112,11 @@ def report_only(run_dirs: list[str], setup: Setup) -> str:
             raise UserError(f"--report needs one run per architecture, but both {run_dirs[0]} and {run_dirs[1]} are {arch}")
         histories[arch] = history
     check_comparable(histories)
-    dataset = histories["multistage"].recipe.dataset
-    directory = setup.output_dir or os.path.join(setup.runs_root, f"{dataset}-report-{timestamp()}")
-    create_run_dir(directory, numbered=setup.output_dir is None)
-    write_report(directory, histories, offline(setup))
+    with contextlib.ExitStack() as held:
+        for run_dir in run_dirs:  # the verdict goes into the multi-stage run's TensorBoard stream
+            held.enter_context(hold(run_dir))
+        dataset = histories["multistage"].recipe.dataset
+        directory = setup.output_dir or os.path.join(setup.runs_root, f"{dataset}-report-{timestamp()}")
+        directory = create_run_dir(directory, numbered=setup.output_dir is None)
+        write_report(directory, histories, offline(setup))
     return directory

@@ -7,14 +7,13 @@ matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the 
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
-import re
 
 import torch
 from ignite.engine import Events
 
 import handlers.evaluation
+from handlers.checkpointing import epoch_checkpoints
 from core.errors import UserError
 from core.history_file import EPOCH, TEST, RunHistory, metric, read_history, write_json
 from core.recipe import Setup
@@ -31,7 +30,6 @@ from engine.training import create_evaluator
 from models import build_model
 
 MOST_CONFUSED_SHOWN = 10
-_EPOCH_CHECKPOINT = re.compile(r"checkpoint_(\d+)\.pt")
 
 
 def resolve_target(target: str) -> tuple[str, str]:
@@ -40,8 +38,7 @@ def resolve_target(target: str) -> tuple[str, str]:
         return run_dir_of(target), target
     if not os.path.isdir(target):
         raise UserError(f"cannot evaluate: {target} is neither a run directory nor a checkpoint file")
-    epochs = {int(m.group(1)): path for path in glob.glob(os.path.join(glob.escape(target), "checkpoint_*.pt"))
-              if (m := _EPOCH_CHECKPOINT.fullmatch(os.path.basename(path)))}
+    epochs = epoch_checkpoints(target)
     if not epochs:
         raise UserError(f"cannot evaluate: {target} holds no checkpoint_<epoch>.pt")
     return target, epochs[max(epochs)]

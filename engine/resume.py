@@ -4,33 +4,31 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import re
 
 import torch
 
 from core.errors import UserError
 from core.history_file import HISTORY_FILE, read_history
 from core.recipe import RESUMABLE, Recipe
-
-_CHECKPOINT_NAME = re.compile(r"(checkpoint|interrupted)_(\d+)\.pt")
+from handlers.checkpointing import CHECKPOINT_NAME
 
 
 def checkpoint_position(path: str, epoch_length: int) -> int:
     """The trainer iteration a checkpoint file was written at, from its name: `checkpoint_<epoch>.pt` is
     written at the end of an epoch, `interrupted_<iteration>.pt` when a run is stopped mid-epoch."""
-    kind, number = _CHECKPOINT_NAME.fullmatch(os.path.basename(path)).groups()
+    kind, number = CHECKPOINT_NAME.fullmatch(os.path.basename(path)).groups()
     return int(number) * epoch_length if kind == "checkpoint" else int(number)
 
 
 def has_checkpoint(run_dir: str) -> bool:
     """Whether `run_dir` holds any checkpoint file."""
-    return os.path.isdir(run_dir) and any(_CHECKPOINT_NAME.fullmatch(name) for name in os.listdir(run_dir))
+    return os.path.isdir(run_dir) and any(CHECKPOINT_NAME.fullmatch(name) for name in os.listdir(run_dir))
 
 
 def latest_checkpoint(run_dir: str, epoch_length: int) -> str | None:
     """The checkpoint of `run_dir` furthest into training (an epoch checkpoint wins a tie), or None."""
     paths = [p for p in glob.glob(os.path.join(glob.escape(run_dir), "*.pt"))
-             if _CHECKPOINT_NAME.fullmatch(os.path.basename(p))]
+             if CHECKPOINT_NAME.fullmatch(os.path.basename(p))]
     if not paths:
         return None
     return max(paths, key=lambda p: (checkpoint_position(p, epoch_length), os.path.basename(p).startswith("checkpoint")))
@@ -72,9 +70,9 @@ def load_checkpoint(path: str, device: torch.device) -> dict:
         raise UserError(f"cannot read checkpoint {path}: it is truncated or corrupt ({reason})") from None
 
 
-def find_auto_resume(recipe: Recipe, runs_root: str) -> str | None:
-    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches and that has a
-    checkpoint; None if there is none."""
+def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:
+    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches, that has a checkpoint and
+    that `skip` (e.g. "in use by another process") does not rule out; None if there is none."""
     candidates = []
     for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", HISTORY_FILE)):
         run_dir = os.path.dirname(history_path)
@@ -84,4 +82,7 @@ def find_auto_resume(recipe: Recipe, runs_root: str) -> str | None:
             continue  # not a run directory after all
         if has_checkpoint(run_dir) and recipe.difference(stored, ignore=RESUMABLE) is None:
             candidates.append((os.path.getmtime(history_path), run_dir))
-    return max(candidates)[1] if candidates else None
+    for _, run_dir in sorted(candidates, reverse=True):
+        if not skip(run_dir):
+            return run_dir
+    return None

@@ -1,9 +1,10 @@
-"""One training session, top to bottom: data, build, run directory, resume, outputs, signals, train, report.
+"""One training run, top to bottom: run directory and its lock, data, build, resume, outputs, signals, train.
 
 `train` is the whole story of a run; the bonus calls it once per architecture, the benchmarks use its parts.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -22,7 +23,7 @@ from engine.console import say, warn
 from engine.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
 from engine.resume import check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
-from engine.rundir import claim_run_dir, default_run_dir, remove_stale_temp_files, run_dir_of
+from engine.rundir import claim_run_dir, default_run_dir, hold, in_use, remove_stale_temp_files, run_dir_of
 from handlers.interrupts import GracefulStop
 
 
@@ -48,22 +49,36 @@ def load_data(recipe: Recipe, setup: Setup) -> CifarData:
     return load_cifar(DATASETS[recipe.dataset], setup.data_dir, download=setup.download)
 
 
-def resolve_resume(recipe: Recipe, setup: Setup, resume: str, epoch_length: int) -> tuple[str, str]:
-    """`--resume auto | RUN_DIR | CHECKPOINT` -> (run directory, checkpoint file)."""
+def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
+    """The run directory that `--resume auto | RUN_DIR | CHECKPOINT` names; `auto` skips runs in use, saying so."""
     if resume == "auto":
-        run_dir = find_auto_resume(recipe, setup.runs_root)
+        skipped = []
+
+        def skip_in_use(run_dir: str) -> bool:
+            holder = in_use(run_dir)
+            if holder:
+                say(f"--resume auto: skipping {run_dir}, in use by {holder}")
+                skipped.append(run_dir)
+            return holder is not None
+
+        run_dir = find_auto_resume(recipe, setup.runs_root, skip=skip_in_use)
         if run_dir is None:
-            raise UserError(f"--resume auto: no run under {setup.runs_root}/ with this configuration has a checkpoint")
-    elif os.path.isfile(resume):
-        return run_dir_of(resume), resume
-    elif os.path.isdir(resume):
-        run_dir = resume
-    else:
-        raise UserError(f"cannot resume: {resume} is neither a run directory nor a checkpoint file")
+            busy = f" that is not in use ({len(skipped)} in use)" if skipped else ""
+            raise UserError(f"--resume auto: no run under {setup.runs_root}/ with this configuration has a checkpoint{busy}")
+        return run_dir
+    if os.path.isfile(resume) or os.path.isdir(resume):
+        return run_dir_of(resume)
+    raise UserError(f"cannot resume: {resume} is neither a run directory nor a checkpoint file")
+
+
+def resume_checkpoint(run_dir: str, resume: str, epoch_length: int) -> str:
+    """The checkpoint a resume loads: the file named, or the furthest one of the run directory."""
+    if os.path.isfile(resume):
+        return resume
     checkpoint = latest_checkpoint(run_dir, epoch_length)
     if checkpoint is None:
         raise UserError(f"cannot resume: {run_dir} holds no checkpoint (checkpoint_<epoch>.pt)")
-    return run_dir, checkpoint
+    return checkpoint
 
 
 def restore_checkpoint(run: build.Run, outputs, state: dict) -> None:
@@ -85,26 +100,38 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
 
     `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
     checkpoint file) continues a run from its checkpoint; otherwise the run directory is `setup.output_dir`, or
-    a new one named after the recipe under `setup.runs_root`.
+    a new one named after the recipe under `setup.runs_root`. The process holds the run directory's lock while it
+    trains (engine/rundir.py: hold); a resume of a run in use is refused before anything is loaded or written.
     """
-    data = data or load_data(recipe, setup)
-    run = build.build_run(recipe, setup, data)
-    say(f"Device: {run.device}, {run.precision.describe()}")  # the first line: what the run computes in
-    if run.precision.warning:
-        warn(run.precision.warning)
+    with contextlib.ExitStack() as held:
+        run_dir = None
+        if resume is not None:
+            run_dir = resume_target(recipe, setup, resume)
+            held.enter_context(hold(run_dir))
+        data = data or load_data(recipe, setup)
+        run = build.build_run(recipe, setup, data)
+        say(f"Device: {run.device}, {run.precision.describe()}")  # the first line: what the run computes in
+        if run.precision.warning:
+            warn(run.precision.warning)
 
-    checkpoint = state = None
-    if resume is not None:
-        run_dir, checkpoint = resolve_resume(recipe, setup, resume, len(run.train_batches))
-        check_resumable(recipe, run_dir)
-        if idist.get_rank() == 0:
-            remove_stale_temp_files(run_dir)
-        state = load_checkpoint(checkpoint, run.device)
-    elif setup.output_dir:
-        run_dir = claim_run_dir(setup.output_dir)
-    else:
-        run_dir = claim_run_dir(default_run_dir(setup.runs_root, recipe), numbered=True)
+        checkpoint = state = None
+        if resume is not None:
+            checkpoint = resume_checkpoint(run_dir, resume, len(run.train_batches))
+            check_resumable(recipe, run_dir)
+            if idist.get_rank() == 0:
+                remove_stale_temp_files(run_dir)
+            state = load_checkpoint(checkpoint, run.device)
+        else:
+            run_dir = claim_run_dir(setup.output_dir or default_run_dir(setup.runs_root, recipe),
+                                    numbered=not setup.output_dir)
+            held.enter_context(hold(run_dir))
+        return _train_in(run, run_dir, checkpoint, state)
 
+
+def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict | None) -> dict:
+    """Attach the outputs, restore the checkpoint if any, train, and say how it ended; history.json's status says
+    it too, on every way out."""
+    recipe = run.recipe
     outputs = attach_outputs(run, run_dir, purge_step=state["trainer"]["iteration"] + 1 if state else None)
     if state is not None:
         restore_checkpoint(run, outputs, state)
@@ -118,25 +145,28 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     stop.attach(run.trainer, lambda engine: handlers.checkpointing.save_interrupted(engine, outputs.to_save, run_dir))
     diverged = []
     run.trainer.add_event_handler(Events.TERMINATE, lambda engine: stop.signum is None and diverged.append(True))
+    rank0 = idist.get_rank() == 0
     try:
         if run.trainer.state.iteration < recipe.epochs * len(run.train_batches):
             run.trainer.run(run.train_batches, max_epochs=recipe.epochs)
     except torch.OutOfMemoryError:
-        raise UserError(
+        raise _failed(outputs, UserError(
             f"out of memory on {run.device} at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}: "
             f"lower --batch-size (now {recipe.batch_size}) or --blocks-per-stage (now {recipe.blocks_per_stage}); "
-            f"the last good checkpoint is in {run_dir}") from None
+            f"the last good checkpoint is in {run_dir}")) from None
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise UserError(f"no space left on the device while writing to {run_dir}; the last complete "
-                            "checkpoint there is intact: free some space and resume with --resume") from None
-        raise UserError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+            raise _failed(outputs, UserError(
+                f"no space left on the device while writing to {run_dir}; the last complete checkpoint there is "
+                "intact: free some space and resume with --resume")) from None
+        raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
+    except BaseException as exc:
+        raise _failed(outputs, exc)
     finally:
         stop.restore()
         outputs.close()
 
     at = f"epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}"
-    rank0 = idist.get_rank() == 0
     if stop.signum is not None:
         if rank0:
             outputs.history.finish(f"interrupted at {at}")
@@ -151,3 +181,18 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         say(f"Final test accuracy {100 * outputs.history.epochs[-1][TEST_ACCURACY]:.2f}% after {recipe.epochs} "
             f"epochs; run directory: {run_dir}")
     return outputs.history.as_dict()
+
+
+def _failed(outputs, error: BaseException) -> BaseException:
+    """Record in history.json (rank 0, where it was written at all) that the run ended with `error`; return it."""
+    history = outputs.history
+    if idist.get_rank() == 0 and history.epochs and history.status == "running":
+        if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: out at once, without a checkpoint of this point
+            status = "interrupted (the last checkpoint holds the last finished epoch)"
+        else:
+            status = "failed: " + (str(error).splitlines()[0] if str(error).strip() else type(error).__name__)
+        try:
+            history.finish(status)
+        except OSError:
+            pass  # a full or vanished disk: the error itself says so
+    return error

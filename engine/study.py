@@ -23,7 +23,7 @@ from engine.datasets import CifarData
 from engine.report import where_the_gain_comes_from
 from engine.report_views import ARCH_ORDER
 from engine.resume import has_checkpoint
-from engine.rundir import claim_run_dir, timestamp
+from engine.rundir import claim_run_dir, hold, timestamp
 from engine.session import Interrupted, load_data, train
 from engine.study_views import plot_study, render_markdown
 
@@ -51,17 +51,28 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], bonus: bool, resum
         study_dir = resume_dir
     else:
         raise UserError(f"cannot resume: {resume_dir} is not a directory")
-    say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")
-    data = load_data(recipe, setup)
-    retested = {}  # the seeds' reports re-test each final checkpoint per class; the summary reuses those
-    try:
-        train_seeds(recipe, setup, seeds, bonus, study_dir, resuming=resume_dir is not None, data=data, retested=retested)
-    except Interrupted as exc:  # the printed command continues the whole study
-        seed_list = " ".join(map(str, seeds))
-        raise exc.continued_by(f"python run.py --seeds {seed_list}{' --bonus' if bonus else ''} --resume {study_dir}") from None
-    # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
-    handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, setup, data, retested))
+    # One process per study; its runs (and bonuses) hold their own locks while they train.
+    with hold(study_dir, members=member_runs(study_dir)):
+        say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")
+        data = load_data(recipe, setup)
+        retested = {}  # the seeds' reports re-test each final checkpoint per class; the summary reuses those
+        try:
+            train_seeds(recipe, setup, seeds, bonus, study_dir, resuming=resume_dir is not None, data=data,
+                        retested=retested)
+        except Interrupted as exc:  # the printed command continues the whole study
+            seed_list = " ".join(map(str, seeds))
+            raise exc.continued_by(f"python run.py --seeds {seed_list}{' --bonus' if bonus else ''} "
+                                   f"--resume {study_dir}") from None
+        # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
+        handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, setup, data, retested))
     return study_dir
+
+
+def member_runs(study_dir: str) -> list[str]:
+    """The seed folders of a study and the runs of their bonuses, as far as they exist."""
+    seeds = [seed_dir(study_dir, seed) for seed in study_seeds(study_dir)] if is_study(study_dir) else []
+    return [run for folder in seeds for run in (folder, *(os.path.join(folder, arch) for arch in ARCH_ORDER))
+            if os.path.isdir(run)]
 
 
 def train_seeds(recipe: Recipe, setup: Setup, seeds: list[int], bonus: bool, study_dir: str, resuming: bool,
@@ -117,6 +128,12 @@ def across_seeds(histories: list) -> dict:
 
     per_epoch = [{key: interval([value(h.epochs[i], key) for h in histories]) for key in keys} for i in range(epochs)]
     return {"epochs": epochs, "per_epoch": per_epoch, "final": per_epoch[-1]}
+
+
+def report_study(study_dir: str, setup: Setup) -> str:
+    """`--report STUDY`: rebuild the summary, refused while the study or one of its runs is in use."""
+    with hold(study_dir, members=member_runs(study_dir)):
+        return write_study(study_dir, setup)
 
 
 def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | None = None,

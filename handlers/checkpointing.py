@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import re
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
@@ -11,11 +12,26 @@ from ignite.handlers import Checkpoint, DiskSaver
 
 from handlers.epoch_loss import EPOCH_LOSS
 
+# The names of the files below: `checkpoint_<epoch>.pt` at the end of an epoch, `interrupted_<iteration>.pt` when a
+# run is stopped in the middle of one.
+CHECKPOINT_NAME = re.compile(r"(checkpoint|interrupted)_(\d+)\.pt")
+
+
+def epoch_checkpoints(run_dir: str) -> dict[int, str]:
+    """The end-of-epoch checkpoints of `run_dir`: epoch -> path."""
+    found = {}
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_*.pt")):
+        match = CHECKPOINT_NAME.fullmatch(os.path.basename(path))
+        if match and match.group(1) == "checkpoint":
+            found[int(match.group(2))] = path
+    return found
+
 
 def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Checkpoint:
     """Save `to_save` (the same dict a resume loads) as `checkpoint_<epoch>.pt`, keeping the last `n_saved`.
 
-    An epoch whose mean loss is not finite is never saved, so the last good checkpoint survives a NaN.
+    An epoch whose mean loss is not finite is never saved, so the last good checkpoint survives a NaN. A resumed
+    run counts the epoch checkpoints already there, so that it too keeps only the last `n_saved`.
     """
     handler = Checkpoint(
         to_save,
@@ -24,6 +40,8 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
         n_saved=n_saved,
         global_step_transform=lambda engine, _: engine.state.epoch,
     )
+    existing = sorted(epoch_checkpoints(run_dir).items())
+    handler.load_state_dict({"_saved": [(epoch, os.path.basename(path)) for epoch, path in existing]})
 
     def loss_is_finite(engine: Engine, _event: int) -> bool:
         return math.isfinite(engine.state.metrics[EPOCH_LOSS])

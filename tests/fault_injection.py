@@ -9,6 +9,8 @@ POINT is one of
   sigint / sigterm   send SIGINT / SIGTERM to itself after the N-th training iteration
   sigint-twice       send SIGINT twice after the N-th training iteration, the second only once the
                      first has been handled
+  pause-iteration    after the N-th training iteration of this process, create $FAULT_PAUSE_DIR/paused-<pid> and wait there
+                     until $FAULT_PAUSE_DIR/go exists (the run holds its directory meanwhile)
 
 Signals are raised with `signal.raise_signal`, which runs the Python-level handler before it returns. Two
 `os.kill` calls back to back can both land before Python runs the handler, and then count as one signal.
@@ -56,6 +58,18 @@ def send(signum, times=1):
             time.sleep(0.001)
 
 
+def pause():
+    """Say where the run waits, then wait for the test's go-ahead."""
+    folder = os.environ["FAULT_PAUSE_DIR"]
+    with open(os.path.join(folder, f"paused-{os.getpid()}"), "w"):
+        pass
+    deadline = time.monotonic() + 600
+    while not os.path.exists(os.path.join(folder, "go")):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no go-ahead within 600 s")
+        time.sleep(0.05)
+
+
 def with_fault(build_run, point: str, n: int):
     """`build_run` that attaches the fault POINT:N (an iteration or evaluation point) to every run it builds; the
     tests that need no SIGKILL use it in their own process."""
@@ -67,6 +81,7 @@ def with_fault(build_run, point: str, n: int):
             "sigint": lambda: send(signal.SIGINT),
             "sigterm": lambda: send(signal.SIGTERM),
             "sigint-twice": lambda: send(signal.SIGINT, times=2),
+            "pause-iteration": pause,
         }
         if point in actions:
             built.trainer.add_event_handler(Events.ITERATION_COMPLETED, nth_call(n, actions[point]))

@@ -51,7 +51,7 @@ def bonus_run(finished_bonus, tmp_path):
 
 def test_bonus_trains_both_and_writes_the_report(bonus_run):
     _, bonus_dir, out = bonus_run
-    assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "singlestage"]
+    assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "run.lock", "singlestage"]
     histories = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
     configs = [{k: v for k, v in h["config"].items() if k not in ("arch", "output_dir")} for h in histories.values()]
     assert configs[0] == configs[1] and configs[0]["train_eval"] == 60
@@ -184,9 +184,10 @@ def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
     assert "one run per architecture" in capsys.readouterr().err
 
 
-def test_report_renders_a_bonus_directory_written_before_the_redesign(tmp_path, capsys):
-    """Histories in the layout main wrote at eec799a (the old flat config with amp None and dump_samples), rebuilt
-    from the committed CIFAR-10 bonus report: --report gives that report's verdict and numbers again."""
+def test_report_renders_a_bonus_directory_in_the_oldest_history_layout(tmp_path, capsys):
+    """Histories in the oldest layout users may hold (one flat config, `amp` None, a `dump_samples` field), rebuilt
+    from the committed CIFAR-10 bonus report: --report gives that report's verdict and numbers again. No training:
+    the verdict is arithmetic on recorded numbers, the same on every machine."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     old = json.loads(open(os.path.join(repo, "docs", "results", "cifar10-bonus", "report.json")).read())
     bonus_dir = tmp_path / "old-bonus"

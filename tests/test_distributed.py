@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.rundir import hold
 from test_cli import HANG_TIMEOUT, independent_eval, read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,8 +66,14 @@ def test_test_accuracy_equals_a_single_process_evaluation_of_the_saved_model(ddp
 def test_resume_under_torchrun(ddp_run):
     root, _, _ = ddp_run
     run_dir = root / "runs" / "run"
-    result = torchrun("--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "3", "--batch-size", "32",
-                      "--no-progress", "--no-amp", "--resume", str(run_dir))
+    resume = ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "3", "--batch-size", "32",
+              "--no-progress", "--no-amp", "--resume", str(run_dir)]
+    with hold(str(run_dir)):  # this test process holds the run: rank 0 is refused, and rank 1 follows its verdict
+        refused = torchrun(*resume)
+    assert refused.returncode == 1
+    assert refused.stderr.count(f"error: {run_dir} is in use by process {os.getpid()} (started ") == 1, refused.stderr
+    assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2]
+    result = torchrun(*resume)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stdout and result.stdout.count("Epoch   3/3") == 1
     assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2, 3]
