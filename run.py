@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     def run_then_wait_for_the_others(_local_rank, parsed):
         exit_codes.append(dispatch(parsed))
         # No process tears its process group down while another still works (rank 0 writes checkpoints, history
-        # and TensorBoard after the last collective): a process that left early was once seen to abort in gloo's
-        # teardown ("terminate called without an active exception"), failing a run that had succeeded.
+        # and TensorBoard after the last collective): gloo may abort a process whose peers are still using the
+        # group ("terminate called without an active exception"), failing a run that had succeeded.
         idist.barrier()
 
     with idist.Parallel(backend=backend) as parallel:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, one script (about 5 minutes on one H100; budget 8): library and GPU versions, the CUDA-marked
+# The GPU check, one script (about 5 minutes on one H100): library and GPU versions, the CUDA-marked
 # tests, then 10-epoch multi- and single-stage runs on CIFAR-10, eager and --compile, timed (compile apart).
 #
 #   bash benchmarks/gpu_check.sh DATA_DIR [OUT_DIR]
