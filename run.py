@@ -14,16 +14,16 @@ import torch
 from core.errors import UserError
 from core.history_file import read_history
 from core.recipe import Recipe, Setup, non_negative_int
-from engine.bonus import report_only, run_bonus
-from engine.datasets import DATASETS
+from engine.compare.comparison import report_only, run_comparison
+from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
-from engine.report import offline
+from engine.compare.report import offline
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
-from engine.study import is_study, recorded_run, report_study, run_study
-from models import ARCHITECTURES
+from engine.compare.study import is_study, recorded_run, report_study, run_study
+from models import ARCHITECTURES, BONUS_PAIR
 
 # The choices of fields whose allowed values are facts of the engine and the models.
 CHOICES = {"architectures": sorted(ARCHITECTURES), "datasets": sorted(DATASETS), "devices": list(DEVICE_CHOICES),
@@ -56,16 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flags(parser.add_argument_group("where and how it runs"), Setup)
     commands = parser.add_argument_group("what to do (default: train one run)")
     commands.add_argument("--bonus", action="store_true",
-                          help="train singlestage and multistage with the same recipe and compare them")
+                          help=f"train {' and '.join(BONUS_PAIR)} with the same recipe and compare them "
+                               f"(= --compare {' '.join(BONUS_PAIR)})")
+    commands.add_argument("--compare", nargs="+", choices=CHOICES["architectures"], metavar="ARCH",
+                          help="train every named architecture with the same recipe and compare each with the first "
+                               f"(the baseline); choices: {', '.join(CHOICES['architectures'])}")
     commands.add_argument("--resume", metavar="auto|DIR|CHECKPOINT",
                           help="continue a run from its last checkpoint: 'auto' (the newest run under RUNS_ROOT with "
-                               "this recipe), a run directory or a checkpoint file; with --bonus, a bonus directory; with "
+                               "this recipe), a run directory or a checkpoint file; with --bonus/--compare, its directory; with "
                                "--seeds, a study directory (flags not given again: the recorded run's)")
     commands.add_argument("--seeds", nargs="+", type=non_negative_int, metavar="SEED",
-                          help="train once per seed (with --bonus: both nets per seed, paired) in one study directory "
+                          help="train once per seed (with --bonus/--compare: every net per seed, paired) in one study directory "
                                "and summarise across seeds: mean, sd, 95%% t-intervals; replaces --seed")
     commands.add_argument("--report", nargs="+", metavar="DIR",
-                          help="only rebuild a report: of a bonus or study directory, or from two run directories")
+                          help="only rebuild a report: of a comparison (bonus) or study directory, or from run "
+                               "directories of different architectures")
     commands.add_argument("--evaluate", metavar="RUN_DIR_OR_CHECKPOINT",
                           help="re-test a saved model on the dataset its run names (--data-dir may point elsewhere): "
                                "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run")
@@ -75,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def recorded_flags(resume: str | None) -> dict:
     """For `--resume RUN_DIR|CHECKPOINT|BONUS_DIR|STUDY_DIR`: the recorded recipe, data folder and precision mode
-    (`engine.study.recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
+    (`engine.compare.study.recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
     bonus or study prints (`python run.py [--bonus] [--seeds ...] --resume DIR`) continues it as it was. Empty
     for `auto` and for a directory with no recorded run yet."""
     if not resume or resume == "auto":
@@ -124,9 +129,9 @@ def dispatch(args: argparse.Namespace) -> int:
         elif args.report:
             report_only(args.report, setup)
         elif args.seeds:
-            run_study(recipe, setup, args.seeds, bonus=args.bonus, resume_dir=args.resume)
-        elif args.bonus:
-            run_bonus(recipe, setup, resume_dir=args.resume)
+            run_study(recipe, setup, args.seeds, nets=compared_nets(args), resume_dir=args.resume)
+        elif compared_nets(args):
+            run_comparison(recipe, setup, compared_nets(args), resume_dir=args.resume)
         else:
             train(recipe, setup, resume=args.resume)
     except Interrupted as exc:
@@ -148,6 +153,11 @@ def dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
+def compared_nets(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The nets of `--compare`, or of `--bonus`; None for a single architecture."""
+    return tuple(args.compare) if args.compare else BONUS_PAIR if args.bonus else None
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -155,8 +165,10 @@ def launched_by_torchrun() -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.report and len(args.report) > 2:
-        parser.error("argument --report: expected a bonus or study directory, or two run directories")
+    if args.bonus and args.compare:
+        parser.error("argument --compare: not allowed with --bonus (which is --compare " + " ".join(BONUS_PAIR) + ")")
+    if args.compare and (len(args.compare) < 2 or len(set(args.compare)) != len(args.compare)):
+        parser.error("argument --compare: expected at least two different architectures")
     if args.seeds and "seed" in vars(args):
         parser.error("argument --seeds: not allowed with --seed")
     if not launched_by_torchrun():

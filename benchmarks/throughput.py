@@ -36,11 +36,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from engine.datasets import DATASETS, CifarData, Split, load_cifar  # noqa: E402
+from engine.data.datasets import DATASETS, CifarData, Split, load_cifar  # noqa: E402
 from core.recipe import Recipe, Setup  # noqa: E402
 from engine.build import build_run  # noqa: E402
 from engine.outputs import attach_outputs  # noqa: E402
-from engine.loader import DeviceBatches  # noqa: E402
+from engine.data.loader import DeviceBatches  # noqa: E402
 from engine.precision import native_bf16  # noqa: E402
 from ignite.engine import Events  # noqa: E402
 from models import build_model  # noqa: E402

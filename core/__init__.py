@@ -1,2 +1,2 @@
-"""Leaf modules: facts that the engine, the handlers and run.py all use (the recipe, errors, the history file,
-the verdict rule). They import nothing from engine/, handlers/ or models/."""
+"""Leaf modules: facts that the engine, the handlers and run.py all use (the recipe, errors, the history file).
+They import nothing from engine/, handlers/ or models/."""

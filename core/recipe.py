@@ -50,6 +50,10 @@ def flag(default, help: str, **argparse_options):
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
+# A comparison evaluates this many fixed training images each epoch unless --train-eval says otherwise.
+BONUS_TRAIN_EVAL = 10_000
+
+
 @dataclass(frozen=True)
 class Recipe:
     """What a run learns: architecture, data, optimisation, seed."""
@@ -63,16 +67,21 @@ class Recipe:
     seed: int = flag(0, "seed for weights and data order; a CPU run repeats bit for bit", type=non_negative_int)
     augment: bool = flag(False, "random crop (pad 4) + horizontal flip, batched on the device (off: as the assignment)",
                          action="store_true")
-    train_eval: int = flag(0, "also evaluate N fixed training images in eval mode each epoch (--bonus: 10000)",
+    train_eval: int = flag(0, f"also evaluate N fixed training images in eval mode each epoch (--bonus: {BONUS_TRAIN_EVAL})",
                            type=non_negative_int, metavar="N")
 
-    def difference(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
-        """The first field (outside `ignore`) in which this recipe differs from a stored one, in words; fields the
+    def differing_field(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
+        """The first field (outside `ignore`) in which this recipe differs from a stored one, or None; fields the
         stored dict lacks (written by an older version) are not compared."""
         for name, value in dataclasses.asdict(self).items():
             if name not in ignore and name in stored and stored[name] != value:
-                return f"'{name}' was {stored[name]!r}, now {value!r}"
+                return name
         return None
+
+    def difference(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
+        """`differing_field` in words: "'lr' was 0.001, now 0.01"."""
+        name = self.differing_field(stored, ignore)
+        return None if name is None else f"'{name}' was {stored[name]!r}, now {getattr(self, name)!r}"
 
     @classmethod
     def from_dict(cls, stored: dict) -> Recipe:

@@ -15,19 +15,19 @@ from ignite.engine import Events
 import handlers.evaluation
 from handlers.checkpointing import epoch_checkpoints
 from core.errors import UserError
+from core.figures import pyplot, save
 from core.history_file import EPOCH, TEST, RunHistory, metric, read_history, write_json
 from core.recipe import Setup
-from engine.build import fine_to_coarse_map
+from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say
-from engine.datasets import CifarData
+from engine.data.datasets import CifarData
 from engine.devices import resolve_device
-from engine.loader import DeviceBatches
-from engine.precision import FP32, Precision
+from engine.data.loader import DeviceBatches
+from engine.precision import Precision, recorded_precision
 from engine.resume import load_checkpoint
 from engine.rundir import create_run_dir, run_dir_of
 from engine.session import load_data
-from engine.training import create_evaluator
-from models import build_model
+from engine.steps import create_evaluator
 
 MOST_CONFUSED_SHOWN = 10
 
@@ -96,11 +96,9 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     data = data or load_data(recipe, setup)
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
-    precision = Precision(torch.bfloat16, "as trained") if history.data.get("amp_dtype") == "bfloat16" else FP32
+    precision = recorded_precision(history.data.get("amp_dtype"))
     state = load_checkpoint(checkpoint, device)
-    model = build_model(recipe.arch, data.num_classes, blocks_per_stage=recipe.blocks_per_stage)
-    channels_last = device.type in ("cpu", "cuda")
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model = model_on(device, recipe, data.num_classes)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
@@ -108,7 +106,7 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     normalization = history.data["normalization"]  # what the model was trained with, whatever --data-dir holds
     mean, std = (torch.tensor(normalization[key], dtype=torch.float64) for key in ("mean", "std"))
     batches = DeviceBatches(data.test.images.to(device), data.test.labels.to(device), recipe.batch_size, mean, std,
-                            channels_last=channels_last)
+                            channels_last=uses_channels_last(device))
     evaluator = create_evaluator(model, device, precision)
     if with_metrics:
         handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data)))
@@ -171,14 +169,14 @@ def evaluate(target: str, setup: Setup) -> str:
                             numbered=setup.output_dir is None)
     write_json(os.path.join(folder, "evaluation.json"), result)
     with open(os.path.join(folder, "evaluation.md"), "w") as f:
-        f.write(render_markdown(result, recipe.dataset))
+        f.write(render_evaluation(result, recipe.dataset))
     plot_confusion(matrix, names, os.path.join(folder, "confusion.png"),
                    f"{recipe.dataset} {recipe.arch}, epoch {epoch}: {'superclass' if fine_to_coarse is not None else 'class'} confusion")
     say(f"Test accuracy {100 * metrics[metric(TEST, 'accuracy')]:.2f}% (epoch {epoch} of {run_dir}); evaluation: {folder}")
     return folder
 
 
-def render_markdown(result: dict, dataset: str) -> str:
+def render_evaluation(result: dict, dataset: str) -> str:
     lines = [f"# Evaluation of {result['checkpoint']} (epoch {result['epoch']}, {dataset})", "",
              "| metric | now | recorded in history.json |", "| --- | ---: | ---: |"]
     recorded = result["recorded_in_history"] or {}
@@ -200,20 +198,13 @@ def render_markdown(result: dict, dataset: str) -> str:
 
 def plot_confusion(matrix: list[list[int]], names: list[str], path: str, title: str) -> None:
     """confusion.png: row-normalised counts (true class down, predicted across)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     counts = torch.tensor(matrix, dtype=torch.float64)
     shares = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
     size = 4 + 0.35 * len(names)
-    figure, axes = plt.subplots(figsize=(size, size * 0.9))
+    figure, axes = pyplot().subplots(figsize=(size, size * 0.9))
     image = axes.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     axes.set_yticks(range(len(names)), names, fontsize=7)
     axes.set(xlabel="predicted", ylabel="true", title=title)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    save(figure, path)

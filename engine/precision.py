@@ -109,6 +109,11 @@ class Precision:
 FP32 = Precision(None, "--no-amp")
 
 
+def recorded_precision(amp_dtype: str | None) -> Precision:
+    """The precision a run recorded in history.json (`amp_dtype`), to repeat its passes exactly."""
+    return Precision(torch.bfloat16, "as trained") if amp_dtype == "bfloat16" else FP32
+
+
 def resolve_precision(mode: str, device: torch.device) -> Precision:
     """`--amp auto` turns bf16 on for CUDA and for CPUs with native bf16; `on`/`off` force it."""
     if mode not in AMP_MODES:

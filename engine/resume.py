@@ -45,6 +45,15 @@ def check_resumable(recipe: Recipe, run_dir: str) -> None:
         raise UserError(f"cannot resume {run_dir}: {difference}")
 
 
+def member_is_finished(recipe: Recipe, run_dir: str) -> bool | None:
+    """For a run inside a resumed bonus or study: None when it holds no checkpoint (it trains afresh), True when
+    it completed (it is kept), False when it continues from its checkpoint. A changed recipe is refused."""
+    if not has_checkpoint(run_dir):
+        return None
+    check_resumable(recipe, run_dir)
+    return read_history(run_dir).completed
+
+
 class RunIdentity:
     """The recipe, stored in every checkpoint so that loading one into another run is refused. (Checkpoints of
     older versions stored the whole configuration; only its recipe fields are compared.)"""

@@ -12,6 +12,7 @@ import ignite.distributed as idist
 
 from core.errors import RunDirError, RunInUse
 from core.recipe import Recipe
+from models import ARCHITECTURES, BONUS_PAIR
 
 MAX_SUFFIX = 1000
 LOCK_FILE = "run.lock"
@@ -27,11 +28,37 @@ def timestamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def net_label(recipe: Recipe) -> str:
+    """The network part of a directory name: `multistage-2bps`, or `singlestage` (which has no stages)."""
+    return f"{recipe.arch}-{recipe.blocks_per_stage}bps" if ARCHITECTURES[recipe.arch].staged else recipe.arch
+
+
 def default_run_dir(root: str, recipe: Recipe) -> str:
-    """`root/<dataset>-<arch>-<blocks>bps-seed<seed>-<YYYYmmdd-HHMMSS>`: the name TensorBoard's run selector
-    shows, so it says what tells runs apart. The single-stage net has no stages, hence no block count."""
-    blocks = f"-{recipe.blocks_per_stage}bps" if recipe.arch == "multistage" else ""
-    return os.path.join(root, f"{recipe.dataset}-{recipe.arch}{blocks}-seed{recipe.seed}-{timestamp()}")
+    """`root/<dataset>-<net>-seed<seed>-<YYYYmmdd-HHMMSS>`: the name TensorBoard's run selector shows, so it says
+    what tells runs apart."""
+    return os.path.join(root, f"{recipe.dataset}-{net_label(recipe)}-seed{recipe.seed}-{timestamp()}")
+
+
+def comparison_label(nets: tuple[str, ...]) -> str:
+    """The comparison part of a directory name: `bonus` for the bonus pair, else `compare-<net>-<net>-...`."""
+    return "bonus" if tuple(nets) == BONUS_PAIR else "compare-" + "-".join(nets)
+
+
+def default_comparison_dir(root: str, recipe: Recipe, nets: tuple[str, ...]) -> str:
+    """`root/<dataset>-<bonus|compare-...>-<time>`: a comparison directory (one run per network inside)."""
+    return os.path.join(root, f"{recipe.dataset}-{comparison_label(nets)}-{timestamp()}")
+
+
+def default_study_dir(root: str, recipe: Recipe, seeds: list[int], nets: tuple[str, ...] | None) -> str:
+    """`root/<dataset>-<net|bonus|compare-...>-seeds<k1-k2-...>-<time>`: a study directory (one run or comparison
+    per seed)."""
+    what = comparison_label(nets) if nets else net_label(recipe)
+    return os.path.join(root, f"{recipe.dataset}-{what}-seeds{'-'.join(map(str, seeds))}-{timestamp()}")
+
+
+def default_report_dir(root: str, dataset: str) -> str:
+    """`root/<dataset>-report-<time>`: the report of two runs compared after the fact."""
+    return os.path.join(root, f"{dataset}-report-{timestamp()}")
 
 
 def create_run_dir(path: str, numbered: bool = False) -> str:
@@ -166,6 +193,16 @@ def hold(directory: str, members=()):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def continue_or_claim(resume_dir: str | None, output_dir: str | None, default: str) -> str:
+    """The directory of a bonus or study: `resume_dir` when continuing one (it must exist), else a new one claimed
+    exclusively: `output_dir` as given, or `default` (numbered, since the user did not choose it)."""
+    if resume_dir is None:
+        return claim_run_dir(output_dir or default, numbered=output_dir is None)
+    if not os.path.isdir(resume_dir):
+        raise RunDirError(f"cannot resume: {resume_dir} is not a directory")
+    return resume_dir
 
 
 def remove_stale_temp_files(run_dir: str) -> list[str]:

@@ -20,7 +20,7 @@ from core.history_file import TEST_ACCURACY
 from core.recipe import Recipe, Setup
 from engine import build
 from engine.console import say, warn
-from engine.datasets import DATASETS, CifarData, load_cifar
+from engine.data.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
 from engine.resume import check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
 from engine.rundir import claim_run_dir, default_run_dir, hold, in_use, remove_stale_temp_files, run_dir_of
@@ -95,12 +95,13 @@ def restore_checkpoint(run: build.Run, outputs, state: dict) -> None:
         run.trainer.add_event_handler(Events.EPOCH_STARTED, restore)
 
 
-def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: str | None = None) -> dict:
+def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: str | None = None,
+          into: str | None = None) -> dict:
     """Train `recipe.arch` on `recipe.dataset`, test after every epoch, and return the history dict.
 
     `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
-    checkpoint file) continues a run from its checkpoint; otherwise the run directory is `setup.output_dir`, or
-    a new one named after the recipe under `setup.runs_root`. The process holds the run directory's lock while it
+    checkpoint file) continues a run from its checkpoint; otherwise the run directory is `into` (a comparison's or
+    a study's member), else `setup.output_dir`, else a new one named after the recipe under `setup.runs_root`. The process holds the run directory's lock while it
     trains (engine/rundir.py: hold); a resume of a run in use is refused before anything is loaded or written.
     """
     with contextlib.ExitStack() as held:
@@ -122,8 +123,8 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
                 remove_stale_temp_files(run_dir)
             state = load_checkpoint(checkpoint, run.device)
         else:
-            run_dir = claim_run_dir(setup.output_dir or default_run_dir(setup.runs_root, recipe),
-                                    numbered=not setup.output_dir)
+            chosen = into or setup.output_dir
+            run_dir = claim_run_dir(chosen or default_run_dir(setup.runs_root, recipe), numbered=not chosen)
             held.enter_context(hold(run_dir))
         return _train_in(run, run_dir, checkpoint, state)
 

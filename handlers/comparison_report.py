@@ -1,6 +1,6 @@
 """The comparison report as a handler: it fires once both architectures have run (the bonus's engine completes).
 
-The report itself is built by engine/report.py and handed in as `write`: this layer knows when, not how.
+The report itself is built by engine/compare/report.py and handed in as `write`: this layer knows when, not how.
 Only rank 0 writes it, once; under torchrun the other processes wait until it is on disk (`write_on_rank_0`,
 which a multi-seed study's summary uses too).
 """

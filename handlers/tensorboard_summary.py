@@ -10,6 +10,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import GradsHistHandler, TensorboardLogger, WeightsHistHandler
 from torch.utils.tensorboard.summary import hparams
 
+from core.figures import pyplot
 from core.history_file import EPOCH, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy, has_train_eval
 from core.recipe import Recipe
 from handlers.history import History
@@ -47,14 +48,9 @@ def write_final(logger: TensorboardLogger, history: History) -> None:
 
 def misclassified_figure(images: torch.Tensor, true: list[str], predicted: list[str]):
     """A matplotlib grid of uint8 images (N, 3, 32, 32) titled 'true → predicted'."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     columns = 8
     rows = max(1, -(-len(images) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
+    figure, axes = pyplot().subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, t, p in zip(axes.flat, images, true, predicted):

@@ -1,8 +1,24 @@
-"""Model registry: `build_model(name, num_classes, **kw)` over a dict of architectures."""
+"""Model registry: each architecture is one entry (constructor, the name the reports use, a one-line description);
+`build_model(name, num_classes, **kw)` builds one."""
+from dataclasses import dataclass
+from typing import Callable
+
 from torch import nn
 
 from models.blocks import BasicBlock, DownSamplingBlock
 from models.resnet import MultiStageResNet, SingleStageResNet
+
+
+@dataclass(frozen=True)
+class Architecture:
+    build: Callable[..., nn.Module]  # (num_classes, blocks_per_stage=...) -> module
+    label: str  # how a report names it, e.g. "multi-stage" ("the multi-stage net" in a sentence)
+    description: str  # one line for the reports
+    staged: bool = False  # whether --blocks-per-stage shapes it (and run directory names show it)
+
+    @property
+    def noun(self) -> str:
+        return f"the {self.label} net"
 
 
 def _single_stage(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
@@ -14,14 +30,22 @@ def _multi_stage(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
     return MultiStageResNet(blocks_per_stage=blocks_per_stage, num_classes=num_classes)
 
 
-ARCHITECTURES = {"singlestage": _single_stage, "multistage": _multi_stage}
+ARCHITECTURES = {
+    "singlestage": Architecture(_single_stage, "single-stage",
+                                "the CIFAR-10 tutorial's net: six 32-channel blocks at 32x32"),
+    "multistage": Architecture(_multi_stage, "multi-stage",
+                               "the assignment's net: 16, 32, 64 channels at 32, 16, 8 px, joined by DownSamplingBlocks",
+                               staged=True),
+}
+# The comparison of the assignment's bonus, baseline first: the tutorial's net against the multi-stage one.
+BONUS_PAIR = ("singlestage", "multistage")
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """Build the architecture registered as `name` (see `ARCHITECTURES`)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](num_classes, **kwargs)
+    return ARCHITECTURES[name].build(num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -30,6 +54,6 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "ARCHITECTURES", "BasicBlock", "DownSamplingBlock", "MultiStageResNet", "SingleStageResNet",
-    "build_model", "count_parameters",
+    "ARCHITECTURES", "Architecture", "BONUS_PAIR", "BasicBlock", "DownSamplingBlock", "MultiStageResNet",
+    "SingleStageResNet", "build_model", "count_parameters",
 ]

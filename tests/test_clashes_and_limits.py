@@ -10,7 +10,7 @@ import tempfile
 import pytest
 import torch
 
-from core.verdict import decide, decide_paired
+from engine.compare.verdict import decide, decide_paired
 from synthetic_cifar import write_cifar10
 from test_cli import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history
 
@@ -57,7 +57,7 @@ def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path
     histories = {}
     for seed in (0, 1):
         bonus_dir = study_dir / f"seed{seed}"
-        assert sorted(os.listdir(bonus_dir)) == ["curves.png", "multistage", "report.json", "report.md", "run.lock", "singlestage"]
+        assert sorted(os.listdir(bonus_dir)) == ["comparison.json", "curves.png", "multistage", "report.json", "report.md", "run.lock", "singlestage"]
         report = json.loads((bonus_dir / "report.json").read_text())
         histories[seed] = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
         for arch, history in histories[seed].items():

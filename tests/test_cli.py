@@ -247,8 +247,8 @@ def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
     # One interpreter for the rules every report prints (constants, not docstrings: they survive -OO), --help
     # and a training run.
     script = ("import contextlib, sys, run\n"
-              "from core.verdict import RULE, RULE_PAIRED\n"
-              "from core.class_gain import RULE as CLASS_RULE\n"
+              "from engine.compare.verdict import RULE, RULE_PAIRED\n"
+              "from engine.compare.class_gain import RULE as CLASS_RULE\n"
               "print(RULE, RULE_PAIRED, CLASS_RULE)\n"
               "with contextlib.suppress(SystemExit):\n"
               "    run.main(['--help'])\n"

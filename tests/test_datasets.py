@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.datasets import DATASETS, channel_stats, download_and_extract, load_cifar
+from engine.data.datasets import DATASETS, channel_stats, download_and_extract, load_cifar
 from core.errors import DataError
 from synthetic_cifar import tar_gz_of, write_cifar10, write_cifar100
 

@@ -2,7 +2,7 @@ import itertools
 
 import torch
 
-from engine.loader import DeviceBatches, random_crop_flip
+from engine.data.loader import DeviceBatches, random_crop_flip
 
 
 def make_batches(n=50, batch_size=16, **kwargs):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import run
-from engine.loader import epoch_generator, random_crop_flip
+from engine.data.loader import epoch_generator, random_crop_flip
 from handlers.evaluation import train_eval_indices
 from models import build_model
 from synthetic_cifar import write_cifar10, write_cifar100

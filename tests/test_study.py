@@ -8,8 +8,8 @@ import statistics
 import pytest
 
 import run
-from core.stats import interval
-from core.verdict import decide_paired
+from engine.compare.stats import interval
+from engine.compare.verdict import decide_paired
 from test_cli import read_history
 from test_resume import without_timings
 
@@ -141,13 +141,13 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
     """Ctrl-C in seed 0's first net: the printed command continues every seed and the summary, as they would have
     been, without repeating a recipe flag; the summary reuses the per-class re-tests of the seeds' reports."""
     import engine.build
-    import engine.report
+    import engine.compare.report
     from fault_injection import with_fault
     from test_resume import run_in_process
 
     retested = []
-    real_class_accuracy = engine.report.class_accuracy
-    monkeypatch.setattr(engine.report, "class_accuracy",
+    real_class_accuracy = engine.compare.report.class_accuracy
+    monkeypatch.setattr(engine.compare.report, "class_accuracy",
                         lambda run_dir, *args: retested.append(run_dir) or real_class_accuracy(run_dir, *args))
 
     data_dir, finished = bonus_study

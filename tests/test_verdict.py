@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from core.verdict import decide, margin, summarize
+from engine.compare.verdict import decide, margin, summarize
 
 
 def history(train_eval_acc, train_eval_loss, test_acc, test_loss=None):

@@ -1,6 +1,6 @@
 """CIFAR-10/100 from the official python archives, read straight into uint8 tensors.
 
-We read the batches ourselves (engine/cifar_archive.py: a restricted unpickler, every field checked) instead
+We read the batches ourselves (engine/data/cifar_archive.py: a restricted unpickler, every field checked) instead
 of going through torchvision's dataset classes: those unpickle with plain `pickle.load`, re-check the md5 of
 every extracted file (a re-packed copy would not load) and convert each image through PIL.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine import cifar_archive
+from engine.data import cifar_archive
 from core.errors import DataError
 
 

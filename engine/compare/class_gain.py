@@ -1,4 +1,4 @@
-"""Where the multi-stage net's gain comes from: per-class test accuracy of both nets, paired by seed, and whether
+"""Where a candidate net's gain over a baseline comes from: per-class test accuracy of both, paired by seed, and whether
 the gain is broad (most classes improve) or concentrated (a few classes carry it).
 
 Pure arithmetic on {class name: accuracy} dicts, so that a bonus (one seed) and a study (several) share it.
@@ -8,18 +8,30 @@ from __future__ import annotations
 import math
 from statistics import fmean
 
+from models import ARCHITECTURES, BONUS_PAIR
+
 TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
 CONCENTRATED_SHARE = 0.5  # ... carrying more than half of what the improving classes gained
 BROAD_FRACTION = 0.75  # "broad" = at least three classes in four improve
 
-RULE = (f"Gain of a class = multi-stage minus single-stage test accuracy on its images, averaged over seeds. "
-        f"No gain: the mean gain over classes is <= 0. Concentrated: the most-improved {TOP_FRACTION:.0%} of the "
-        f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gains of all improving classes. Broad: "
-        f"otherwise, when at least {BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
 
 
-def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]]) -> dict:
-    """`single[k]`, `multi[k]`: accuracy per class name of seed k's two nets (the same seeds in the same order).
+def rule(nets: tuple[str, str] = BONUS_PAIR) -> str:
+    """The rule for the pair (baseline, candidate), in their names."""
+    base, cand = (ARCHITECTURES[name].label for name in nets)
+    return (f"Gain of a class = {cand} minus {base} test accuracy on its images, averaged over seeds. "
+            f"No gain: the mean gain over classes is <= 0. Concentrated: the most-improved {TOP_FRACTION:.0%} of the "
+            f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gains of all improving classes. Broad: "
+            f"otherwise, when at least {BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
+
+
+RULE = rule()
+
+
+def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]],
+                    nets: tuple[str, str] = BONUS_PAIR) -> dict:
+    """`single[k]`, `multi[k]`: accuracy per class name of seed k's baseline and candidate, named by `nets` (the
+    same seeds in the same order).
 
     Returns the per-class rows sorted from most to least improved, the mean gain, how many classes improved,
     the share of the improving classes' summed gain carried by the top fifth (losses elsewhere do not inflate
@@ -30,8 +42,8 @@ def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]
     rows = []
     for name in names:
         gains = [m[name] - s[name] for s, m in zip(single, multi)]
-        rows.append({"class": name, "singlestage": fmean(s[name] for s in single),
-                     "multistage": fmean(m[name] for m in multi), "gain": fmean(gains),
+        rows.append({"class": name, nets[0]: fmean(s[name] for s in single),
+                     nets[1]: fmean(m[name] for m in multi), "gain": fmean(gains),
                      "seeds_improved": sum(g > 0 for g in gains)})
     rows.sort(key=lambda row: row["gain"], reverse=True)
     gains = [row["gain"] for row in rows]
@@ -52,4 +64,4 @@ def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]
                + f"; most improved: {rows[0]['class']} ({100 * rows[0]['gain']:+.1f}), least: {rows[-1]['class']} "
                f"({100 * rows[-1]['gain']:+.1f})")
     return {"seeds": len(single), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
-            "top_share": top_share, "pattern": pattern, "summary": summary, "rule": RULE}
+            "top_share": top_share, "pattern": pattern, "summary": summary, "rule": rule(nets)}

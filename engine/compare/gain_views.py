@@ -1,4 +1,4 @@
-"""How "where the gain comes from" looks in report.md and study.md (the numbers come from core/class_gain.py)."""
+"""How "where the gain comes from" looks in report.md and study.md (the numbers come from engine/compare/class_gain.py)."""
 from __future__ import annotations
 
 ROWS_SHOWN = 5  # with more than 4 * ROWS_SHOWN classes, the most and least improved ROWS_SHOWN each
@@ -7,14 +7,15 @@ ROWS_SHOWN = 5  # with more than 4 * ROWS_SHOWN classes, the most and least impr
 def _table(comparison: dict, what: str) -> list[str]:
     rows = comparison["classes"]
     seeds = comparison["seeds"]
+    base, cand = (key for key in rows[0] if key not in ("class", "gain", "seeds_improved"))  # the two nets, in order
     shown = rows if len(rows) <= 4 * ROWS_SHOWN else rows[:ROWS_SHOWN] + [None] + rows[-ROWS_SHOWN:]
-    lines = [f"| {what} | singlestage | multistage | gain (pts) |" + (" seeds improved |" if seeds > 1 else ""),
+    lines = [f"| {what} | {base} | {cand} | gain (pts) |" + (" seeds improved |" if seeds > 1 else ""),
              "| --- | ---: | ---: | ---: |" + (" ---: |" if seeds > 1 else "")]
     for row in shown:
         if row is None:
             lines.append(f"| ... {len(rows) - 2 * ROWS_SHOWN} more | | | |" + (" |" if seeds > 1 else ""))
             continue
-        lines.append(f"| {row['class']} | {100 * row['singlestage']:.1f}% | {100 * row['multistage']:.1f}% | "
+        lines.append(f"| {row['class']} | {100 * row[base]:.1f}% | {100 * row[cand]:.1f}% | "
                      f"{100 * row['gain']:+.1f} |" + (f" {row['seeds_improved']} of {seeds} |" if seeds > 1 else ""))
     return lines
 

@@ -1,4 +1,5 @@
-"""Does the multi-stage design help by reducing under- or overfitting? A stated rule over stated numbers.
+"""Does the multi-stage design help by reducing under- or overfitting? A stated rule over stated numbers, for any
+pair of architectures (a baseline and a candidate), by default the bonus pair.
 
 Every quantity is the mean over the last `window` epochs (default 3), not the last epoch alone: a single
 epoch's test accuracy of these nets can swing by several points. "Fit" is measured on a fixed subset of
@@ -14,18 +15,19 @@ import statistics
 
 from core.history_file import (GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS,
                                gap_accuracy)
+from models import ARCHITECTURES, BONUS_PAIR
 
 ACCURACY_FLOOR = 0.01
 LOSS_FLOOR = 0.02
 NOISE_FACTOR = 2.0
-RULE = """Margins: a difference of window means counts as clear only if it exceeds
+RULE_TEMPLATE = """Margins: a difference of window means counts as clear only if it exceeds
   - accuracy: max(1.0 percentage point, 2 standard errors of the difference),
   - loss:     max(0.02, 2 standard errors of the difference),
-where the standard error is sqrt(s_single^2 / n + s_multi^2 / n), s being each net's sample standard
+where the standard error is sqrt(s_{base_short}^2 / n + s_{cand_short}^2 / n), s being each net's sample standard
 deviation over the n epochs of the window (epoch-to-epoch noise widens the margin).
 
-Rule (multi-stage minus single-stage):
-  1. if the multi-stage net does not test clearly better  -> "inconclusive" (no improvement to explain);
+Rule ({cand} minus {base}):
+  1. if {cand_noun} does not test clearly better  -> "inconclusive" (no improvement to explain);
   2. if it fits the training data clearly better (higher train-eval accuracy AND lower train-eval loss)
                                                            -> "reducing underfitting";
   3. if it fits no better (train-eval accuracy not clearly higher) and its generalisation gap
@@ -34,6 +36,20 @@ Rule (multi-stage minus single-stage):
 Confidence: "high" when every difference that decided exceeds twice its margin and the two nets' test
 accuracies over the window do not overlap; "moderate" when they exceed their margins; "low" for
 "inconclusive" and "mixed"."""
+
+
+def rule(names: tuple[str, str] = BONUS_PAIR) -> str:
+    """The one-seed rule for the pair (baseline, candidate), in their names."""
+    return RULE_TEMPLATE.format(**_words(names))
+
+
+def _words(names: tuple[str, str]) -> dict:
+    base, cand = (ARCHITECTURES[name] for name in names)
+    return {"base": base.label, "cand": cand.label, "cand_noun": cand.noun, "base_noun": base.noun,
+            "base_short": base.label.split("-")[0], "cand_short": cand.label.split("-")[0]}
+
+
+RULE = rule()
 
 
 def summarize(values: list[float]) -> dict:
@@ -54,8 +70,10 @@ def margin(single: dict, multi: dict, floor: float) -> float:
     return max(floor, NOISE_FACTOR * standard_error)
 
 
-def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3) -> dict:
-    """Apply the rule to two per-epoch histories (records with train_eval_* and test_* keys)."""
+def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3,
+           names: tuple[str, str] = BONUS_PAIR) -> dict:
+    """Apply the rule to two per-epoch histories (records with train_eval_* and test_* keys): the baseline's, then
+    the candidate's, named by `names`."""
     window = max(1, min(window, len(single_epochs), len(multi_epochs)))
     keys = (TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TEST_ACCURACY, TEST_LOSS)
     if not all(key in e for e in single_epochs[-window:] + multi_epochs[-window:] for key in keys):
@@ -74,30 +92,31 @@ def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3)
     diffs = {
         TEST_ACCURACY: difference(TEST_ACCURACY, ACCURACY_FLOOR),
         TRAIN_EVAL_ACCURACY: difference(TRAIN_EVAL_ACCURACY, ACCURACY_FLOOR),
-        TRAIN_EVAL_LOSS: difference(TRAIN_EVAL_LOSS, LOSS_FLOOR, sign=-1),  # positive: multi-stage lower
-        GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: multi-stage smaller gap
+        TRAIN_EVAL_LOSS: difference(TRAIN_EVAL_LOSS, LOSS_FLOOR, sign=-1),  # positive: the candidate's is lower
+        GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: the candidate's gap is smaller
     }
     separated = multi[TEST_ACCURACY]["min"] > single[TEST_ACCURACY]["max"]
-    verdict, deciding, reason = classify(diffs)
+    verdict, deciding, reason = classify(diffs, ARCHITECTURES[names[1]].noun)
     confidence = rate_confidence(diffs, deciding, extra_condition=separated)
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window,
             "differences": diffs, "test_ranges_separated": separated,
-            "window_stats": {"singlestage": single, "multistage": multi}}
+            "window_stats": {names[0]: single, names[1]: multi}}
 
 
-def classify(diffs: dict) -> tuple[str, list[str], str]:
-    """The rule's decision from which differences are clear: (verdict, the differences that decided, reason)."""
+def classify(diffs: dict, candidate: str) -> tuple[str, list[str], str]:
+    """The rule's decision from which differences are clear: (verdict, the differences that decided, reason), the
+    reason speaking of `candidate`."""
     if not diffs[TEST_ACCURACY]["clear"]:
         return ("inconclusive", [],
-                "the multi-stage net does not test clearly better, so there is no improvement to attribute")
+                f"{candidate} does not test clearly better, so there is no improvement to attribute")
     if diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[TRAIN_EVAL_LOSS]["clear"]:
         return ("reducing underfitting", [TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS],
-                "the multi-stage net fits the training images clearly better and tests better")
+                f"{candidate} fits the training images clearly better and tests better")
     if not diffs[TRAIN_EVAL_ACCURACY]["clear"] and diffs[GAP_ACCURACY]["clear"]:
         return ("reducing overfitting", [TEST_ACCURACY, GAP_ACCURACY],
-                "the multi-stage net fits the training images no better, yet tests better because its gap is smaller")
+                f"{candidate} fits the training images no better, yet tests better because its gap is smaller")
     return ("mixed", [],
-            "the multi-stage net tests better, but neither a clearly better fit nor a clearly smaller gap explains it")
+            f"{candidate} tests better, but neither a clearly better fit nor a clearly smaller gap explains it")
 
 
 def rate_confidence(diffs: dict, deciding: list[str], extra_condition: bool = True) -> str:
@@ -108,18 +127,26 @@ def rate_confidence(diffs: dict, deciding: list[str], extra_condition: bool = Tr
     return "moderate" if deciding else "low"
 
 
-RULE_PAIRED = """Several seeds (K >= 2), paired: seed k trains both nets on the same data order. For each seed, each
-quantity is its mean over the last `window` epochs (default 3); the seed's difference is multi-stage minus
-single-stage, signed so that positive favours the multi-stage net (lower train-eval loss, smaller gap).
+RULE_PAIRED_TEMPLATE = """Several seeds (K >= 2), paired: seed k trains both nets on the same data order. For each seed, each
+quantity is its mean over the last `window` epochs (default 3); the seed's difference is {cand} minus
+{base}, signed so that positive favours {cand_noun} (lower train-eval loss, smaller gap).
 Across the K seeds: the mean difference and its 95 % Student-t confidence interval (df = K - 1).
 A difference is clear only when its interval excludes zero AND its mean exceeds the practical margin
 (accuracy: 1.0 percentage point; loss: 0.02).
-Rule: as for one seed -- 1. the multi-stage net does not test clearly better -> "inconclusive";
+Rule: as for one seed -- 1. {cand_noun} does not test clearly better -> "inconclusive";
 2. it fits the training images clearly better (train-eval accuracy and loss) -> "reducing underfitting";
 3. it fits no better but its gap (train-eval accuracy - test accuracy) is clearly smaller -> "reducing
 overfitting"; 4. otherwise -> "mixed".
 Confidence: "high" when the whole interval of every deciding difference lies beyond its margin; "moderate"
 when they are clear; "low" for "inconclusive" and "mixed"."""
+
+
+def rule_paired(names: tuple[str, str] = BONUS_PAIR) -> str:
+    """The several-seeds rule for the pair (baseline, candidate), in their names."""
+    return RULE_PAIRED_TEMPLATE.format(**_words(names))
+
+
+RULE_PAIRED = rule_paired()
 
 
 def seed_window_means(epochs: list[dict], window: int) -> dict[str, float]:
@@ -130,9 +157,11 @@ def seed_window_means(epochs: list[dict], window: int) -> dict[str, float]:
     return means
 
 
-def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], window: int = 3) -> dict:
-    """The K >= 2 rule (RULE_PAIRED) over per-seed histories, paired by position (= by seed)."""
-    from core.stats import interval  # scipy: only studies need it
+def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], window: int = 3,
+                  names: tuple[str, str] = BONUS_PAIR) -> dict:
+    """The K >= 2 rule (`rule_paired`) over per-seed histories of a baseline and a candidate, paired by position
+    (= by seed)."""
+    from engine.compare.stats import interval  # scipy: only studies need it
 
     window = max(1, min([window] + [len(e) for e in single_runs + multi_runs]))
     signs = {TEST_ACCURACY: 1, TRAIN_EVAL_ACCURACY: 1, TRAIN_EVAL_LOSS: -1, GAP_ACCURACY: -1}
@@ -145,9 +174,9 @@ def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], w
         stats.update(margin=floors[key], clear=stats["ci_low"] > 0 and stats["mean"] > floors[key],
                      strong=stats["ci_low"] > floors[key])
         diffs[key] = stats
-    verdict, deciding, reason = classify(diffs)
+    verdict, deciding, reason = classify(diffs, ARCHITECTURES[names[1]].noun)
     confidence = rate_confidence(diffs, deciding)
     reason = "across seeds " + reason
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
             "paired_differences": diffs,
-            "per_seed": [{"singlestage": single, "multistage": multi} for single, multi in per_seed]}
+            "per_seed": [{names[0]: single, names[1]: multi} for single, multi in per_seed]}

@@ -1,0 +1,169 @@
+"""`run.py --compare A B [C ...]` and `--bonus` (the pair singlestage, multistage): train every named architecture
+with one recipe, then compare each with the first (the baseline); and `--report`, the comparison alone.
+
+A comparison is itself an Ignite engine whose iterations are the architectures: each iteration trains one net
+through engine/session.py, or skips it when a resumed comparison finds it finished. The report is a handler on that
+engine's COMPLETED event, so it is written once every net has run, on one code path whether or not anything trained,
+after each run's own TensorBoard writer is closed. The directory holds one ordinary run per net (`<dir>/<arch>/`)
+and `comparison.json`, which names the nets in order (a directory without it is a bonus: the default pair).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+
+import ignite.distributed as idist
+from ignite.engine import Engine
+
+import handlers.comparison_report
+from core.errors import UserError
+from core.history_file import HISTORY_FILE, RunHistory, read_history, write_json
+from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
+from engine.compare.report import check_comparable, offline, write_report
+from engine.console import say
+from engine.data.datasets import CifarData
+from engine.resume import member_is_finished
+from engine.rundir import continue_or_claim, create_run_dir, default_comparison_dir, default_report_dir, hold
+from engine.session import Interrupted, load_data, train
+from models import BONUS_PAIR
+
+COMPARISON_FILE = "comparison.json"
+
+
+def comparison_recipe(recipe: Recipe) -> Recipe:
+    """The shared recipe: train-eval on 10,000 fixed training images unless set otherwise."""
+    return dataclasses.replace(recipe, train_eval=recipe.train_eval or BONUS_TRAIN_EVAL)
+
+
+def net_dir(directory: str, arch: str) -> str:
+    """Where a comparison keeps the run of `arch`."""
+    return os.path.join(directory, arch)
+
+
+def comparison_nets(directory: str) -> tuple[str, ...] | None:
+    """The nets a comparison directory holds, baseline first: from comparison.json, or the bonus pair for a
+    directory written without it; None where `directory` is no comparison."""
+    path = os.path.join(directory, COMPARISON_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return tuple(json.load(f)["nets"])
+    if any(os.path.isdir(net_dir(directory, arch)) for arch in BONUS_PAIR):  # a bonus, perhaps not yet finished
+        return BONUS_PAIR
+    return None
+
+
+def read_comparison(directory: str) -> dict[str, RunHistory]:
+    """The histories of a comparison directory's nets, baseline first."""
+    nets = comparison_nets(directory)
+    if nets is None:
+        raise UserError(f"{directory} is not a comparison: it has no {COMPARISON_FILE} and no {'/, '.join(BONUS_PAIR)}/")
+    return {arch: read_history(net_dir(directory, arch)) for arch in nets}
+
+
+def comparison_flag(nets: tuple[str, ...]) -> str:
+    """The flag that asks for this comparison: `--bonus`, or `--compare A B ...`."""
+    return "--bonus" if tuple(nets) == BONUS_PAIR else "--compare " + " ".join(nets)
+
+
+def run_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...] = BONUS_PAIR, resume_dir: str | None = None,
+                   data: CifarData | None = None, retested: dict | None = None, into: str | None = None) -> str:
+    """Train `nets` in order under one directory (`into`, else `--output-dir`, else a new one under RUNS_ROOT; or
+    continue `resume_dir`, skipping finished runs) and write the comparison report there. Returns the directory.
+    A study passes `data` to share one loaded dataset across seeds, and `retested` to keep the report's per-class
+    re-tests for its own summary."""
+    nets = tuple(nets)
+    if len(nets) < 2 or len(set(nets)) != len(nets):
+        raise UserError(f"a comparison needs at least two different architectures, got {' '.join(nets)}")
+    recipe = comparison_recipe(recipe)
+    directory = continue_or_claim(resume_dir, into or setup.output_dir,
+                                  default_comparison_dir(setup.runs_root, recipe, nets))
+    # One process per comparison; each net's run holds its own lock while it trains.
+    with hold(directory, members=[net_dir(directory, arch) for arch in nets]):
+        recorded = comparison_nets(directory)
+        if resume_dir is not None and recorded is not None and recorded != nets:
+            raise UserError(f"cannot resume {directory}: it compares {' '.join(recorded)}, not {' '.join(nets)}")
+        path = os.path.join(directory, COMPARISON_FILE)
+        if not os.path.isfile(path) and idist.get_rank() == 0:  # rank 0 alone writes files
+            write_json(path, {"nets": list(nets)})
+        return _run_comparison_in(directory, nets, recipe, setup, resume_dir is not None, data, retested)
+
+
+def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data: CifarData | None = None,
+              retested: dict | None = None, into: str | None = None) -> str:
+    """`--bonus`: the comparison of the assignment's two nets, single-stage (the baseline) then multi-stage."""
+    return run_comparison(recipe, setup, BONUS_PAIR, resume_dir, data, retested, into)
+
+
+def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, setup: Setup, resuming: bool,
+                       data: CifarData | None, retested: dict | None) -> str:
+    say(f"{'Bonus' if nets == BONUS_PAIR else 'Comparison'} directory: {directory}")
+    data = data or load_data(recipe, setup)
+
+    def train_one(_engine: Engine, arch: str) -> None:
+        arch_dir = net_dir(directory, arch)
+        arch_recipe = dataclasses.replace(recipe, arch=arch)
+        finished = member_is_finished(arch_recipe, arch_dir) if resuming else None
+        if finished:
+            say(f"{arch}: already trained in {arch_dir}, not training again")
+            return
+        if resuming and finished is None:
+            _discard_unfinished_first_epoch(arch_dir)
+        say(f"== {arch} ==")
+        train(arch_recipe, setup, data=data, resume=arch_dir if finished is False else None, into=arch_dir)
+
+    comparison = Engine(train_one)
+    comparison.logger.disabled = True  # errors are reported in one line by run.py
+    handlers.comparison_report.attach(comparison, lambda: write_report(directory, read_comparison(directory), setup,
+                                                                       data, retested))
+    try:
+        comparison.run(list(nets), max_epochs=1)
+    except Interrupted as exc:  # the printed command continues the comparison, not just the net it was training
+        raise exc.continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}") from None
+    return directory
+
+
+def _discard_unfinished_first_epoch(arch_dir: str) -> None:
+    """A run killed before its first checkpoint leaves only an event file and an empty history: remove those
+    (nothing of value) and the then empty folder, so the run can start afresh. Anything else is left alone,
+    and the run refuses to start over it."""
+    if not os.path.isdir(arch_dir):
+        return
+    for name in os.listdir(arch_dir):
+        if name.startswith("events.out.tfevents.") or name in (HISTORY_FILE, f"{HISTORY_FILE}.tmp"):
+            os.remove(os.path.join(arch_dir, name))
+    if not os.listdir(arch_dir):
+        os.rmdir(arch_dir)
+
+
+def report_only(directories: list[str], setup: Setup) -> str:
+    """`--report`: rebuild the report of a comparison directory, or compare single-run directories (one per
+    architecture; the bonus pair in its order, otherwise the first named is the baseline) into `setup.output_dir`
+    (default `<runs_root>/<dataset>-report-<time>`). Returns where. The final checkpoints are re-tested class by
+    class on the dataset under `setup.data_dir`, if it is there."""
+    if len(directories) == 1:
+        directory = directories[0]
+        nets = comparison_nets(directory) or ()
+        # The report is written into the comparison directory and its runs.
+        with hold(directory, members=[net_dir(directory, arch) for arch in nets]):
+            write_report(directory, read_comparison(directory), offline(setup))
+        return directory
+    histories = {}
+    for run_dir in directories:
+        history = read_history(run_dir)
+        arch = history.recipe.arch
+        if arch in histories:
+            raise UserError(f"--report needs one run per architecture, but two of {', '.join(directories)} are {arch}")
+        histories[arch] = history
+    if set(histories) == set(BONUS_PAIR):
+        histories = {arch: histories[arch] for arch in BONUS_PAIR}
+    check_comparable(histories)
+    with contextlib.ExitStack() as held:
+        for run_dir in directories:  # the verdicts go into the judged runs' TensorBoard streams
+            held.enter_context(hold(run_dir))
+        dataset = next(iter(histories.values())).recipe.dataset
+        directory = create_run_dir(setup.output_dir or default_report_dir(setup.runs_root, dataset),
+                                   numbered=setup.output_dir is None)
+        write_report(directory, histories, offline(setup))
+    return directory

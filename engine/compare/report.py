@@ -1,0 +1,200 @@
+"""The comparison report: report.json, report.md and curves.png for runs of several architectures with one recipe,
+each judged against the first-named one (the baseline) by engine/compare/verdict.py; for a pair (the bonus: single-
+vs multi-stage) one verdict. Built from the runs' history.json files, so `--report` can rebuild it; only
+"where the gain comes from" re-tests the final checkpoints class by class (and says why when it cannot)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from engine.compare.class_gain import compare_classes
+from core.errors import UserError
+from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
+                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, gap_accuracy, gap_loss,
+                               has_train_eval, write_json)
+from core.recipe import COMPARED, Recipe, Setup
+from engine.compare.verdict import decide, rule
+from engine.data.datasets import CifarData
+from engine.evaluate import class_accuracy
+from engine.compare.report_views import plot_curves, render_report
+from models import ARCHITECTURES, BONUS_PAIR, build_model, count_parameters
+from models.stats import macs_per_image, receptive_field
+
+
+def check_comparable(histories: dict[str, RunHistory]) -> None:
+    """Refuse, naming the field, runs whose recipes differ in more than the architecture, or that did not finish."""
+    (base_name, base), *others = ((arch, history.config) for arch, history in histories.items())
+    for name, config in others:
+        field = Recipe.from_dict(config).differing_field(base, ignore=COMPARED)
+        if field:
+            raise UserError(f"the runs are not comparable: '{field}' differs "
+                            f"({base_name}: {base.get(field)!r}, {name}: {config.get(field)!r})")
+    for arch, history in histories.items():
+        if not history.completed:
+            raise UserError(f"the {arch} run has not completed (status: {history.status})")
+
+
+def model_facts(history: RunHistory) -> dict:
+    """Parameters, MACs per image and receptive field of the run's architecture, measured on a fresh model."""
+    recipe = history.recipe
+    model = build_model(recipe.arch, history.num_classes, blocks_per_stage=recipe.blocks_per_stage)
+    return {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model),
+            "receptive_field": receptive_field(model)}
+
+
+def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], setup: Setup | None,
+                              data: CifarData | None = None, retested: dict | None = None) -> dict:
+    """Per-class (and per-superclass) test accuracy of the final checkpoints of a baseline and a candidate (the two
+    keys of `histories`, in order), compared by engine/compare/class_gain.py; `histories[arch][k]` is seed k's run.
+    Without `setup`, or when a checkpoint or the dataset is missing, {"unavailable": why}. `retested` (run
+    directory -> its class accuracies) keeps the re-tests of one process, so that a study does not re-test the runs
+    its seeds' reports already re-tested."""
+    if setup is None:
+        return {"unavailable": "no dataset was given to re-test the final checkpoints"}
+    retested = {} if retested is None else retested
+
+    def accuracy_of(history: RunHistory) -> dict:
+        key = os.path.realpath(history.run_dir)
+        if key not in retested:
+            retested[key] = class_accuracy(history.run_dir, setup, data)
+        return retested[key]
+
+    try:
+        accuracy = {arch: [accuracy_of(h) for h in runs] for arch, runs in histories.items()}
+    except UserError as exc:
+        return {"unavailable": str(exc)}
+    except OSError as exc:
+        return {"unavailable": f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"}
+    names = tuple(histories)
+    gain = {"classes": compare_classes(*([a["classes"] for a in accuracy[arch]] for arch in names), nets=names)}
+    if "superclasses" in accuracy[names[1]][0]:
+        gain["superclasses"] = compare_classes(*([a["superclasses"] for a in accuracy[arch]] for arch in names),
+                                               nets=names)
+    return gain
+
+
+def offline(setup: Setup) -> Setup:
+    """A report re-tests models on data that is there; it never downloads a dataset."""
+    return dataclasses.replace(setup, download=False)
+
+
+def run_summary(history: RunHistory) -> dict:
+    """One run as a report shows it: where it is, its epochs, the final numbers with the gap, its model's facts."""
+    epochs = history.epochs
+    last = epochs[-1]
+    final = {key: last[key] for key in last if key != EPOCH}
+    if has_train_eval(last):
+        final[GAP_ACCURACY] = gap_accuracy(last)
+        final[GAP_LOSS] = gap_loss(last)
+    return {
+        "run_dir": history.run_dir,  # where it is now (a copied or moved run's config names its old place)
+        "epochs": epochs,
+        "final": final,
+        "model": model_facts(history),
+        "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
+        "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),
+        "device": history.data["device"],
+    }
+
+
+def build_report(histories: dict[str, RunHistory], window: int = 3) -> dict:
+    """Everything the report shows from the histories (baseline first), as one JSON-able dict: for a pair, its
+    verdict; for more networks, one contrast (verdict and explanation) per network against the baseline."""
+    check_comparable(histories)
+    names = list(histories)
+    runs = {arch: run_summary(history) for arch, history in histories.items()}
+    recipe = {k: v for k, v in histories[names[-1]].config.items() if k in Recipe.__dataclass_fields__ and k not in COMPARED}
+    contrasts = {}
+    for name in names[1:]:
+        pair = (names[0], name)
+        verdict = decide(histories[pair[0]].epochs, histories[name].epochs, window, names=pair)
+        contrasts[name] = {"verdict": verdict, "rule": rule(pair), "explanation": explanation(verdict, runs, pair)}
+    if len(names) == 2:
+        return {"config": recipe, "runs": runs, **contrasts[names[1]]}
+    return {"config": recipe, "baseline": names[0], "runs": runs, "contrasts": contrasts}
+
+
+def contrasts_of(report: dict) -> dict:
+    """{candidate: its contrast (verdict, rule, explanation, ...)} of a report of any number of networks."""
+    if "contrasts" in report:
+        return report["contrasts"]
+    return {list(report["runs"])[1]: report}
+
+
+def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) -> str:
+    """The plain-words paragraph under the verdict."""
+    base, cand = (runs[name]["model"] for name in names)
+    text = f"Verdict: {verdict['verdict']} (confidence: {verdict['confidence']}): {verdict['reason']}. "
+    if tuple(names) != BONUS_PAIR:
+        base_noun, cand_noun = (ARCHITECTURES[name].noun for name in names)
+        return text + "".join(
+            f"{noun[0].upper() + noun[1:]} has {facts['parameters']:,} parameters, "
+            f"{facts['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image and a {facts['receptive_field']}-"
+            f"pixel receptive field. " for noun, facts in ((cand_noun, cand), (base_noun, base))).rstrip()
+    single, multi = base, cand
+    text += (f"Why this is plausible: the single-stage net keeps 32 channels at full 32x32 resolution, so each of its "
+             f"outputs sees only a {single['receptive_field']}-pixel window, smaller than the 32-pixel image, and it "
+             f"spends {single['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image on that. The multi-stage net "
+             f"halves the resolution twice while doubling the channels: its receptive field grows to "
+             f"{multi['receptive_field']} pixels, covering the whole image, its deeper stages have more channels "
+             f"({multi['parameters']:,} vs {single['parameters']:,} parameters) to combine what they see, and it needs "
+             f"only {multi['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image.")
+    if verdict["verdict"] == "reducing underfitting":
+        text += (" Its extra capacity and global view let it fit the training images better, and that better fit "
+                 "carries over to the test images; the problem it solves is underfitting, not overfitting.")
+    elif verdict["verdict"] == "reducing overfitting":
+        text += (" It does not fit the training images better, but what it learns transfers better to the test "
+                 "images: the problem it solves is overfitting.")
+    return text
+
+
+def write_verdict_text(report: dict) -> None:
+    """Each verdict paragraph in TensorBoard's TEXT tab, in the folder of the network it judges."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for name, contrast in contrasts_of(report).items():
+        run_dir = report["runs"][name]["run_dir"]
+        if run_dir and os.path.isdir(run_dir):
+            with SummaryWriter(run_dir) as writer:
+                writer.add_text("bonus/verdict", contrast["explanation"], report["config"]["epochs"])
+
+
+def console_table(report: dict) -> str:
+    """A compact table for the terminal: final numbers and the verdict(s)."""
+    names = list(report["runs"])
+    lines = [f"{'':<22}" + "".join(f"{name:>14}" for name in names)]
+    keys = [("train loss", TRAIN_LOSS, 1, "{:.4f}"), ("train-eval acc %", TRAIN_EVAL_ACCURACY, 100, "{:.2f}"),
+            ("test acc %", TEST_ACCURACY, 100, "{:.2f}"), ("test loss", TEST_LOSS, 1, "{:.4f}"),
+            ("gap acc (pts)", GAP_ACCURACY, 100, "{:.2f}")]
+    for label, key, scale, fmt in keys:
+        if key in report["runs"][names[-1]]["final"]:
+            lines.append(f"{label:<22}" + "".join(f"{fmt.format(scale * report['runs'][arch]['final'][key]):>14}"
+                                                  for arch in names))
+    contrasts = contrasts_of(report)
+    for name, contrast in contrasts.items():
+        against = f" ({name} against {names[0]})" if len(contrasts) > 1 else ""
+        lines.append(f"Verdict{against}: {contrast['verdict']['verdict']} (confidence: {contrast['verdict']['confidence']})")
+        gain = contrast.get("where_the_gain_comes_from", {})
+        if "classes" in gain:
+            lines.append(f"Where the gain comes from{against}: {gain['classes']['summary']}")
+    return "\n".join(lines)
+
+
+def write_report(directory: str, histories: dict[str, RunHistory], setup: Setup | None = None,
+                 data: CifarData | None = None, retested: dict | None = None) -> dict:
+    """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the
+    report. With `setup` (and `data`, if loaded), the final checkpoints are re-tested class by class (see
+    `where_the_gain_comes_from` for `retested`)."""
+    report = build_report(histories)  # checks first that the runs are comparable, before any re-test
+    base = list(histories)[0]
+    for name, contrast in contrasts_of(report).items():
+        contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
+            {base: [histories[base]], name: [histories[name]]}, setup, data, retested)
+    write_json(os.path.join(directory, "report.json"), report)
+    with open(os.path.join(directory, "report.md"), "w") as f:
+        f.write(render_report(report))
+    plot_curves(report, os.path.join(directory, "curves.png"))
+    write_verdict_text(report)
+    print(console_table(report))
+    print(f"Report: {os.path.join(directory, 'report.md')}", flush=True)
+    return report

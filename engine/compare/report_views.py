@@ -1,0 +1,140 @@
+"""How a comparison report looks: report.md and curves.png, from the report dict that engine/compare/report.py builds."""
+from __future__ import annotations
+
+from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
+                               TRAIN_EVAL_LOSS, TRAIN_LOSS)
+
+from core.figures import curve_panels, save
+from engine.compare.gain_views import gain_markdown
+from engine.compare.study_views import COLORS, more_seeds_note
+from models import ARCHITECTURES
+
+
+
+def label(name: str) -> str:
+    """A network's name in a report: the registry's label, or the name itself for one it does not know."""
+    return ARCHITECTURES[name].label if name in ARCHITECTURES else name
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _record_cell(record: dict, key: str) -> str:
+    if key not in record:
+        return "-"
+    return f"{record[key]:.4f}" if key.endswith("loss") else _pct(record[key])
+
+
+def title(report: dict) -> str:
+    names = [label(name) for name in report["runs"]]
+    return f"{names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])} ResNet on {report['config']['dataset']}"
+
+
+def _header_lines(report: dict) -> list[str]:
+    runs, config = report["runs"], report["config"]
+    last = list(runs)[-1]
+    has_train_eval = TRAIN_EVAL_ACCURACY in runs[last]["final"]
+    lines = [f"# {title(report)}", "",
+             f"{'Both' if len(runs) == 2 else 'All'} runs: {config['epochs']} epochs, batch {config['batch_size']}, "
+             f"Adam lr {config['lr']}, seed {config['seed']}, augmentation {'on' if config['augment'] else 'off'}, "
+             f"blocks per stage {config['blocks_per_stage']}, device {runs[last]['device']}"
+             + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
+    lines += ["## Per epoch", ""]
+    header = "| epoch | net | mean train loss | train-eval acc | train-eval loss | test acc | test top-5 | test loss |"
+    lines += [header, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for index in range(max(len(r["epochs"]) for r in runs.values())):
+        for arch in runs:
+            if index < len(runs[arch]["epochs"]):
+                e = runs[arch]["epochs"][index]
+                lines.append(f"| {e[EPOCH]} | {arch} | {e[TRAIN_LOSS]:.4f} | {_record_cell(e, TRAIN_EVAL_ACCURACY)} | "
+                             f"{_record_cell(e, TRAIN_EVAL_LOSS)} | {_pct(e[TEST_ACCURACY])} | {_pct(e[TEST_TOP5])} | "
+                             f"{e[TEST_LOSS]:.4f} |")
+    lines += ["", "## Final numbers (last epoch)", "", "| | " + " | ".join(runs) + " |",
+              "| --- |" + " ---: |" * len(runs)]
+    rows = [("mean train loss (last epoch)", lambda r: f"{r['final'][TRAIN_LOSS]:.4f}")]
+    if has_train_eval:
+        rows += [("train-eval accuracy", lambda r: _pct(r["final"][TRAIN_EVAL_ACCURACY])),
+                 ("train-eval loss", lambda r: f"{r['final'][TRAIN_EVAL_LOSS]:.4f}")]
+    rows += [("test accuracy", lambda r: _pct(r["final"][TEST_ACCURACY])),
+             ("test top-5", lambda r: _pct(r["final"][TEST_TOP5])),
+             ("test loss", lambda r: f"{r['final'][TEST_LOSS]:.4f}")]
+    if has_train_eval:
+        rows += [("gap: train-eval acc - test acc", lambda r: f"{100 * r['final'][GAP_ACCURACY]:.2f} pts"),
+                 ("gap: test loss - train-eval loss", lambda r: f"{r['final'][GAP_LOSS]:.4f}")]
+    rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
+             ("MACs per image", lambda r: f"{r['model']['macs_per_image'] / 1e6:.1f} M"),
+             ("receptive field", lambda r: f"{r['model']['receptive_field']} px"),
+             ("seconds per epoch (training)", lambda r: f"{r['seconds_per_epoch']:.1f}"),
+             ("images per second (training)", lambda r: f"{r['images_per_s']:.0f}")]
+    lines += [f"| {name} | " + " | ".join(cell(run) for run in runs.values()) + " |" for name, cell in rows]
+    return lines
+
+
+def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
+    verdict = contrast["verdict"]
+    base, cand = names
+    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "",
+             contrast["explanation"], ""]
+    if "differences" in verdict:
+        lines += [f"Numbers that decided (means over the last {verdict['window']} epochs, {label(cand)} minus "
+                  f"{label(base)}, signed so that positive favours {ARCHITECTURES[cand].noun if cand in ARCHITECTURES else cand}):",
+                  "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
+        for key, d in verdict["differences"].items():
+            unit = "" if "loss" in key else " pts"
+            scale = 1 if "loss" in key else 100
+            lines.append(f"| {key.replace('_', ' ')} | {scale * d['value']:+.3f}{unit} | {scale * d['margin']:.3f}{unit} | "
+                         f"{'yes' if d['clear'] else 'no'} |")
+        lines += ["", f"Test accuracy over the window: {base} "
+                  f"{', '.join(_pct(v) for v in verdict['window_stats'][base][TEST_ACCURACY]['values'])}; "
+                  f"{cand} {', '.join(_pct(v) for v in verdict['window_stats'][cand][TEST_ACCURACY]['values'])}"
+                  f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", "",
+                  more_seeds_note(verdict), ""]
+    if "where_the_gain_comes_from" in contrast:
+        lines += gain_markdown(contrast["where_the_gain_comes_from"])
+    return lines
+
+
+def render_report(report: dict) -> str:
+    """report.md: per-epoch tables, final numbers side by side, then each verdict against the baseline with its
+    explanation and where the gain comes from, and the rule."""
+    names = list(report["runs"])
+    lines = _header_lines(report)
+    if "contrasts" not in report:  # a pair: one verdict
+        lines += _contrast_lines(report, (names[0], names[1]), "Verdict")
+        lines += ["## The rule", "", "```", report["rule"], "```", "", "![curves](curves.png)", ""]
+        return "\n".join(lines)
+    lines += ["", "## Against the baseline", "",
+              f"Every network is judged against {names[0]} by the same rule (below).", "",
+              "| network | parameters | MACs per image | receptive field | train-eval acc | test acc | gap | verdict |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, run in report["runs"].items():
+        contrast = report["contrasts"].get(name)
+        verdict = f"{contrast['verdict']['verdict']} ({contrast['verdict']['confidence']})" if contrast else "baseline"
+        final = run["final"]
+        gap = f"{100 * final[GAP_ACCURACY]:.2f} pts" if GAP_ACCURACY in final else "-"
+        lines.append(f"| {name} | {run['model']['parameters']:,} | {run['model']['macs_per_image'] / 1e6:.1f} M | "
+                     f"{run['model']['receptive_field']} px | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
+                     f"{_pct(final[TEST_ACCURACY])} | {gap} | {verdict} |")
+    for name, contrast in report["contrasts"].items():
+        lines += _contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}")
+    first = next(iter(report["contrasts"].values()))
+    lines += ["## The rule", "", f"Shown for {names[1]}; every other network takes its place in turn.", "",
+              "```", first["rule"], "```", "", "![curves](curves.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_curves(report: dict, path: str) -> None:
+    """curves.png: mean train loss per epoch; train-eval (dashed) and test (solid) accuracy per epoch; every net."""
+    figure, loss_axes, accuracy_axes = curve_panels()
+    for color, (arch, run) in zip(COLORS, report["runs"].items()):
+        epochs = run["epochs"]
+        x = [e[EPOCH] for e in epochs]
+        loss_axes.plot(x, [e[TRAIN_LOSS] for e in epochs], "o-", color=color, label=arch)
+        accuracy_axes.plot(x, [100 * e[TEST_ACCURACY] for e in epochs], "o-", color=color, label=f"{arch} test")
+        if TRAIN_EVAL_ACCURACY in epochs[0]:
+            accuracy_axes.plot(x, [100 * e[TRAIN_EVAL_ACCURACY] for e in epochs], "s--", color=color,
+                               label=f"{arch} train-eval")
+    verdicts = "; ".join(c["verdict"]["verdict"] for c in report.get("contrasts", {"": report}).values())
+    figure.suptitle(f"{report['config']['dataset']}: {' vs '.join(label(name) for name in report['runs'])} ResNet — {verdicts}")
+    save(figure, path, legends=(loss_axes, accuracy_axes))

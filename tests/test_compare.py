@@ -1,0 +1,160 @@
+"""`--compare A B C`: any architectures of the registry, each judged against the first; and bonus directories
+written before comparisons existed (tests/fixtures/bonus-before-compare, made by that version on tiny synthetic
+CIFAR-10: both histories, the report, and the single-stage run's final checkpoint)."""
+import json
+import os
+import shutil
+
+import pytest
+
+import models
+import run
+from engine.compare.verdict import decide, decide_paired
+from models.resnet import MultiStageResNet
+from test_resume import run_in_process, without_timings
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bonus-before-compare")
+COMMON = ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp"]
+
+
+def timeless(value):
+    """`value` without what depends on the clock or the folder: seconds, images per second, run directories."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items()
+                if "seconds" not in k and k not in ("images_per_s", "run_dir", "output_dir", "data_dir")}
+    if isinstance(value, list):
+        return [timeless(v) for v in value]
+    return value
+
+
+@pytest.fixture
+def old_bonus(tmp_path):
+    from synthetic_cifar import write_cifar10
+
+    write_cifar10(str(tmp_path / "data"))  # the images the fixture was trained on (a fixed seed)
+    shutil.copytree(FIXTURE, tmp_path / "bonus")
+    return str(tmp_path / "data"), tmp_path / "bonus"
+
+
+def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus):
+    data_dir, bonus = old_bonus
+    before = json.loads((bonus / "report.json").read_text())
+    old_markdown = (bonus / "report.md").read_text()
+    assert run_in_process(["--report", str(bonus), "--data-dir", data_dir]).returncode == 0
+    after = json.loads((bonus / "report.json").read_text())
+    gain_before = before.pop("where_the_gain_comes_from")
+    gain_after = after.pop("where_the_gain_comes_from")
+    assert timeless(after) == timeless(before)
+    # The fixture keeps the single-stage run's checkpoint only: the per-class part says what it lacked.
+    assert "classes" in gain_before and "checkpoint_" in gain_after["unavailable"]
+
+    def timeless_lines(text):
+        text = text.split("## Where the gain comes from")[0]
+        return [line for line in text.splitlines() if "per second" not in line and "seconds per epoch" not in line]
+
+    assert timeless_lines((bonus / "report.md").read_text()) == timeless_lines(old_markdown)
+
+
+def test_a_bonus_written_before_compare_resumes(old_bonus, tmp_path):
+    """The bonus stopped after its single-stage run: `--bonus --resume` trains the multi-stage net, which ends as a
+    fresh multi-stage run of the recorded recipe does, and writes the report; the finished run is not touched."""
+    data_dir, bonus = old_bonus
+    shutil.rmtree(bonus / "multistage")
+    for name in ("report.json", "report.md"):
+        os.remove(bonus / name)
+    single_before = (bonus / "singlestage" / "history.json").read_bytes()
+    resumed = run_in_process(["--bonus", "--resume", str(bonus), "--data-dir", data_dir])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"singlestage: already trained in {bonus / 'singlestage'}, not training again" in resumed.stdout
+    assert (bonus / "singlestage" / "history.json").read_bytes() == single_before
+    fresh = run_in_process([*COMMON, "--data-dir", data_dir, "--arch", "multistage", "--epochs", "2",
+                            "--train-eval", "60", "--output-dir", str(tmp_path / "fresh")])
+    assert fresh.returncode == 0, fresh.stderr
+    read = lambda d: json.loads((d / "history.json").read_text())  # noqa: E731
+    assert without_timings(read(bonus / "multistage")) == without_timings(read(tmp_path / "fresh"))
+    report = json.loads((bonus / "report.json").read_text())
+    assert list(report["runs"]) == ["singlestage", "multistage"] and "verdict" in report
+    assert json.loads((bonus / "comparison.json").read_text()) == {"nets": ["singlestage", "multistage"]}
+
+
+@pytest.fixture
+def third_net(monkeypatch):
+    """A test-only third entry of the registry: the multi-stage layout with one block per stage."""
+    entry = models.Architecture(lambda num_classes, blocks_per_stage=2: MultiStageResNet(1, num_classes),
+                                "one-block multi-stage", "a test-only net: one block per stage")
+    monkeypatch.setitem(models.ARCHITECTURES, "oneblock", entry)
+    monkeypatch.setitem(run.CHOICES, "architectures", sorted(models.ARCHITECTURES))
+
+
+NETS = ["singlestage", "multistage", "oneblock"]
+
+
+def histories(directory):
+    return {net: json.loads((directory / net / "history.json").read_text()) for net in NETS}
+
+
+def test_three_networks_each_judged_against_the_first(third_net, cifar10_dir, tmp_path, capsys):
+    data_dir, _ = cifar10_dir
+    out = tmp_path / "cmp"
+    assert run.main([*COMMON, "--data-dir", data_dir, "--epochs", "2", "--train-eval", "40",
+                     "--compare", *NETS, "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads((out / "comparison.json").read_text()) == {"nets": NETS}
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["runs"]) == NETS and report["baseline"] == "singlestage"
+    runs = histories(out)
+    for net in NETS[1:]:
+        expected = decide(runs["singlestage"]["epochs"], runs[net]["epochs"], names=("singlestage", net))
+        assert report["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
+        assert f"Verdict ({net} against singlestage): {expected['verdict']}" in printed
+        assert set(report["contrasts"][net]["where_the_gain_comes_from"]["classes"]["classes"][0]) == {
+            "class", "singlestage", net, "gain", "seeds_improved"}
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# Single-stage vs multi-stage vs one-block multi-stage ResNet on cifar10")
+    assert all(f"\n| {net} | " in markdown for net in NETS)  # one row per network in "Against the baseline"
+    assert "## oneblock against singlestage:" in markdown and os.path.getsize(out / "curves.png") > 0
+    assert report["runs"]["oneblock"]["model"]["parameters"] < report["runs"]["multistage"]["model"]["parameters"]
+
+
+def test_a_study_of_three_networks_resumes_after_an_interruption(third_net, cifar10_dir, tmp_path, monkeypatch):
+    import engine.build
+    from fault_injection import with_fault
+
+    data_dir, _ = cifar10_dir
+    study = tmp_path / "study"
+    args = [*COMMON, "--data-dir", data_dir, "--epochs", "1", "--train-eval", "40", "--compare", *NETS,
+            "--seeds", "0", "1", "--output-dir", str(study)]
+    build_run = engine.build.build_run
+    calls = []
+
+    def stop_the_fifth_run(recipe, setup, data):  # seed 1's multi-stage run: Ctrl-C after its second iteration
+        calls.append(recipe.arch)
+        built = build_run(recipe, setup, data)
+        return with_fault(lambda *_: built, "sigint", 2)(recipe, setup, data) if len(calls) == 5 else built
+
+    monkeypatch.setattr(engine.build, "build_run", stop_the_fifth_run)
+    stopped = run_in_process(args)
+    assert stopped.returncode == 130
+    command = f"python run.py --seeds 0 1 --compare {' '.join(NETS)} --resume {study}"
+    assert stopped.stderr.strip().endswith(f"Continue with: {command}")
+    monkeypatch.setattr(engine.build, "build_run", build_run)
+    resumed = run_in_process(command.split()[2:])
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((study / "study.json").read_text())
+    assert summary["baseline"] == "singlestage" and list(summary["contrasts"]) == NETS[1:]
+    seeds = [histories(study / f"seed{seed}") for seed in (0, 1)]
+    for net in NETS[1:]:
+        expected = decide_paired([s["singlestage"]["epochs"] for s in seeds], [s[net]["epochs"] for s in seeds],
+                                 names=("singlestage", net))
+        assert summary["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
+    assert "## oneblock against singlestage:" in (study / "study.md").read_text()
+    assert run_in_process(["--report", str(study)]).returncode == 0  # rebuilt from the histories alone
+
+
+def test_compare_needs_two_different_architectures(capsys):
+    for flags in (["--compare", "multistage"], ["--compare", "multistage", "multistage"],
+                  ["--bonus", "--compare", "singlestage", "multistage"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run.main(flags)
+        assert exit_info.value.code == 2
+    assert "argument --compare" in capsys.readouterr().err
