@@ -33,6 +33,17 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a positive finite number."""
     try:
@@ -69,6 +80,8 @@ class Recipe:
                          action="store_true")
     train_eval: int = flag(0, f"also evaluate N fixed training images in eval mode each epoch (--bonus: {BONUS_TRAIN_EVAL})",
                            type=non_negative_int, metavar="N")
+    label_smoothing: float = flag(0.0, "label smoothing of the training loss (0: plain cross-entropy, as the "
+                                       "assignment; test and train-eval losses stay plain)", type=fraction, metavar="EPS")
 
     def differing_field(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
         """The first field (outside `ignore`) in which this recipe differs from a stored one, or None; fields the

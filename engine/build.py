@@ -135,7 +135,7 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         evaluators[split] = create_evaluator(network, device, precision)
         handlers.evaluation.attach_metrics(evaluators[split], split_metrics)
 
-    trainer = create_trainer(network, optimizer, device, precision)
+    trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing)
     # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;
     # real failures still raise with a traceback.
     trainer.logger.disabled = True

@@ -9,13 +9,13 @@ from engine.precision import FP32, Precision
 
 
 def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                   precision: Precision = FP32) -> Engine:
+                   precision: Precision = FP32, label_smoothing: float = 0.0) -> Engine:
     """Trainer whose output per iteration is `{"loss": batch mean, "sample_losses": per-sample losses}`.
 
     Both stay on the device (no `.item()`), so the hot loop never waits for the GPU; the per-sample losses
     let the epoch-loss handler form the exact sample-weighted epoch mean.
     """
-    criterion = nn.CrossEntropyLoss(reduction="none")
+    criterion = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
 
     def train_step(engine: Engine, batch) -> dict:
         model.train()

@@ -175,8 +175,8 @@ def hit_train_step(monkeypatch, iteration, hit):
     """Make the trainer's step pass its output through `hit(output)` at one iteration (`hit` may raise)."""
     create_trainer = engine.build.create_trainer
 
-    def trainer_with_a_hit(*args):
-        trainer = create_trainer(*args)
+    def trainer_with_a_hit(*args, **kwargs):
+        trainer = create_trainer(*args, **kwargs)
         step = trainer._process_function
 
         def train_step(engine_, batch):

@@ -50,7 +50,7 @@ def evaluate(model, normalize, images, labels, fine_to_coarse=None) -> dict:
 
 
 def plain_history(written: dict, arch: str, num_classes: int, *, seed: int, augment: bool, train_eval: int,
-                  blocks_per_stage: int = 2) -> list[dict]:
+                  blocks_per_stage: int = 2, label_smoothing: float = 0.0) -> list[dict]:
     """The per-epoch records of the recipe, trained by a plain loop (fp32, channels_last as the engine on CPU)."""
     train_x = torch.from_numpy(written["train_x"].reshape(-1, 3, 32, 32))
     train_y = torch.from_numpy(written["train_y"]).long()
@@ -79,7 +79,8 @@ def plain_history(written: dict, arch: str, num_classes: int, *, seed: int, augm
             images = train_x[index]
             if augment:
                 images = random_crop_flip(images, epoch_generator(seed, epoch, batch))
-            losses = nn.functional.cross_entropy(model(normalize(images)).float(), train_y[index], reduction="none")
+            losses = nn.functional.cross_entropy(model(normalize(images)).float(), train_y[index], reduction="none",
+                                                 label_smoothing=label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             losses.mean().backward()
             optimizer.step()
@@ -101,8 +102,10 @@ CASES = {
     "cifar100-multistage-3bps": (write_cifar100, 100, ["--dataset", "cifar100", "--arch", "multistage",
                                                        "--blocks-per-stage", "3", "--train-eval", "20"],
                                  dict(arch="multistage", seed=0, augment=False, train_eval=20, blocks_per_stage=3)),
-    "cifar10-singlestage": (write_cifar10, 10, ["--dataset", "cifar10", "--arch", "singlestage", "--seed", "1"],
-                            dict(arch="singlestage", seed=1, augment=False, train_eval=0)),
+    "cifar10-singlestage-label-smoothing": (write_cifar10, 10, ["--dataset", "cifar10", "--arch", "singlestage",
+                                                                "--seed", "1", "--label-smoothing", "0.2"],
+                                            dict(arch="singlestage", seed=1, augment=False, train_eval=0,
+                                                 label_smoothing=0.2)),
 }
 
 
