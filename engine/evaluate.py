@@ -7,6 +7,7 @@ matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import os
 
 import torch
@@ -118,6 +119,23 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     metrics = {metric(TEST, name): value for name, value in evaluator.state.metrics.items()}
     return Retest(run_dir, checkpoint, history, data, device, precision, epoch, torch.cat(labels),
                     torch.cat(predictions), metrics)
+
+
+@dataclass
+class Retester:
+    """Re-tests final models class by class for the reports: on `setup`'s device, on `data` when loaded (else the
+    dataset each run names), each run directory once per process, so that a study reuses what its comparisons'
+    reports re-tested."""
+
+    setup: Setup
+    data: CifarData | None = None
+    done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
+
+    def class_accuracy(self, run_dir: str) -> dict:
+        key = os.path.realpath(run_dir)
+        if key not in self.done:
+            self.done[key] = class_accuracy(run_dir, self.setup, self.data)
+        return self.done[key]
 
 
 def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:

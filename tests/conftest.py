@@ -20,3 +20,18 @@ def cifar100_dir(tmp_path):
     """A data dir with a tiny CIFAR-100 (100 train, 40 test)."""
     data_dir = tmp_path / "data"
     return str(data_dir), write_cifar100(str(data_dir))
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-epoch run (tests/test_resume.py: train_args) that interrupted, resumed and contested runs
+    must equal: (data_dir, run_dir); it keeps checkpoint_2.pt and checkpoint_3.pt."""
+    from test_resume import run_cli, train_args
+
+    root = tmp_path_factory.mktemp("resume")
+    data_dir = str(root / "data")
+    write_cifar10(data_dir)
+    run_dir = root / "reference"
+    result = run_cli(train_args(data_dir, run_dir))
+    assert result.returncode == 0, result.stderr
+    return data_dir, run_dir

@@ -54,20 +54,6 @@ def final_weights(run_dir):
     return torch.load(os.path.join(run_dir, f"checkpoint_{EPOCHS}.pt"), weights_only=True)["model"]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted run: (data_dir, run_dir); it keeps checkpoint_2.pt and checkpoint_3.pt."""
-    from synthetic_cifar import write_cifar10
-
-    root = tmp_path_factory.mktemp("resume")
-    data_dir = str(root / "data")
-    write_cifar10(data_dir)
-    run_dir = root / "reference"
-    result = run_cli(train_args(data_dir, run_dir))
-    assert result.returncode == 0, result.stderr
-    return data_dir, run_dir
-
-
 def assert_same_as_reference(run_dir, reference_dir):
     assert read_history(str(run_dir))["status"] == "completed"
     assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))

@@ -23,7 +23,7 @@ from core.history_file import HISTORY_FILE, RunHistory, read_history, write_json
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.report import check_comparable, offline, write_report
 from engine.console import say
-from engine.data.datasets import CifarData
+from engine.evaluate import Retester
 from engine.resume import member_is_finished
 from engine.rundir import continue_or_claim, create_run_dir, default_comparison_dir, default_report_dir, hold
 from engine.session import Interrupted, load_data, train
@@ -68,11 +68,11 @@ def comparison_flag(nets: tuple[str, ...]) -> str:
 
 
 def run_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...] = BONUS_PAIR, resume_dir: str | None = None,
-                   data: CifarData | None = None, retested: dict | None = None, into: str | None = None) -> str:
+                   retester: Retester | None = None, into: str | None = None) -> str:
     """Train `nets` in order under one directory (`into`, else `--output-dir`, else a new one under RUNS_ROOT; or
     continue `resume_dir`, skipping finished runs) and write the comparison report there. Returns the directory.
-    A study passes `data` to share one loaded dataset across seeds, and `retested` to keep the report's per-class
-    re-tests for its own summary."""
+    A study passes its `retester`: one loaded dataset for every seed's runs and re-tests, and the re-tests kept
+    for its own summary."""
     nets = tuple(nets)
     if len(nets) < 2 or len(set(nets)) != len(nets):
         raise UserError(f"a comparison needs at least two different architectures, got {' '.join(nets)}")
@@ -87,19 +87,19 @@ def run_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...] = BONUS_P
         path = os.path.join(directory, COMPARISON_FILE)
         if not os.path.isfile(path) and idist.get_rank() == 0:  # rank 0 alone writes files
             write_json(path, {"nets": list(nets)})
-        return _run_comparison_in(directory, nets, recipe, setup, resume_dir is not None, data, retested)
+        return _run_comparison_in(directory, nets, recipe, setup, resume_dir is not None, retester)
 
 
-def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, data: CifarData | None = None,
-              retested: dict | None = None, into: str | None = None) -> str:
+def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, retester: Retester | None = None,
+              into: str | None = None) -> str:
     """`--bonus`: the comparison of the assignment's two nets, single-stage (the baseline) then multi-stage."""
-    return run_comparison(recipe, setup, BONUS_PAIR, resume_dir, data, retested, into)
+    return run_comparison(recipe, setup, BONUS_PAIR, resume_dir, retester, into)
 
 
 def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, setup: Setup, resuming: bool,
-                       data: CifarData | None, retested: dict | None) -> str:
+                       retester: Retester | None) -> str:
     say(f"{'Bonus' if nets == BONUS_PAIR else 'Comparison'} directory: {directory}")
-    data = data or load_data(recipe, setup)
+    retester = retester or Retester(setup, load_data(recipe, setup))
 
     def train_one(_engine: Engine, arch: str) -> None:
         arch_dir = net_dir(directory, arch)
@@ -111,12 +111,11 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
         if resuming and finished is None:
             _discard_unfinished_first_epoch(arch_dir)
         say(f"== {arch} ==")
-        train(arch_recipe, setup, data=data, resume=arch_dir if finished is False else None, into=arch_dir)
+        train(arch_recipe, setup, data=retester.data, resume=arch_dir if finished is False else None, into=arch_dir)
 
     comparison = Engine(train_one)
     comparison.logger.disabled = True  # errors are reported in one line by run.py
-    handlers.comparison_report.attach(comparison, lambda: write_report(directory, read_comparison(directory), setup,
-                                                                       data, retested))
+    handlers.comparison_report.attach(comparison, lambda: write_report(directory, read_comparison(directory), retester))
     try:
         comparison.run(list(nets), max_epochs=1)
     except Interrupted as exc:  # the printed command continues the comparison, not just the net it was training
@@ -147,7 +146,7 @@ def report_only(directories: list[str], setup: Setup) -> str:
         nets = comparison_nets(directory) or ()
         # The report is written into the comparison directory and its runs.
         with hold(directory, members=[net_dir(directory, arch) for arch in nets]):
-            write_report(directory, read_comparison(directory), offline(setup))
+            write_report(directory, read_comparison(directory), Retester(offline(setup)))
         return directory
     histories = {}
     for run_dir in directories:
@@ -165,5 +164,5 @@ def report_only(directories: list[str], setup: Setup) -> str:
         dataset = next(iter(histories.values())).recipe.dataset
         directory = create_run_dir(setup.output_dir or default_report_dir(setup.runs_root, dataset),
                                    numbered=setup.output_dir is None)
-        write_report(directory, histories, offline(setup))
+        write_report(directory, histories, Retester(offline(setup)))
     return directory

@@ -14,8 +14,7 @@ from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST
                                has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.verdict import decide, rule
-from engine.data.datasets import CifarData
-from engine.evaluate import class_accuracy
+from engine.evaluate import Retester
 from engine.compare.report_views import plot_curves, render_report
 from models import ARCHITECTURES, BONUS_PAIR, build_model, count_parameters
 from models.stats import macs_per_image, receptive_field
@@ -42,25 +41,14 @@ def model_facts(history: RunHistory) -> dict:
             "receptive_field": receptive_field(model)}
 
 
-def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], setup: Setup | None,
-                              data: CifarData | None = None, retested: dict | None = None) -> dict:
+def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
     """Per-class (and per-superclass) test accuracy of the final checkpoints of a baseline and a candidate (the two
     keys of `histories`, in order), compared by engine/compare/class_gain.py; `histories[arch][k]` is seed k's run.
-    Without `setup`, or when a checkpoint or the dataset is missing, {"unavailable": why}. `retested` (run
-    directory -> its class accuracies) keeps the re-tests of one process, so that a study does not re-test the runs
-    its seeds' reports already re-tested."""
-    if setup is None:
+    Without a `retester`, or when a checkpoint or the dataset is missing, {"unavailable": why}."""
+    if retester is None:
         return {"unavailable": "no dataset was given to re-test the final checkpoints"}
-    retested = {} if retested is None else retested
-
-    def accuracy_of(history: RunHistory) -> dict:
-        key = os.path.realpath(history.run_dir)
-        if key not in retested:
-            retested[key] = class_accuracy(history.run_dir, setup, data)
-        return retested[key]
-
     try:
-        accuracy = {arch: [accuracy_of(h) for h in runs] for arch, runs in histories.items()}
+        accuracy = {arch: [retester.class_accuracy(h.run_dir) for h in runs] for arch, runs in histories.items()}
     except UserError as exc:
         return {"unavailable": str(exc)}
     except OSError as exc:
@@ -180,16 +168,14 @@ def console_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(directory: str, histories: dict[str, RunHistory], setup: Setup | None = None,
-                 data: CifarData | None = None, retested: dict | None = None) -> dict:
+def write_report(directory: str, histories: dict[str, RunHistory], retester: Retester | None = None) -> dict:
     """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the
-    report. With `setup` (and `data`, if loaded), the final checkpoints are re-tested class by class (see
-    `where_the_gain_comes_from` for `retested`)."""
+    report. With a `retester`, the final checkpoints are re-tested class by class."""
     report = build_report(histories)  # checks first that the runs are comparable, before any re-test
     base = list(histories)[0]
     for name, contrast in contrasts_of(report).items():
         contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
-            {base: [histories[base]], name: [histories[name]]}, setup, data, retested)
+            {base: [histories[base]], name: [histories[name]]}, retester)
     write_json(os.path.join(directory, "report.json"), report)
     with open(os.path.join(directory, "report.md"), "w") as f:
         f.write(render_report(report))

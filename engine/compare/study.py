@@ -19,7 +19,7 @@ from engine.compare.stats import interval
 from engine.compare.comparison import comparison_flag, comparison_nets, net_dir, run_comparison
 from engine.compare.verdict import decide, decide_paired, rule, rule_paired
 from engine.console import say
-from engine.data.datasets import CifarData
+from engine.evaluate import Retester
 from engine.compare.report import where_the_gain_comes_from
 from engine.resume import member_is_finished
 from engine.rundir import continue_or_claim, default_study_dir, hold
@@ -43,16 +43,15 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, .
     # One process per study; its runs (and comparisons) hold their own locks while they train.
     with hold(study_dir, members=member_runs(study_dir)):
         say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")
-        data = load_data(recipe, setup)
-        retested = {}  # the seeds' reports re-test each final checkpoint per class; the summary reuses those
+        # One dataset for every seed; the seeds' reports re-test each final model per class, the summary reuses that.
+        retester = Retester(setup, load_data(recipe, setup))
         try:
-            train_seeds(recipe, setup, seeds, nets, study_dir, resuming=resume_dir is not None, data=data,
-                        retested=retested)
+            train_seeds(recipe, setup, seeds, nets, study_dir, resuming=resume_dir is not None, retester=retester)
         except Interrupted as exc:  # the printed command continues the whole study
             what = f" {comparison_flag(nets)}" if nets else ""
             raise exc.continued_by(f"python run.py --seeds {' '.join(map(str, seeds))}{what} --resume {study_dir}") from None
         # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
-        handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, setup, data, retested))
+        handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, retester))
     return study_dir
 
 
@@ -65,23 +64,23 @@ def member_runs(study_dir: str) -> list[str]:
 
 
 def train_seeds(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, ...] | None, study_dir: str,
-                resuming: bool, data: CifarData, retested: dict) -> None:
-    """Train each seed's run (or comparison) in its folder of the study; when `resuming`, finished runs are kept.
-    Each comparison's report puts its per-class re-tests into `retested`."""
+                resuming: bool, retester: Retester) -> None:
+    """Train each seed's run (or comparison) in its folder of the study, on `retester`'s dataset; when `resuming`,
+    finished runs are kept. Each comparison's report keeps its per-class re-tests in `retester`."""
     for seed in seeds:
         seed_recipe = dataclasses.replace(recipe, seed=seed)
         directory = seed_dir(study_dir, seed)
         say(f"=== seed {seed} ===")
         if nets:
             exists = resuming and os.path.isdir(directory)
-            run_comparison(seed_recipe, setup, nets, resume_dir=directory if exists else None, data=data,
-                           retested=retested, into=directory)
+            run_comparison(seed_recipe, setup, nets, resume_dir=directory if exists else None, retester=retester,
+                           into=directory)
             continue
         finished = member_is_finished(seed_recipe, directory) if resuming else None
         if finished:
             say(f"seed {seed}: already trained in {directory}, not training again")
         else:
-            train(seed_recipe, setup, data=data, resume=directory if finished is False else None, into=directory)
+            train(seed_recipe, setup, data=retester.data, resume=directory if finished is False else None, into=directory)
 
 
 def study_seeds(study_dir: str) -> list[int]:
@@ -124,14 +123,13 @@ def across_seeds(histories: list) -> dict:
 def report_study(study_dir: str, setup: Setup) -> str:
     """`--report STUDY`: rebuild the summary, refused while the study or one of its runs is in use."""
     with hold(study_dir, members=member_runs(study_dir)):
-        return write_study(study_dir, setup)
+        return write_study(study_dir, Retester(setup))
 
 
-def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | None = None,
-                retested: dict | None = None) -> str:
+def write_study(study_dir: str, retester: Retester | None = None) -> str:
     """study.json, study.md and study.png from the seeds' history files (so `--report STUDY` rebuilds them); for a
-    study of comparisons with `setup`, also where the gain comes from, by re-testing the final checkpoints per class (those
-    not in `retested` already)."""
+    study of comparisons with a `retester`, also where the gain comes from, by re-testing the final checkpoints per
+    class (those it has not re-tested already)."""
     seeds = study_seeds(study_dir)
     nets = [comparison_nets(seed_dir(study_dir, s)) for s in seeds]
     compared = nets[0] if nets[0] and all(n == nets[0] for n in nets) else None
@@ -161,7 +159,7 @@ def write_study(study_dir: str, setup: Setup | None = None, data: CifarData | No
                 contrast = {"verdict": decide(*(histories[arch][0].epochs for arch in pair), names=pair),
                             "rule": rule(pair)}
             contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
-                {arch: histories[arch] for arch in pair}, setup, data, retested)
+                {arch: histories[arch] for arch in pair}, retester)
             contrasts[name] = contrast
         if len(compared) == 2:
             study.update(contrasts[compared[1]])
