@@ -101,8 +101,9 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
 
     `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
     checkpoint file) continues a run from its checkpoint; otherwise the run directory is `into` (a comparison's or
-    a study's member), else `setup.output_dir`, else a new one named after the recipe under `setup.runs_root`. The process holds the run directory's lock while it
-    trains (engine/rundir.py: hold); a resume of a run in use is refused before anything is loaded or written.
+    a study's member), else `setup.output_dir`, else a new one named after the recipe under `setup.runs_root`.
+    The process holds the run directory's lock while it trains (engine/rundir.py: hold); a resume of a run in use
+    is refused before anything is loaded or written.
     """
     with contextlib.ExitStack() as held:
         run_dir = None

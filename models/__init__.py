@@ -5,7 +5,7 @@ from typing import Callable
 
 from torch import nn
 
-from models.blocks import BasicBlock, DownSamplingBlock
+from models.blocks import BasicBlock, ConstantWidthDownSampling, DownSamplingBlock
 from models.resnet import MultiStageResNet, SingleStageResNet
 
 
@@ -30,12 +30,37 @@ def _multi_stage(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
     return MultiStageResNet(blocks_per_stage=blocks_per_stage, num_classes=num_classes)
 
 
+def _constant_width(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
+    return MultiStageResNet(blocks_per_stage=blocks_per_stage, num_classes=num_classes, widths=(32, 32, 32))
+
+
+def _narrow(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
+    return MultiStageResNet(blocks_per_stage=blocks_per_stage, num_classes=num_classes, widths=(8, 16, 32))
+
+
+DILATIONS = (1, 2, 4, 1, 2, 4)  # receptive field 59 px instead of 27, without gaps (1, 2, 4 share no factor)
+
+
+def _dilated_single_stage(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
+    return SingleStageResNet(n_blocks=6, num_classes=num_classes, dilations=DILATIONS)
+
+
 ARCHITECTURES = {
     "singlestage": Architecture(_single_stage, "single-stage",
                                 "the CIFAR-10 tutorial's net: six 32-channel blocks at 32x32"),
     "multistage": Architecture(_multi_stage, "multi-stage",
                                "the assignment's net: 16, 32, 64 channels at 32, 16, 8 px, joined by DownSamplingBlocks",
                                staged=True),
+    # Variants that separate what the multi-stage net changes (an ablation of the bonus pair):
+    "multistage-constwidth": Architecture(_constant_width, "constant-width multi-stage",
+                                          "the multi-stage layout and stride-2 transitions, 32 channels in every stage "
+                                          "(about the single-stage net's parameters)", staged=True),
+    "multistage-narrow": Architecture(_narrow, "narrow multi-stage",
+                                      "the multi-stage net at half width, 8, 16, 32 channels (far fewer parameters)",
+                                      staged=True),
+    "singlestage-dilated": Architecture(_dilated_single_stage, "dilated single-stage",
+                                        "the tutorial net with dilations 1, 2, 4, 1, 2, 4: the receptive field covers "
+                                        "the image, at full resolution, same parameters and MACs"),
 }
 # The comparison of the assignment's bonus, baseline first: the tutorial's net against the multi-stage one.
 BONUS_PAIR = ("singlestage", "multistage")
@@ -54,6 +79,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "ARCHITECTURES", "Architecture", "BONUS_PAIR", "BasicBlock", "DownSamplingBlock", "MultiStageResNet",
+    "ARCHITECTURES", "Architecture", "BONUS_PAIR", "BasicBlock", "ConstantWidthDownSampling", "DownSamplingBlock",
+    "MultiStageResNet",
     "SingleStageResNet", "build_model", "count_parameters",
 ]

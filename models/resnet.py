@@ -1,7 +1,7 @@
-"""The two networks the assignment compares."""
+"""The two networks the assignment compares, and the variants that take them apart."""
 from torch import nn
 
-from models.blocks import BasicBlock, DownSamplingBlock, conv3x3
+from models.blocks import BasicBlock, ConstantWidthDownSampling, DownSamplingBlock, conv3x3
 
 
 def stem(dim: int) -> nn.Sequential:
@@ -15,37 +15,47 @@ def classifier(dim: int, num_classes: int) -> nn.Sequential:
 
 
 class SingleStageResNet(nn.Module):
-    """The CIFAR-10 tutorial net: stem 3->32, `n_blocks` 32-channel blocks at 32x32, pool, linear."""
+    """The CIFAR-10 tutorial net: stem 3->32, `n_blocks` 32-channel blocks at 32x32, pool, linear. `dilations` (one per
+    block, default all 1) widens the receptive field without changing parameters, MACs or resolution."""
 
-    def __init__(self, n_blocks: int = 6, num_classes: int = 100, width: int = 32):
+    def __init__(self, n_blocks: int = 6, num_classes: int = 100, width: int = 32, dilations: tuple[int, ...] = ()):
         super().__init__()
+        dilations = dilations or (1,) * n_blocks
+        if len(dilations) != n_blocks:
+            raise ValueError(f"one dilation per block: {n_blocks} blocks, {len(dilations)} dilations")
         self.stem = stem(width)
-        self.stage1 = nn.Sequential(*[BasicBlock(width) for _ in range(n_blocks)])
+        self.stage1 = nn.Sequential(*[BasicBlock(width, dilation) for dilation in dilations])
         self.head = classifier(width, num_classes)
 
     def forward(self, x):
         return self.head(self.stage1(self.stem(x)))
 
 
-class MultiStageResNet(nn.Module):
-    """Three stages: 32x32x16, 16x16x32, 8x8x64, joined by DownSamplingBlocks.
+def transition(dim_in: int, dim: int) -> nn.Module:
+    """The block that opens a stage at half the resolution: the assignment's DownSamplingBlock where the channels
+    double, ConstantWidthDownSampling where they stay."""
+    return ConstantWidthDownSampling(dim) if dim == dim_in else DownSamplingBlock(dim_in, dim)
 
-    `blocks_per_stage` counts every residual block of a stage, the DownSamplingBlock included, so the
-    default 2 gives the same six blocks as the single-stage net and 3 gives the paper's ResNet-20.
+
+class MultiStageResNet(nn.Module):
+    """Three stages at 32x32, 16x16 and 8x8 with `widths` channels (the assignment's 16, 32, 64), each later stage
+    opened by a stride-2 transition.
+
+    `blocks_per_stage` counts every residual block of a stage, the transition included, so the default 2 gives the
+    same six blocks as the single-stage net and 3 gives the paper's ResNet-20.
     """
 
-    def __init__(self, blocks_per_stage: int = 2, num_classes: int = 100, width: int = 16):
+    def __init__(self, blocks_per_stage: int = 2, num_classes: int = 100, widths: tuple[int, int, int] = (16, 32, 64)):
         super().__init__()
         if blocks_per_stage < 1:
             raise ValueError(f"blocks_per_stage must be at least 1, got {blocks_per_stage}")
         repeat = blocks_per_stage - 1
-        self.stem = stem(width)
-        self.stage1 = nn.Sequential(*[BasicBlock(width) for _ in range(blocks_per_stage)])
-        self.stage2 = nn.Sequential(DownSamplingBlock(width, 2 * width), *[BasicBlock(2 * width) for _ in range(repeat)])
-        self.stage3 = nn.Sequential(
-            DownSamplingBlock(2 * width, 4 * width), *[BasicBlock(4 * width) for _ in range(repeat)]
-        )
-        self.head = classifier(4 * width, num_classes)
+        w1, w2, w3 = widths
+        self.stem = stem(w1)
+        self.stage1 = nn.Sequential(*[BasicBlock(w1) for _ in range(blocks_per_stage)])
+        self.stage2 = nn.Sequential(transition(w1, w2), *[BasicBlock(w2) for _ in range(repeat)])
+        self.stage3 = nn.Sequential(transition(w2, w3), *[BasicBlock(w3) for _ in range(repeat)])
+        self.head = classifier(w3, num_classes)
 
     def forward(self, x):
         return self.head(self.stage3(self.stage2(self.stage1(self.stem(x)))))

@@ -7,10 +7,8 @@ import shutil
 
 import pytest
 
-import models
 import run
 from engine.compare.verdict import decide, decide_paired
-from models.resnet import MultiStageResNet
 from test_resume import run_in_process, without_timings
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bonus-before-compare")
@@ -77,23 +75,14 @@ def test_a_bonus_written_before_compare_resumes(old_bonus, tmp_path):
     assert json.loads((bonus / "comparison.json").read_text()) == {"nets": ["singlestage", "multistage"]}
 
 
-@pytest.fixture
-def third_net(monkeypatch):
-    """A test-only third entry of the registry: the multi-stage layout with one block per stage."""
-    entry = models.Architecture(lambda num_classes, blocks_per_stage=2: MultiStageResNet(1, num_classes),
-                                "one-block multi-stage", "a test-only net: one block per stage")
-    monkeypatch.setitem(models.ARCHITECTURES, "oneblock", entry)
-    monkeypatch.setitem(run.CHOICES, "architectures", sorted(models.ARCHITECTURES))
-
-
-NETS = ["singlestage", "multistage", "oneblock"]
+NETS = ["singlestage", "multistage", "multistage-narrow"]  # the narrow variant: the cheapest to train
 
 
 def histories(directory):
     return {net: json.loads((directory / net / "history.json").read_text()) for net in NETS}
 
 
-def test_three_networks_each_judged_against_the_first(third_net, cifar10_dir, tmp_path, capsys):
+def test_three_networks_each_judged_against_the_first(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     out = tmp_path / "cmp"
     assert run.main([*COMMON, "--data-dir", data_dir, "--epochs", "2", "--train-eval", "40",
@@ -110,13 +99,14 @@ def test_three_networks_each_judged_against_the_first(third_net, cifar10_dir, tm
         assert set(report["contrasts"][net]["where_the_gain_comes_from"]["classes"]["classes"][0]) == {
             "class", "singlestage", net, "gain", "seeds_improved"}
     markdown = (out / "report.md").read_text()
-    assert markdown.startswith("# Single-stage vs multi-stage vs one-block multi-stage ResNet on cifar10")
+    assert markdown.startswith("# Single-stage vs multi-stage vs narrow multi-stage ResNet on cifar10")
     assert all(f"\n| {net} | " in markdown for net in NETS)  # one row per network in "Against the baseline"
-    assert "## oneblock against singlestage:" in markdown and os.path.getsize(out / "curves.png") > 0
-    assert report["runs"]["oneblock"]["model"]["parameters"] < report["runs"]["multistage"]["model"]["parameters"]
+    assert "- **multistage-narrow**: the multi-stage net at half width" in markdown
+    assert "## multistage-narrow against singlestage:" in markdown and os.path.getsize(out / "curves.png") > 0
+    assert report["runs"]["multistage-narrow"]["model"]["parameters"] < report["runs"]["multistage"]["model"]["parameters"]
 
 
-def test_a_study_of_three_networks_resumes_after_an_interruption(third_net, cifar10_dir, tmp_path, monkeypatch):
+def test_a_study_of_three_networks_resumes_after_an_interruption(cifar10_dir, tmp_path, monkeypatch):
     import engine.build
     from fault_injection import with_fault
 
@@ -147,7 +137,7 @@ def test_a_study_of_three_networks_resumes_after_an_interruption(third_net, cifa
         expected = decide_paired([s["singlestage"]["epochs"] for s in seeds], [s[net]["epochs"] for s in seeds],
                                  names=("singlestage", net))
         assert summary["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
-    assert "## oneblock against singlestage:" in (study / "study.md").read_text()
+    assert "## multistage-narrow against singlestage:" in (study / "study.md").read_text()
     assert run_in_process(["--report", str(study)]).returncode == 0  # rebuilt from the histories alone
 
 

@@ -116,6 +116,7 @@ def render_report(report: dict) -> str:
         lines.append(f"| {name} | {run['model']['parameters']:,} | {run['model']['macs_per_image'] / 1e6:.1f} M | "
                      f"{run['model']['receptive_field']} px | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
                      f"{_pct(final[TEST_ACCURACY])} | {gap} | {verdict} |")
+    lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
     for name, contrast in report["contrasts"].items():
         lines += _contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}")
     first = next(iter(report["contrasts"].values()))
