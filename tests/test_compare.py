@@ -82,31 +82,10 @@ def histories(directory):
     return {net: json.loads((directory / net / "history.json").read_text()) for net in NETS}
 
 
-def test_three_networks_each_judged_against_the_first(cifar10_dir, tmp_path, capsys):
-    data_dir, _ = cifar10_dir
-    out = tmp_path / "cmp"
-    assert run.main([*COMMON, "--data-dir", data_dir, "--epochs", "2", "--train-eval", "40",
-                     "--compare", *NETS, "--output-dir", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert json.loads((out / "comparison.json").read_text()) == {"nets": NETS}
-    report = json.loads((out / "report.json").read_text())
-    assert list(report["runs"]) == NETS and report["baseline"] == "singlestage"
-    runs = histories(out)
-    for net in NETS[1:]:
-        expected = decide(runs["singlestage"]["epochs"], runs[net]["epochs"], names=("singlestage", net))
-        assert report["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
-        assert f"Verdict ({net} against singlestage): {expected['verdict']}" in printed
-        assert set(report["contrasts"][net]["where_the_gain_comes_from"]["classes"]["classes"][0]) == {
-            "class", "singlestage", net, "gain", "seeds_improved"}
-    markdown = (out / "report.md").read_text()
-    assert markdown.startswith("# Single-stage vs multi-stage vs narrow multi-stage ResNet on cifar10")
-    assert all(f"\n| {net} | " in markdown for net in NETS)  # one row per network in "Against the baseline"
-    assert "- **multistage-narrow**: the multi-stage net at half width" in markdown
-    assert "## multistage-narrow against singlestage:" in markdown and os.path.getsize(out / "curves.png") > 0
-    assert report["runs"]["multistage-narrow"]["model"]["parameters"] < report["runs"]["multistage"]["model"]["parameters"]
-
-
-def test_a_study_of_three_networks_resumes_after_an_interruption(cifar10_dir, tmp_path, monkeypatch):
+def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(cifar10_dir, tmp_path, monkeypatch):
+    """`--compare` with three nets and two seeds, stopped by Ctrl-C in seed 1's second run and continued with the
+    printed command: each seed's report and the summary judge every net against the first, with verdicts equal to
+    those computed here from the histories."""
     import engine.build
     from fault_injection import with_fault
 
@@ -130,6 +109,27 @@ def test_a_study_of_three_networks_resumes_after_an_interruption(cifar10_dir, tm
     monkeypatch.setattr(engine.build, "build_run", build_run)
     resumed = run_in_process(command.split()[2:])
     assert resumed.returncode == 0, resumed.stderr
+
+    # Seed 0's comparison, finished before the interruption.
+    seed0 = study / "seed0"
+    assert json.loads((seed0 / "comparison.json").read_text()) == {"nets": NETS}
+    report = json.loads((seed0 / "report.json").read_text())
+    assert list(report["runs"]) == NETS and report["baseline"] == "singlestage"
+    runs = histories(seed0)
+    for net in NETS[1:]:
+        expected = decide(runs["singlestage"]["epochs"], runs[net]["epochs"], names=("singlestage", net))
+        assert report["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
+        assert f"Verdict ({net} against singlestage): {expected['verdict']}" in stopped.stdout
+        assert set(report["contrasts"][net]["where_the_gain_comes_from"]["classes"]["classes"][0]) == {
+            "class", "singlestage", net, "gain", "seeds_improved"}
+    markdown = (seed0 / "report.md").read_text()
+    assert markdown.startswith("# Single-stage vs multi-stage vs narrow multi-stage ResNet on cifar10")
+    assert all(f"\n| {net} | " in markdown for net in NETS)  # one row per network in "Against the baseline"
+    assert "- **multistage-narrow**: the multi-stage net at half width" in markdown
+    assert "## multistage-narrow against singlestage:" in markdown and os.path.getsize(seed0 / "curves.png") > 0
+    assert report["runs"]["multistage-narrow"]["model"]["parameters"] < report["runs"]["multistage"]["model"]["parameters"]
+
+    # The summary across seeds.
     summary = json.loads((study / "study.json").read_text())
     assert summary["baseline"] == "singlestage" and list(summary["contrasts"]) == NETS[1:]
     seeds = [histories(study / f"seed{seed}") for seed in (0, 1)]
