@@ -91,15 +91,15 @@ def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(ci
 
     data_dir, _ = cifar10_dir
     study = tmp_path / "study"
-    args = [*COMMON, "--data-dir", data_dir, "--epochs", "1", "--train-eval", "40", "--compare", *NETS,
-            "--seeds", "0", "1", "--output-dir", str(study)]
+    args = [*COMMON, "--batch-size", "50", "--data-dir", data_dir, "--epochs", "1", "--train-eval", "40",
+            "--compare", *NETS, "--seeds", "0", "1", "--output-dir", str(study)]
     build_run = engine.build.build_run
     calls = []
 
-    def stop_the_fifth_run(recipe, setup, data):  # seed 1's multi-stage run: Ctrl-C after its second iteration
+    def stop_the_fifth_run(recipe, setup, data):  # seed 1's multi-stage run: Ctrl-C after its first iteration
         calls.append(recipe.arch)
         built = build_run(recipe, setup, data)
-        return with_fault(lambda *_: built, "sigint", 2)(recipe, setup, data) if len(calls) == 5 else built
+        return with_fault(lambda *_: built, "sigint", 1)(recipe, setup, data) if len(calls) == 5 else built
 
     monkeypatch.setattr(engine.build, "build_run", stop_the_fifth_run)
     stopped = run_in_process(args)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine.rundir import hold
 from test_cli import HANG_TIMEOUT, independent_eval, read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,12 +67,31 @@ def test_resume_under_torchrun(ddp_run):
     run_dir = root / "runs" / "run"
     resume = ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "3", "--batch-size", "32",
               "--no-progress", "--no-amp", "--resume", str(run_dir)]
-    with hold(str(run_dir)):  # this test process holds the run: rank 0 is refused, and rank 1 follows its verdict
-        refused = torchrun(*resume)
-    assert refused.returncode == 1
-    assert refused.stderr.count(f"error: {run_dir} is in use by process {os.getpid()} (started ") == 1, refused.stderr
-    assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2]
     result = torchrun(*resume)
     assert result.returncode == 0, result.stderr
     assert "resuming from" in result.stdout and result.stdout.count("Epoch   3/3") == 1
     assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2, 3]
+
+
+def test_the_other_ranks_follow_rank_0s_verdict_on_a_run_in_use(ddp_run, monkeypatch):
+    """What rank 1 of a torchrun job does when rank 0 finds the run locked: it receives the refusal and raises it
+    too, so no process trains (the broadcast stands in for gloo's; rank 0's side is the single-process path)."""
+    import ignite.distributed as idist
+
+    import engine.rundir
+    from core.errors import RunDirError
+
+    root, _, _ = ddp_run
+    run_dir = str(root / "runs" / "run")
+    with engine.rundir.hold(run_dir):  # this test process is the holder; rank 0 would be refused with this line
+        with pytest.raises(engine.rundir.RunInUse) as on_rank_0:
+            with engine.rundir.hold(run_dir):
+                pass
+    sent = []
+    monkeypatch.setattr(idist, "get_rank", lambda: 1)
+    monkeypatch.setattr(idist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(idist, "broadcast", lambda value, src, safe_mode: sent.append(value) or "\0" + str(on_rank_0.value))
+    with pytest.raises(RunDirError, match=f"{run_dir} is in use by process {os.getpid()} "):
+        with engine.rundir.hold(run_dir):
+            raise AssertionError("rank 1 must not enter the run")
+    assert sent == [""]  # rank 1 tried nothing itself: it only received the verdict
