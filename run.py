@@ -15,14 +15,14 @@ from core.errors import UserError
 from core.history_file import read_history
 from core.recipe import Recipe, Setup, non_negative_int
 from engine.compare.comparison import report_only, run_comparison
+from engine.compare.report import offline
+from engine.compare.study import is_study, recorded_run, report_study, run_study
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
-from engine.compare.report import offline
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
-from engine.compare.study import is_study, recorded_run, report_study, run_study
 from models import ARCHITECTURES, BONUS_PAIR
 
 # The choices of fields whose allowed values are facts of the engine and the models.

@@ -19,8 +19,8 @@ from core.errors import UserError
 from core.history_file import TEST, TRAIN_EVAL
 from core.recipe import Recipe, Setup
 from engine.data.datasets import CifarData, channel_stats
-from engine.devices import resolve_device
 from engine.data.loader import DeviceBatches
+from engine.devices import resolve_device
 from engine.precision import Precision, resolve_precision
 from engine.steps import create_evaluator, create_trainer
 from models import build_model

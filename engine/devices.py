@@ -1,8 +1,8 @@
 """Device choice. Under torchrun, ignite.distributed decides (one GPU per process)."""
 from __future__ import annotations
 
-import torch
 import ignite.distributed as idist
+import torch
 
 from core.errors import UserError
 

@@ -7,14 +7,13 @@ matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 import os
+from dataclasses import dataclass, field
 
 import torch
 from ignite.engine import Events
 
 import handlers.evaluation
-from handlers.checkpointing import epoch_checkpoints
 from core.errors import UserError
 from core.figures import pyplot, save
 from core.history_file import EPOCH, TEST, RunHistory, metric, read_history, write_json
@@ -22,13 +21,14 @@ from core.recipe import Setup
 from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say
 from engine.data.datasets import CifarData
-from engine.devices import resolve_device
 from engine.data.loader import DeviceBatches
+from engine.devices import resolve_device
 from engine.precision import Precision, recorded_precision
 from engine.resume import load_checkpoint
 from engine.rundir import create_run_dir, run_dir_of
 from engine.session import load_data
 from engine.steps import create_evaluator
+from handlers.checkpointing import epoch_checkpoints
 
 MOST_CONFUSED_SHOWN = 10
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from engine.compare.class_gain import compare_classes
 from core.errors import UserError
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, gap_accuracy, gap_loss,
                                has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
+from engine.compare.class_gain import compare_classes
+from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import decide, rule
 from engine.evaluate import Retester
-from engine.compare.report_views import plot_curves, render_report
 from models import ARCHITECTURES, BONUS_PAIR, build_model, count_parameters
 from models.stats import macs_per_image, receptive_field
 

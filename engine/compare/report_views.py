@@ -1,14 +1,12 @@
 """How a comparison report looks: report.md and curves.png, from the report dict that engine/compare/report.py builds."""
 from __future__ import annotations
 
+from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS)
-
-from core.figures import curve_panels, save
 from engine.compare.gain_views import gain_markdown
 from engine.compare.study_views import COLORS, more_seeds_note
 from models import ARCHITECTURES
-
 
 
 def label(name: str) -> str:

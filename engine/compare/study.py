@@ -15,16 +15,16 @@ from core.errors import UserError
 from core.history_file import (EPOCH, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy,
                                has_train_eval, read_history, write_json)
 from core.recipe import Recipe, Setup
-from engine.compare.stats import interval
 from engine.compare.comparison import comparison_flag, comparison_nets, net_dir, run_comparison
+from engine.compare.report import where_the_gain_comes_from
+from engine.compare.stats import interval
+from engine.compare.study_views import plot_study, render_study
 from engine.compare.verdict import decide, decide_paired, rule, rule_paired
 from engine.console import say
 from engine.evaluate import Retester
-from engine.compare.report import where_the_gain_comes_from
 from engine.resume import member_is_finished
 from engine.rundir import continue_or_claim, default_study_dir, hold
 from engine.session import Interrupted, load_data, train
-from engine.compare.study_views import plot_study, render_study
 
 STUDY_FILE = "study.json"
 

@@ -2,10 +2,10 @@
 (mean curves with ±1 sd bands), from the dict that engine/compare/study.py builds."""
 from __future__ import annotations
 
-from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS
 from core.figures import curve_panels, save
-from engine.compare.stats import expected_half_width
+from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS
 from engine.compare.gain_views import gain_markdown
+from engine.compare.stats import expected_half_width
 from models import ARCHITECTURES
 
 # Curve colours by position, baseline first (the bonus pair: orange, blue).

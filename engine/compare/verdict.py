@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from core.history_file import (GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS,
-                               gap_accuracy)
+from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, gap_accuracy
 from models import ARCHITECTURES, BONUS_PAIR
 
 ACCURACY_FLOOR = 0.01

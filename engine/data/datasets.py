@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.data import cifar_archive
 from core.errors import DataError
+from engine.data import cifar_archive
 
 
 @dataclass(frozen=True)
