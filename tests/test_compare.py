@@ -141,6 +141,18 @@ def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(ci
     assert run_in_process(["--report", str(study)]).returncode == 0  # rebuilt from the histories alone
 
 
+def test_a_comparison_resumes_only_with_its_own_nets_and_reports_only_on_comparisons(old_bonus, tmp_path):
+    data_dir, bonus = old_bonus
+    other = run_in_process(["--compare", "singlestage", "multistage-narrow", "--resume", str(bonus), "--data-dir", data_dir])
+    assert (other.returncode, other.stderr) == (1, f"error: cannot resume {bonus}: it compares singlestage multistage, "
+                                                   "not singlestage multistage-narrow\n")
+    (tmp_path / "plain").mkdir()
+    refused = run_in_process(["--report", str(tmp_path / "plain")])
+    assert (refused.returncode, refused.stderr) == (1, f"error: {tmp_path / 'plain'} is not a comparison: it has no "
+                                                       "comparison.json and no singlestage/, multistage/\n")
+    assert os.listdir(tmp_path / "plain") == []  # nothing written, not even a lock file
+
+
 def test_compare_needs_two_different_architectures(capsys):
     for flags in (["--compare", "multistage"], ["--compare", "multistage", "multistage"],
                   ["--bonus", "--compare", "singlestage", "multistage"]):

@@ -143,7 +143,9 @@ def report_only(directories: list[str], setup: Setup) -> str:
     class on the dataset under `setup.data_dir`, if it is there."""
     if len(directories) == 1:
         directory = directories[0]
-        nets = comparison_nets(directory) or ()
+        nets = comparison_nets(directory)
+        if nets is None:  # said before the lock, so that nothing is written into a directory that is no comparison
+            read_comparison(directory)
         # The report is written into the comparison directory and its runs.
         with hold(directory, members=[net_dir(directory, arch) for arch in nets]):
             write_report(directory, read_comparison(directory), Retester(offline(setup)))
