@@ -41,7 +41,7 @@ def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path
     assert written
     dump = tmp_path / "dump"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "tests/sample_dump.py",
-               str(dump), "--", "--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "2",
+               str(dump), "--", "--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
                "--batch-size", "32", "--train-eval", "40", "--no-progress", "--no-amp", "--runs-root", str(tmp_path / "runs")]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
