@@ -112,6 +112,7 @@ def dispatch(args: argparse.Namespace) -> int:
     Under torchrun rank 0 reports; another process reports an error of its own too, marked with its rank
     (an error all processes share is said once, by rank 0)."""
     recipe, setup = configs_from_args(args)
+    nets = compared_nets(args)
     rank = idist.get_rank()
 
     def fail(message: str, code: int = 1, shared: bool = True) -> int:
@@ -129,9 +130,9 @@ def dispatch(args: argparse.Namespace) -> int:
         elif args.report:
             report_only(args.report, setup)
         elif args.seeds:
-            run_study(recipe, setup, args.seeds, nets=compared_nets(args), resume_dir=args.resume)
-        elif compared_nets(args):
-            run_comparison(recipe, setup, compared_nets(args), resume_dir=args.resume)
+            run_study(recipe, setup, args.seeds, nets=nets, resume_dir=args.resume)
+        elif nets:
+            run_comparison(recipe, setup, nets, resume_dir=args.resume)
         else:
             train(recipe, setup, resume=args.resume)
     except Interrupted as exc:

@@ -90,12 +90,6 @@ def run_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...] = BONUS_P
         return _run_comparison_in(directory, nets, recipe, setup, resume_dir is not None, retester)
 
 
-def run_bonus(recipe: Recipe, setup: Setup, resume_dir: str | None = None, retester: Retester | None = None,
-              into: str | None = None) -> str:
-    """`--bonus`: the comparison of the assignment's two nets, single-stage (the baseline) then multi-stage."""
-    return run_comparison(recipe, setup, BONUS_PAIR, resume_dir, retester, into)
-
-
 def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, setup: Setup, resuming: bool,
                        retester: Retester | None) -> str:
     say(f"{'Bonus' if nets == BONUS_PAIR else 'Comparison'} directory: {directory}")
