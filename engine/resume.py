@@ -46,12 +46,22 @@ def check_resumable(recipe: Recipe, run_dir: str) -> None:
 
 
 def member_is_finished(recipe: Recipe, run_dir: str) -> bool | None:
-    """For a run inside a resumed bonus or study: None when it holds no checkpoint (it trains afresh), True when
-    it completed (it is kept), False when it continues from its checkpoint. A changed recipe is refused."""
-    if not has_checkpoint(run_dir):
+    """For a run inside a resumed bonus or study: True when it completed (it is kept, with or without its
+    checkpoints: a finished run copied in from elsewhere may bring its history alone), False when it continues
+    from its checkpoint, None when it holds neither (it trains afresh). A changed recipe is refused."""
+    if not has_checkpoint(run_dir) and not _completed_history(run_dir):
         return None
     check_resumable(recipe, run_dir)
     return read_history(run_dir).completed
+
+
+def _completed_history(run_dir: str) -> bool:
+    if not os.path.isfile(os.path.join(run_dir, HISTORY_FILE)):
+        return False
+    try:
+        return read_history(run_dir).completed
+    except UserError:
+        return False
 
 
 class RunIdentity:

@@ -138,7 +138,55 @@ def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(ci
                                  names=("singlestage", net))
         assert summary["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
     assert "## multistage-narrow against singlestage:" in (study / "study.md").read_text()
+    assert_ablation_from_histories(summary["ablation"], seeds)
     assert run_in_process(["--report", str(study)]).returncode == 0  # rebuilt from the histories alone
+
+
+def assert_ablation_from_histories(ablation, seeds):
+    """The study's ablation (NETS: baseline, target, one variant) against numbers computed here: one epoch, so each
+    seed's window mean is its last record."""
+    from scipy import stats
+
+    def last(seed, net, key):
+        return seed[net]["epochs"][-1][key]
+
+    gain = [last(s, "multistage", "train_eval_accuracy") - last(s, "singlestage", "train_eval_accuracy") for s in seeds]
+    assert ablation["gain"]["values"] == pytest.approx(gain)
+    assert [(row["variant"], row["reference"]) for row in ablation["contrasts"]] == [
+        ("multistage-narrow", "singlestage"), ("multistage-narrow", "multistage")]
+    for row in ablation["contrasts"]:
+        diffs = [last(s, "multistage-narrow", "train_eval_accuracy") - last(s, row["reference"], "train_eval_accuracy")
+                 for s in seeds]
+        mean, sem = sum(diffs) / 2, abs(diffs[0] - diffs[1]) / 2  # two seeds: sd / sqrt(2) = |d0 - d1| / 2
+        low, high = stats.t.interval(0.95, 1, loc=mean, scale=sem) if sem else (mean, mean)
+        measured = row["train_eval_accuracy"]
+        assert (measured["mean"], measured["ci_low"], measured["ci_high"]) == pytest.approx((mean, low, high))
+        wins = sum(last(s, "multistage-narrow", "test_accuracy") > last(s, row["reference"], "test_accuracy") for s in seeds)
+        assert (row["p_better"]["wins"], row["p_better"]["seeds"]) == (wins, 2)
+    assert ablation["contrasts"][1]["differs_in"] == ["widths", "parameters", "MACs"]  # the layout is held equal
+
+
+def test_a_cifar100_ablation_study_adopts_finished_runs_by_their_history_alone(cifar100_dir, tmp_path):
+    """Three nets, two seeds on the CIFAR-100 layout. A second study that holds only the first study's baseline and
+    target histories (no checkpoints: runs copied in from elsewhere) trains only the variant and reaches the same
+    ablation."""
+    data_dir, _ = cifar100_dir
+    args = [*COMMON, "--dataset", "cifar100", "--batch-size", "50", "--data-dir", data_dir, "--epochs", "1",
+            "--train-eval", "40", "--compare", *NETS, "--seeds", "0", "1"]
+    first = run_in_process([*args, "--output-dir", str(tmp_path / "first")])
+    assert first.returncode == 0, first.stderr
+    assert "Ablation: multistage-narrow - multistage: differs in widths, parameters, MACs; train-eval " in first.stdout
+    adopted = tmp_path / "adopted"
+    for seed in ("seed0", "seed1"):
+        shutil.copy(tmp_path / "first" / seed / "comparison.json", (adopted / seed).mkdir(parents=True) or adopted / seed)
+        for net in NETS[:2]:
+            (adopted / seed / net).mkdir()
+            shutil.copy(tmp_path / "first" / seed / net / "history.json", adopted / seed / net)
+    second = run_in_process(["--seeds", "0", "1", "--compare", *NETS, "--resume", str(adopted), "--no-progress"])
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("already trained in") == 4 and second.stdout.count("== multistage-narrow ==") == 2
+    before, after = (json.loads((tmp_path / name / "study.json").read_text())["ablation"] for name in ("first", "adopted"))
+    assert after == before and before["properties"]["multistage"]["parameters"] == 181_572
 
 
 def test_a_comparison_resumes_only_with_its_own_nets_and_reports_only_on_comparisons(old_bonus, tmp_path):

@@ -1,5 +1,5 @@
 from models import build_model
-from models.stats import macs_per_image, receptive_field
+from models.stats import feature_maps, macs_per_image, receptive_field
 
 
 def test_receptive_fields():
@@ -19,3 +19,13 @@ def test_macs_per_image_match_a_hand_count():
              + conv(32, 64, 8) + conv(32, 64, 8, k=1) + 3 * conv(64, 64, 8) + 64 * 100)
     assert macs_per_image(build_model("singlestage", 100)) == single
     assert macs_per_image(build_model("multistage", 100)) == multi
+
+
+def test_feature_maps_follow_each_stage_and_resolution():
+    assert feature_maps(build_model("singlestage", 100)) == [(32, 32)]
+    assert feature_maps(build_model("singlestage-dilated", 100)) == [(32, 32)]  # dilation keeps full resolution
+    assert feature_maps(build_model("multistage", 100)) == [(16, 32), (32, 16), (64, 8)]
+    assert feature_maps(build_model("multistage-constwidth", 100)) == [(32, 32), (32, 16), (32, 8)]
+    assert feature_maps(build_model("multistage-narrow", 100)) == [(8, 32), (16, 16), (32, 8)]
+    for arch in ("multistage-constwidth", "multistage-narrow", "singlestage-dilated"):
+        assert receptive_field(build_model(arch, 100)) >= 32  # each variant sees the whole image

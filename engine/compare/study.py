@@ -15,6 +15,8 @@ from core.errors import UserError
 from core.history_file import (EPOCH, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy,
                                has_train_eval, read_history, write_json)
 from core.recipe import Recipe, Setup
+from engine.compare.ablation import ablation
+from engine.compare.ablation_views import ablation_summary
 from engine.compare.comparison import comparison_flag, comparison_nets, net_dir, run_comparison
 from engine.compare.report import where_the_gain_comes_from
 from engine.compare.stats import interval
@@ -165,6 +167,8 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
             study.update(contrasts[compared[1]])
         else:
             study.update(baseline=compared[0], contrasts=contrasts)
+            if len(seeds) >= 2:  # what explains the second net's gain: its contrasts need an interval across seeds
+                study["ablation"] = ablation(histories)
     write_json(os.path.join(study_dir, STUDY_FILE), study)
     with open(os.path.join(study_dir, "study.md"), "w") as f:
         f.write(render_study(study))
@@ -181,6 +185,8 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
             f"(confidence: {contrast['verdict']['confidence']})")
         if "classes" in contrast.get("where_the_gain_comes_from", {}):
             say(f"Where the gain comes from{against}: {contrast['where_the_gain_comes_from']['classes']['summary']}")
+    for row in study.get("ablation", {}).get("contrasts", []):
+        say(f"Ablation: {ablation_summary(row)}")
     say(f"Study report: {os.path.join(study_dir, 'study.md')}")
     return study_dir
 

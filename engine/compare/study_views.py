@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from core.figures import curve_panels, save
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS
+from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
 from engine.compare.stats import expected_half_width
 from models import ARCHITECTURES
@@ -58,6 +59,8 @@ def render_study(study: dict) -> str:
         first = next(iter(contrasts.values()))
         lines += ["## The rule", ""] + ([f"Shown for {names[1]}; every other network takes its place in turn.", ""]
                                        if len(contrasts) > 1 else []) + ["```", first["rule"], "```"]
+    if "ablation" in study:
+        lines += ablation_lines(study)
     lines += ["", "![curves](study.png)", ""]
     return "\n".join(lines)
 

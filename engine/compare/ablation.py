@@ -1,0 +1,131 @@
+"""What explains a gain: an ablation over a study of three or more networks.
+
+The first network is the baseline and the second the target; the target's gain over the baseline in train-eval
+accuracy is the gain to explain. Every further network is a variant: each is contrasted with the baseline and with
+the target. A contrast names the properties in which its two networks differ and those they share (measured on
+the models by models/stats.py), shows the paired difference across seeds with its 95 % interval, turns it into a
+share of the gain by `ATTRIBUTION_RULE`, and gives the probability that the variant beats the other network.
+"""
+from __future__ import annotations
+
+from core.history_file import TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
+from engine.compare.stats import CONFIDENCE, interval
+from engine.compare.verdict import seed_window_means
+from models import build_model, count_parameters
+from models.stats import feature_maps, macs_per_image, receptive_field
+
+IMAGE_SIZE = 32
+# Parameter and MAC counts this close (relative to the larger) count as held equal.
+COUNT_TOLERANCE = 0.10
+HALF = 0.5
+
+ATTRIBUTION_RULE = """Properties: "resolution" is the sequence of feature-map sizes, "widths" the channel counts used (32 alone is not
+16, 32, 64), "receptive field" whether it covers the 32-px image; "parameters" and "MACs" count as equal within 10 %.
+The gain to explain: G = {target} minus {baseline} in train-eval accuracy, each seed's value the mean over the last
+{window} epochs, paired by seed (the same data order), G the mean over the seeds.
+A contrast V - R (a variant V and a reference R, which differ only in the properties it names) has per seed the
+difference of the same window means, and across seeds their mean D and 95 % Student-t interval [lo, hi].
+  - against {baseline}: the properties V changes recover  share = D / G  of the gain;
+  - against {target}:   the properties V lacks account for  share = -D / G  of the gain;
+the share's interval is D's interval divided by G (G's own interval is shown beside it). In words:
+  - "at least half of the gain"  when the share's whole interval lies at or above 0.5;
+  - "some of the gain"           when it lies above 0 but reaches below 0.5;
+  - "little or none of the gain" when it contains 0 and lies below 0.5;
+  - "none: it works against the gain" when it lies wholly below 0;
+  - "cannot tell"                when it contains both 0 and 0.5 (too few seeds or too much spread);
+and when G's own interval contains 0 there is no gain to explain and no contrast is attributed.
+P(V > R): the fraction of seeds in which V's test accuracy (window mean) beats R's, a tie counting as no win, with
+its 95 % Clopper-Pearson interval (scipy.stats.binomtest): with 3 seeds even 3 wins of 3 leaves it at [0.29, 1]."""
+
+
+def attribution_rule(baseline: str, target: str, window: int) -> str:
+    """`ATTRIBUTION_RULE` in the study's names."""
+    return ATTRIBUTION_RULE.format(baseline=baseline, target=target, window=window)
+
+
+def network_properties(arch: str, num_classes: int, blocks_per_stage: int) -> dict:
+    """What an ablation compares of one network, measured on a freshly built model."""
+    model = build_model(arch, num_classes, blocks_per_stage=blocks_per_stage)
+    maps = feature_maps(model, IMAGE_SIZE)
+    field = receptive_field(model, IMAGE_SIZE)
+    return {"resolution": [size for _channels, size in maps], "widths": [channels for channels, _size in maps],
+            "receptive_field": field, "covers_image": field >= IMAGE_SIZE,
+            "parameters": count_parameters(model), "macs_per_image": macs_per_image(model, IMAGE_SIZE)}
+
+
+def _close(a: int, b: int) -> bool:
+    return abs(a - b) <= COUNT_TOLERANCE * max(a, b)
+
+
+# Each property: its name in the report, and whether two networks' properties hold it equal.
+PROPERTIES = {
+    "resolution": lambda a, b: a["resolution"] == b["resolution"],
+    "widths": lambda a, b: sorted(set(a["widths"])) == sorted(set(b["widths"])),
+    "receptive field": lambda a, b: a["covers_image"] == b["covers_image"],
+    "parameters": lambda a, b: _close(a["parameters"], b["parameters"]),
+    "MACs": lambda a, b: _close(a["macs_per_image"], b["macs_per_image"]),
+}
+
+
+def probability_better(candidate: list[float], reference: list[float], confidence: float = CONFIDENCE) -> dict:
+    """P(candidate > reference) over paired seeds: the fraction of wins (a tie is no win) and its exact
+    (Clopper-Pearson) interval, as Bouthillier et al. (MLSys 2021) recommend over a mean difference."""
+    from scipy import stats  # imported here: a second of start-up that only studies need
+
+    wins = sum(c > r for c, r in zip(candidate, reference, strict=True))
+    seeds = len(candidate)
+    ci = stats.binomtest(wins, seeds).proportion_ci(confidence_level=confidence, method="exact")
+    return {"wins": wins, "seeds": seeds, "probability": wins / seeds, "ci_low": float(ci.low), "ci_high": float(ci.high)}
+
+
+def share_in_words(low: float, high: float) -> str:
+    """The words of `ATTRIBUTION_RULE` for a share's interval [low, high]."""
+    if low >= HALF:
+        return "at least half of the gain"
+    if low > 0:
+        return "some of the gain"
+    if high < 0:
+        return "none: it works against the gain"
+    if high < HALF:
+        return "little or none of the gain"
+    return "cannot tell"
+
+
+def _per_seed(histories: list[RunHistory], window: int) -> list[dict]:
+    return [seed_window_means(h.epochs, window) for h in histories]
+
+
+def contrast(variant: str, reference: str, sign: int, means: dict, properties: dict, gain: dict) -> dict:
+    """One contrast of `variant` with `reference` (sign +1 against the baseline, -1 against the target)."""
+    differ = [name for name, equal in PROPERTIES.items() if not equal(properties[variant], properties[reference])]
+    train_eval = interval([v[TRAIN_EVAL_ACCURACY] - r[TRAIN_EVAL_ACCURACY]
+                           for v, r in zip(means[variant], means[reference], strict=True)])
+    test = interval([v[TEST_ACCURACY] - r[TEST_ACCURACY] for v, r in zip(means[variant], means[reference], strict=True)])
+    result = {"variant": variant, "reference": reference, "differs_in": differ,
+              "held_equal": [name for name in PROPERTIES if name not in differ],
+              "train_eval_accuracy": train_eval, "test_accuracy": test,
+              "p_better": probability_better([v[TEST_ACCURACY] for v in means[variant]],
+                                             [r[TEST_ACCURACY] for r in means[reference]])}
+    if gain["clear"] and train_eval["ci_low"] is not None:
+        bounds = sorted(sign * bound / gain["mean"] for bound in (train_eval["ci_low"], train_eval["ci_high"]))
+        result["share"] = {"mean": sign * train_eval["mean"] / gain["mean"], "ci_low": bounds[0],
+                           "ci_high": bounds[1], "words": share_in_words(*bounds)}
+    return result
+
+
+def ablation(histories: dict[str, list[RunHistory]], window: int = 3) -> dict:
+    """The ablation of a study of three or more networks (`histories[arch][k]`: seed k's run, baseline first, then
+    the target, then the variants): properties per network, the gain, and each variant's two contrasts."""
+    names = list(histories)
+    baseline, target, variants = names[0], names[1], names[2:]
+    window = max(1, min([window] + [len(h.epochs) for runs in histories.values() for h in runs]))
+    first = histories[baseline][0]
+    properties = {arch: network_properties(arch, first.num_classes, first.recipe.blocks_per_stage) for arch in names}
+    means = {arch: _per_seed(runs, window) for arch, runs in histories.items()}
+    gain = interval([t[TRAIN_EVAL_ACCURACY] - b[TRAIN_EVAL_ACCURACY]
+                     for t, b in zip(means[target], means[baseline], strict=True)])
+    gain["clear"] = gain["ci_low"] is not None and gain["ci_low"] > 0
+    contrasts = [contrast(variant, reference, sign, means, properties, gain)
+                 for variant in variants for reference, sign in ((baseline, 1), (target, -1))]
+    return {"baseline": baseline, "target": target, "window": window, "properties": properties, "gain": gain,
+            "contrasts": contrasts, "rule": attribution_rule(baseline, target, window)}

@@ -1,0 +1,76 @@
+"""How the ablation looks in study.md (the numbers come from engine/compare/ablation.py)."""
+from __future__ import annotations
+
+from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.2f}"
+
+
+def _interval(stats: dict) -> str:
+    if stats["ci_low"] is None:
+        return "-"
+    return f"[{_points(stats['ci_low'])}, {_points(stats['ci_high'])}]"
+
+
+def _facts(properties: dict) -> list[str]:
+    field = f"{properties['receptive_field']} px" + ("" if properties["covers_image"] else " (less than the image)")
+    return [" → ".join(map(str, properties["resolution"])) + " px", " → ".join(map(str, properties["widths"])), field,
+            f"{properties['parameters']:,}", f"{properties['macs_per_image'] / 1e6:.1f} M"]
+
+
+def _final(net: dict, key: str) -> str:
+    stats = net["final"].get(key)
+    if stats is None:
+        return "-"
+    return f"{100 * stats['mean']:.2f}" + (f" ± {100 * stats['sd']:.2f}" if stats["sd"] is not None else "")
+
+
+def ablation_summary(row: dict) -> str:
+    """One contrast in one line (for the console)."""
+    text = (f"{row['variant']} - {row['reference']}: differs in {', '.join(row['differs_in']) or 'nothing measured'}; "
+            f"train-eval {_points(row['train_eval_accuracy']['mean'])} pts {_interval(row['train_eval_accuracy'])}")
+    if "share" in row:
+        text += f", {row['share']['words']} (share {row['share']['mean']:.2f})"
+    return text
+
+
+def ablation_lines(study: dict) -> list[str]:
+    """The section of study.md: one row per network, the gain, one row per contrast, the rule."""
+    ablation, nets = study["ablation"], study["nets"]
+    baseline, target = ablation["baseline"], ablation["target"]
+    contrasts = study.get("contrasts", {})
+    lines = ["", "## What explains the gain (ablation)", "",
+             f"Last epoch, mean ± sd over {len(study['seeds'])} seeds; verdicts against {baseline} by the rule above.", "",
+             "| network | resolution | widths | receptive field | parameters | MACs per image | train-eval acc | "
+             "test acc | gap (pts) | verdict |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, properties in ablation["properties"].items():
+        verdict = contrasts[name]["verdict"] if name in contrasts else None
+        cell = f"{verdict['verdict']} ({verdict['confidence']})" if verdict else "baseline"
+        lines.append(f"| {name} | " + " | ".join(_facts(properties)) + " | "
+                     + " | ".join(_final(nets[name], key) for key in (TRAIN_EVAL_ACCURACY, TEST_ACCURACY, GAP_ACCURACY))
+                     + f" | {cell} |")
+    gain = ablation["gain"]
+    lines += ["", f"The gain to explain: {target} minus {baseline} in train-eval accuracy, "
+                  f"{_points(gain['mean'])} pts {_interval(gain)} (per seed "
+                  f"{', '.join(_points(v) for v in gain['values'])})"
+              + ("." if gain["clear"] else "; its interval contains 0, so there is no gain to explain."), "",
+              f"Paired contrasts (window means of the last {ablation['window']} epochs, differences in points, "
+              "95 % intervals across seeds):", "",
+              "| contrast | differs in | held equal | train-eval acc, per seed | mean [95 %] | share of the gain | "
+              "test acc, mean [95 %] | P(variant > reference), test [95 %] |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in ablation["contrasts"]:
+        train_eval, test, better = row["train_eval_accuracy"], row["test_accuracy"], row["p_better"]
+        share = row.get("share")
+        share_cell = (f"{share['mean']:.2f} [{share['ci_low']:.2f}, {share['ci_high']:.2f}]: {share['words']}"
+                      if share else "-")
+        lines.append(f"| {row['variant']} - {row['reference']} | {', '.join(row['differs_in']) or '-'} | "
+                     f"{', '.join(row['held_equal']) or '-'} | {', '.join(_points(v) for v in train_eval['values'])} | "
+                     f"{_points(train_eval['mean'])} {_interval(train_eval)} | {share_cell} | "
+                     f"{_points(test['mean'])} {_interval(test)} | {better['wins']} of {better['seeds']} = "
+                     f"{better['probability']:.2f} [{better['ci_low']:.2f}, {better['ci_high']:.2f}] |")
+    lines += ["", "### The attribution rule", "", "```", ablation["rule"], "```"]
+    return lines
