@@ -14,6 +14,7 @@ import torch
 from core.errors import UserError
 from core.history_file import read_history
 from core.recipe import Recipe, Setup, non_negative_int
+from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
 from engine.compare.report import offline
 from engine.compare.study import is_study, recorded_run, report_study, run_study
@@ -23,11 +24,13 @@ from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
+from handlers.lr_schedule import SCHEDULES
 from models import ARCHITECTURES, BONUS_PAIR
 
 # The choices of fields whose allowed values are facts of the engine and the models.
 CHOICES = {"architectures": sorted(ARCHITECTURES), "datasets": sorted(DATASETS), "devices": list(DEVICE_CHOICES),
-           "amp_modes": list(AMP_MODES)}
+           "amp_modes": list(AMP_MODES), "optimizers": list(OPTIMIZERS), "schedules": list(SCHEDULES),
+           "tta": list(TTA_MODES)}
 
 
 def add_field_flags(parser: argparse.ArgumentParser, config_type) -> None:

@@ -21,6 +21,8 @@ TRAIN_LOSS = "train_loss"
 TRAIN_SECONDS = "train_seconds"
 IMAGES_PER_S = "images_per_s"
 TEST, TRAIN_EVAL = "test", "train_eval"
+# The test set again, for --ema (the averaged weights) and --tta flip (the mean over each image and its mirror).
+TEST_EMA, TEST_FLIP = "test_ema", "test_flip"
 ACCURACY, TOP5, LOSS, SUPERCLASS_ACCURACY = "accuracy", "top5", "loss", "superclass_accuracy"
 
 

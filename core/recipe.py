@@ -44,6 +44,17 @@ def fraction(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number at least 0, got {text}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a positive finite number."""
     try:
@@ -74,7 +85,7 @@ class Recipe:
     blocks_per_stage: int = flag(2, "residual blocks per stage of the multi-stage net (3 gives ResNet-20)", type=positive_int)
     epochs: int = flag(10, "training epochs", type=positive_int)
     batch_size: int = flag(128, "training batch size", type=positive_int)
-    lr: float = flag(1e-3, "Adam learning rate", type=positive_float)
+    lr: float = flag(1e-3, "learning rate (under a schedule: its peak)", type=positive_float)
     seed: int = flag(0, "seed for weights and data order; a CPU run repeats bit for bit", type=non_negative_int)
     augment: bool = flag(False, "random crop (pad 4) + horizontal flip, batched on the device (off: as the assignment)",
                          action="store_true")
@@ -82,6 +93,21 @@ class Recipe:
                            type=non_negative_int, metavar="N")
     label_smoothing: float = flag(0.0, "label smoothing of the training loss (0: plain cross-entropy, as the "
                                        "assignment; test and train-eval losses stay plain)", type=fraction, metavar="EPS")
+    optimizer: str = flag("adam", "optimizer (adam: the assignment's)", choices_from="optimizers")
+    momentum: float = flag(0.9, "SGD momentum (Adam does not use it)", type=fraction)
+    nesterov: bool = flag(False, "Nesterov momentum for SGD (Adam does not use it)", action="store_true")
+    weight_decay: float = flag(0.0, "L2 weight decay, added to the gradient by the optimizer (0: none, as the "
+                                    "assignment)", type=non_negative_float)
+    schedule: str = flag("constant", "learning-rate schedule, set every iteration: constant (the assignment's), "
+                                     "onecycle (linear up to --lr over the warm-up, then linearly down to 0 at the "
+                                     "end), cosine (cosine from --lr down to 0 after the warm-up)",
+                         choices_from="schedules")
+    warmup: float = flag(0.0, "warm-up epochs (fractions allowed): the rate rises linearly from 0 to --lr",
+                         type=non_negative_float, metavar="EPOCHS")
+    ema: float = flag(0.0, "also evaluate an exponential moving average of the weights, updated every iteration with "
+                           "this decay (e.g. 0.999), as test_ema_* (0: off)", type=fraction, metavar="DECAY")
+    tta: str = flag("none", "test-time augmentation, evaluated as test_flip_* beside the plain test numbers: flip = "
+                            "the mean of the logits of each image and its mirror image", choices_from="tta")
 
     def differing_field(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
         """The first field (outside `ignore`) in which this recipe differs from a stored one, or None; fields the
@@ -96,6 +122,10 @@ class Recipe:
         name = self.differing_field(stored, ignore)
         return None if name is None else f"'{name}' was {stored[name]!r}, now {getattr(self, name)!r}"
 
+    def resumable(self) -> frozenset[str]:
+        """The fields a resume may change: the epochs, unless the schedule is stretched over them."""
+        return RESUMABLE if self.schedule == "constant" else frozenset()
+
     @classmethod
     def from_dict(cls, stored: dict) -> Recipe:
         """The recipe inside a stored configuration (history.json's "config"), other keys ignored."""
@@ -103,7 +133,8 @@ class Recipe:
         return cls(**{key: value for key, value in stored.items() if key in names})
 
 
-# A resumed run may train for more epochs; a comparison compares architectures.
+# A resumed run may train for more epochs (unless its schedule is laid out over them: `Recipe.resumable`); a
+# comparison compares architectures.
 RESUMABLE = frozenset({"epochs"})
 COMPARED = frozenset({"arch"})
 

@@ -11,12 +11,15 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import TerminateOnNan
+from ignite.handlers.param_scheduler import ParamScheduler
 from ignite.metrics import Metric
 
 import handlers.epoch_loss
 import handlers.evaluation
+import handlers.lr_schedule
+import handlers.weight_average
 from core.errors import UserError
-from core.history_file import TEST, TRAIN_EVAL
+from core.history_file import TEST, TEST_EMA, TEST_FLIP, TRAIN_EVAL
 from core.recipe import Recipe, Setup
 from engine.data.datasets import CifarData, channel_stats
 from engine.data.loader import DeviceBatches
@@ -40,10 +43,12 @@ class Run:
     trainer: Engine
     epoch_loss: Metric  # the accumulator behind the trainer's epoch-mean loss (a mid-epoch checkpoint saves it)
     train_batches: DeviceBatches
-    evaluators: dict[str, Engine]  # TEST, and TRAIN_EVAL when the recipe asks for it
+    evaluators: dict[str, Engine]  # TEST, and TRAIN_EVAL, TEST_EMA, TEST_FLIP when the recipe asks for them
     eval_batches: dict[str, DeviceBatches]  # the same keys
     mean: torch.Tensor
     std: torch.Tensor
+    lr_schedule: ParamScheduler | None = None  # None: the rate stays constant
+    ema_model: torch.nn.Module | None = None  # the averaged weights (--ema)
 
     @property
     def test_batches(self) -> DeviceBatches:
@@ -81,6 +86,20 @@ def model_on(device: torch.device, recipe: Recipe, num_classes: int) -> torch.nn
     return model.to(device, memory_format=torch.channels_last if uses_channels_last(device) else torch.contiguous_format)
 
 
+OPTIMIZERS = ("adam", "sgd")
+TTA_MODES = ("none", "flip")  # flip: the mean of the logits of each test image and its mirror image
+
+
+def create_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The recipe's optimizer over the model's parameters: Adam (the assignment's), or SGD with momentum."""
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                               weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose one of {OPTIMIZERS}")
+
+
 def configure_torch(recipe: Recipe, setup: Setup, device: torch.device) -> None:
     """Process-wide torch settings of a run: the seed, and deterministic or autotuned kernels."""
     torch.manual_seed(recipe.seed)
@@ -114,7 +133,9 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         # DistributedDataParallel (BatchNorm per process unless --sync-bn); checkpoints keep the plain module.
         network = idist.auto_model(model, sync_bn=setup.sync_bn)
         model = network.module
-    optimizer = idist.auto_optim(torch.optim.Adam(model.parameters(), lr=recipe.lr))
+    if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
+        raise UserError("--nesterov needs --optimizer sgd with a --momentum above 0")
+    optimizer = idist.auto_optim(create_optimizer(recipe, model))
     if setup.compile:
         network = torch.compile(network)  # `model` stays the original module: it is what checkpoints hold
 
@@ -130,12 +151,24 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         eval_batches[TRAIN_EVAL] = DeviceBatches(train_batches.images[index], train_batches.labels[index],
                                                  recipe.batch_size, mean, std, **shard)
         metrics[TRAIN_EVAL] = handlers.evaluation.classification_metrics(device)
+    trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing)
+    lr_schedule = handlers.lr_schedule.attach(trainer, recipe, optimizer, len(train_batches))
+    ema_model = handlers.weight_average.attach(trainer, model, recipe.ema) if recipe.ema else None
+
+    # The test set again: through the averaged weights, and with each image's mirror (test-time augmentation).
+    again = {TEST_EMA: ema_model} if ema_model is not None else {}
+    if recipe.tta == "flip":
+        again[TEST_FLIP] = network
+    elif recipe.tta not in TTA_MODES:
+        raise ValueError(f"unknown test-time augmentation {recipe.tta!r}; choose one of {TTA_MODES}")
+    for split in again:
+        eval_batches[split] = eval_batches[TEST]
+        metrics[split] = handlers.evaluation.classification_metrics(device)
     evaluators = {}
     for split, split_metrics in metrics.items():
-        evaluators[split] = create_evaluator(network, device, precision)
+        evaluators[split] = create_evaluator(again.get(split, network), device, precision, flip=split == TEST_FLIP)
         handlers.evaluation.attach_metrics(evaluators[split], split_metrics)
 
-    trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing)
     # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;
     # real failures still raise with a traceback.
     trainer.logger.disabled = True
@@ -148,7 +181,7 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     # stop at the same iteration instead of waiting on each other.
     epoch_loss = handlers.epoch_loss.attach(trainer, device)
     return Run(recipe, setup, device, precision, data, model, optimizer, trainer, epoch_loss, train_batches,
-               evaluators, eval_batches, mean, std)
+               evaluators, eval_batches, mean, std, lr_schedule, ema_model)
 
 
 def _select_epoch_data(trainer: Engine, batches: DeviceBatches) -> None:

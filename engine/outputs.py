@@ -85,6 +85,11 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
     # "identity" first: a checkpoint of another run is refused before any weights are loaded.
     to_save = {"identity": RunIdentity(run.recipe), "model": run.model, "optimizer": run.optimizer,
                "trainer": trainer, "history": history, "epoch_loss": run.epoch_loss}
+    # The schedule's position and the averaged weights: a resume continues both exactly.
+    if run.lr_schedule is not None:
+        to_save["lr_schedule"] = run.lr_schedule
+    if run.ema_model is not None:
+        to_save["ema_model"] = run.ema_model
     tb_logger = handlers.tensorboard_logging.create_logger(run_dir, purge_step) if rank0 else None
     if rank0:
         handlers.tensorboard_logging.attach_iteration_logging(trainer, tb_logger, run.optimizer, run.log_every)

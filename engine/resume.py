@@ -9,7 +9,7 @@ import torch
 
 from core.errors import UserError
 from core.history_file import HISTORY_FILE, read_history
-from core.recipe import RESUMABLE, Recipe
+from core.recipe import Recipe
 from handlers.checkpointing import CHECKPOINT_NAME
 
 
@@ -40,7 +40,7 @@ def check_resumable(recipe: Recipe, run_dir: str) -> None:
         stored = read_history(run_dir).config
     except UserError as exc:
         raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
-    difference = recipe.difference(stored, ignore=RESUMABLE)
+    difference = recipe.difference(stored, ignore=recipe.resumable())
     if difference:
         raise UserError(f"cannot resume {run_dir}: {difference}")
 
@@ -75,7 +75,7 @@ class RunIdentity:
         return dataclasses.asdict(self.recipe)
 
     def load_state_dict(self, stored: dict) -> None:
-        difference = self.recipe.difference(stored, ignore=RESUMABLE)
+        difference = self.recipe.difference(stored, ignore=self.recipe.resumable())
         if difference:
             raise UserError(f"checkpoint belongs to a different run: {difference}")
 
@@ -99,7 +99,7 @@ def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False)
             stored = read_history(run_dir).config
         except UserError:
             continue  # not a run directory after all
-        if has_checkpoint(run_dir) and recipe.difference(stored, ignore=RESUMABLE) is None:
+        if has_checkpoint(run_dir) and recipe.difference(stored, ignore=recipe.resumable()) is None:
             candidates.append((os.path.getmtime(history_path), run_dir))
     for _, run_dir in sorted(candidates, reverse=True):
         if not skip(run_dir):

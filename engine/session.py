@@ -110,6 +110,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         if resume is not None:
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
+            check_resumable(recipe, run_dir)  # before anything is loaded: a different recipe is refused at once
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
         say(f"Device: {run.device}, {run.precision.describe()}")  # the first line: what the run computes in
@@ -119,7 +120,6 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         checkpoint = state = None
         if resume is not None:
             checkpoint = resume_checkpoint(run_dir, resume, len(run.train_batches))
-            check_resumable(recipe, run_dir)
             if idist.get_rank() == 0:
                 remove_stale_temp_files(run_dir)
             state = load_checkpoint(checkpoint, run.device)

@@ -32,15 +32,18 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: t
     return Engine(train_step)
 
 
-def create_evaluator(model: nn.Module, device: torch.device, precision: Precision = FP32) -> Engine:
-    """Evaluator whose output per iteration is `{"y_pred": logits (float32), "y": labels}`."""
+def create_evaluator(model: nn.Module, device: torch.device, precision: Precision = FP32, flip: bool = False) -> Engine:
+    """Evaluator whose output per iteration is `{"y_pred": logits (float32), "y": labels}`; with `flip`, the logits
+    are the mean of those of each image and of its mirror image (test-time augmentation)."""
 
     @torch.inference_mode()
     def eval_step(engine: Engine, batch) -> dict:
         model.eval()
         images, labels, _index = batch
         with precision.autocast(device):
-            logits = model(images)
-        return {"y_pred": logits.float(), "y": labels}
+            logits = model(images).float()
+            if flip:
+                logits = (logits + model(torch.flip(images, dims=[3])).float()) / 2
+        return {"y_pred": logits, "y": labels}
 
     return Engine(eval_step)

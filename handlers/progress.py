@@ -6,8 +6,9 @@ import sys
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
-from core.history_file import (EPOCH, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5,
-                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS)
+from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, TEST_ACCURACY, TEST_EMA, TEST_FLIP, TEST_LOSS,
+                               TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS,
+                               metric)
 from handlers.history import History
 
 
@@ -22,6 +23,9 @@ def format_epoch(record: dict, max_epochs: int) -> str:
         line += f"  superclass {100 * record[TEST_SUPERCLASS_ACCURACY]:.2f}%"
     if TRAIN_EVAL_ACCURACY in record:
         line += f"  train-eval acc {100 * record[TRAIN_EVAL_ACCURACY]:.2f}%"
+    for key, label in ((metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip")):
+        if key in record:
+            line += f"  {label} {100 * record[key]:.2f}%"
     return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"
 
 

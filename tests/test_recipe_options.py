@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import torch
 from google.protobuf.json_format import MessageToDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -68,3 +69,99 @@ def test_values_outside_zero_to_one_are_refused(value, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run.main(["--label-smoothing", value])
     assert exit_info.value.code == 2 and "argument --label-smoothing" in capsys.readouterr().err
+
+
+# The recipe fields beyond the assignment's, all away from their defaults. 100 images, batch 32: 4 iterations an epoch.
+RECIPE = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8", "--nesterov", "--weight-decay", "1e-4",
+          "--schedule", "cosine", "--warmup", "0.5", "--ema", "0.9", "--tta", "flip"]
+RECORDED = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-4,
+            "schedule": "cosine", "warmup": 0.5, "ema": 0.9, "tta": "flip"}
+
+
+def recipe_args(data_dir, run_dir):
+    return ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp", "--data-dir", data_dir,
+            "--epochs", "2", *RECIPE, "--output-dir", str(run_dir)]
+
+
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory):
+    """An uninterrupted two-epoch run of RECIPE: (data_dir, run_dir)."""
+    from synthetic_cifar import write_cifar10
+
+    root = tmp_path_factory.mktemp("recipe")
+    data_dir = str(root / "data")
+    write_cifar10(data_dir)
+    result = run_in_process(recipe_args(data_dir, root / "whole"))
+    assert result.returncode == 0, result.stderr
+    return data_dir, root / "whole"
+
+
+def test_each_field_is_recorded_logged_and_evaluated(recipe_run):
+    _, run_dir = recipe_run
+    history = json.loads((run_dir / "history.json").read_text())
+    assert {key: history["config"][key] for key in RECORDED} == RECORDED
+    hparams = logged_hparams(run_dir)
+    # torch's hparams() stores a boolean as the number 1.0 or 0.0.
+    assert {key: hparams[key] for key in RECORDED} == pytest.approx({**RECORDED, "nesterov": 1.0})
+    last = history["epochs"][-1]
+    for split in ("test", "test_ema", "test_flip"):  # the averaged weights and the flips beside the plain numbers
+        assert {f"{split}_accuracy", f"{split}_top5", f"{split}_loss"} <= set(last)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--optimizer", "adam"], "'optimizer' was 'sgd', now 'adam'"),
+    (["--momentum", "0.9"], "'momentum' was 0.8, now 0.9"),
+    (["--weight-decay", "0"], "'weight_decay' was 0.0001, now 0.0"),
+    (["--schedule", "onecycle"], "'schedule' was 'cosine', now 'onecycle'"),
+    (["--warmup", "1"], "'warmup' was 0.5, now 1.0"),
+    (["--ema", "0.99"], "'ema' was 0.9, now 0.99"),
+    (["--tta", "none"], "'tta' was 'flip', now 'none'"),
+    (["--epochs", "3"], "'epochs' was 2, now 3"),  # the cosine is laid out over the epochs: no more of them
+])
+def test_a_resume_with_another_value_is_refused(recipe_run, flags, message):
+    _, run_dir = recipe_run
+    refused = run_in_process(["--resume", str(run_dir), *flags])
+    assert (refused.returncode, refused.stderr) == (1, f"error: cannot resume {run_dir}: {message}\n")
+
+
+def test_a_resume_in_the_middle_of_the_schedule_equals_the_uninterrupted_run(recipe_run, tmp_path, monkeypatch):
+    """Ctrl-C at iteration 6 (half-way through epoch 2, in the cosine), then the printed command: the history, the
+    weights, the averaged weights and every iteration's learning rate equal those of the run that was not stopped."""
+    import engine.build
+    from fault_injection import with_fault
+    from test_resume import tensorboard_points, without_timings
+
+    data_dir, whole = recipe_run
+    monkeypatch.setattr(engine.build, "build_run", with_fault(engine.build.build_run, "sigint", 6))
+    stopped = run_in_process(recipe_args(data_dir, tmp_path / "run"))
+    assert stopped.returncode == 130, stopped.stderr
+    monkeypatch.undo()
+    resumed = run_in_process(["--resume", str(tmp_path / "run")])
+    assert resumed.returncode == 0, resumed.stderr
+    histories = [json.loads((d / "history.json").read_text()) for d in (tmp_path / "run", whole)]
+    assert without_timings(histories[0]) == without_timings(histories[1])
+    first, second = (torch.load(d / "checkpoint_2.pt", weights_only=True) for d in (tmp_path / "run", whole))
+    for part in ("model", "ema_model"):
+        assert all(torch.equal(first[part][k], second[part][k]) for k in second[part])
+    rates = [tensorboard_points(d)["train/lr"] for d in (tmp_path / "run", whole)]
+    assert rates[0] == rates[1] and len(rates[1]) == 8 and rates[1][0][1] == 0.0  # the warm-up starts at 0
+
+
+def test_the_schedules_follow_their_formulas(recipe_run, tmp_path):
+    from test_plain_reference import learning_rate
+    from test_resume import tensorboard_points
+
+    data_dir, whole = recipe_run
+    logged = [value for _, value in tensorboard_points(whole)["train/lr"]]
+    assert logged == pytest.approx([learning_rate("cosine", 0.05, i, 2, 8) for i in range(8)], rel=1e-6)  # TensorBoard keeps float32
+    onecycle = tmp_path / "onecycle"
+    assert run_in_process([*recipe_args(data_dir, onecycle), "--schedule", "onecycle", "--warmup", "0",
+                           "--epochs", "1"]).returncode == 0
+    logged = [value for _, value in tensorboard_points(onecycle)["train/lr"]]
+    assert logged == pytest.approx([0.05 * (4 - i) / 4 for i in range(4)], rel=1e-6)
+
+
+def test_nesterov_needs_sgd_with_momentum(cifar10_dir, tmp_path):
+    data_dir, _ = cifar10_dir
+    refused = run_in_process([*COMMON, "--data-dir", data_dir, "--nesterov", "--output-dir", str(tmp_path / "r")])
+    assert (refused.returncode, refused.stderr) == (1, "error: --nesterov needs --optimizer sgd with a --momentum above 0\n")
