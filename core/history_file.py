@@ -52,6 +52,15 @@ def gap_loss(record: dict) -> float:
     return record[TEST_LOSS] - record[TRAIN_EVAL_LOSS]
 
 
+# The best epoch's test accuracy: reported beside the last epoch's numbers, never instead of them.
+BEST_TEST_ACCURACY = "best_test_accuracy"
+
+
+def best_epoch(epochs: list[dict]) -> dict:
+    """The record with the highest test accuracy (the earliest of equals)."""
+    return max(epochs, key=lambda record: (record[TEST_ACCURACY], -record[EPOCH]))
+
+
 def write_json(path: str, obj) -> None:
     """Write `obj` as indented JSON atomically (temp file + rename), so a crash never leaves half a file."""
     tmp = f"{path}.tmp"

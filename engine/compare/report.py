@@ -9,8 +9,8 @@ import os
 
 from core.errors import UserError
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
-                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, gap_accuracy, gap_loss,
-                               has_train_eval, write_json)
+                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy,
+                               gap_loss, has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.class_gain import compare_classes
 from engine.compare.report_views import plot_curves, render_report
@@ -78,6 +78,7 @@ def run_summary(history: RunHistory) -> dict:
         "run_dir": history.run_dir,  # where it is now (a copied or moved run's config names its old place)
         "epochs": epochs,
         "final": final,
+        "best_epoch": {key: best_epoch(epochs)[key] for key in (EPOCH, TEST_ACCURACY)},
         "model": model_facts(history),
         "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
         "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),

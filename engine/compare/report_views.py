@@ -60,6 +60,9 @@ def _header_lines(report: dict) -> list[str]:
     if has_train_eval:
         rows += [("gap: train-eval acc - test acc", lambda r: f"{100 * r['final'][GAP_ACCURACY]:.2f} pts"),
                  ("gap: test loss - train-eval loss", lambda r: f"{r['final'][GAP_LOSS]:.4f}")]
+    if all("best_epoch" in run for run in runs.values()):
+        rows.append(("test accuracy at the best epoch (not the last)",
+                     lambda r: f"{_pct(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
     rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
              ("MACs per image", lambda r: f"{r['model']['macs_per_image'] / 1e6:.1f} M"),
              ("receptive field", lambda r: f"{r['model']['receptive_field']} px"),

@@ -12,8 +12,8 @@ import os
 
 import handlers.comparison_report
 from core.errors import UserError
-from core.history_file import (EPOCH, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy,
-                               has_train_eval, read_history, write_json)
+from core.history_file import (BEST_TEST_ACCURACY, EPOCH, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS,
+                               best_epoch, gap_accuracy, has_train_eval, read_history, write_json)
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
@@ -119,7 +119,9 @@ def across_seeds(histories: list) -> dict:
         return gap_accuracy(record) if key == GAP_ACCURACY else record[key]
 
     per_epoch = [{key: interval([value(h.epochs[i], key) for h in histories]) for key in keys} for i in range(epochs)]
-    return {"epochs": epochs, "per_epoch": per_epoch, "final": per_epoch[-1]}
+    final = {**per_epoch[-1],
+             BEST_TEST_ACCURACY: interval([best_epoch(h.epochs[:epochs])[TEST_ACCURACY] for h in histories])}
+    return {"epochs": epochs, "per_epoch": per_epoch, "final": final}
 
 
 def report_study(study_dir: str, setup: Setup) -> str:

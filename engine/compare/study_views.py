@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from core.figures import curve_panels, save
-from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS
+from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS,
+                               TRAIN_LOSS)
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
 from engine.compare.stats import expected_half_width
@@ -15,7 +16,8 @@ COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:b
 LABELS = {TRAIN_LOSS: "mean train loss", TEST_ACCURACY: "test accuracy", "test_top5": "test top-5",
           "test_loss": "test loss", "test_superclass_accuracy": "test superclass accuracy",
           TRAIN_EVAL_ACCURACY: "train-eval accuracy", "train_eval_top5": "train-eval top-5",
-          TRAIN_EVAL_LOSS: "train-eval loss", GAP_ACCURACY: "gap: train-eval - test accuracy"}
+          TRAIN_EVAL_LOSS: "train-eval loss", GAP_ACCURACY: "gap: train-eval - test accuracy",
+          BEST_TEST_ACCURACY: "test accuracy at each seed's best epoch (not the last)"}
 
 
 def _number(key: str, value: float | None) -> str:
