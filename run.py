@@ -13,7 +13,7 @@ import torch
 
 from core.errors import UserError
 from core.history_file import read_history
-from core.recipe import Recipe, Setup, non_negative_int
+from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int, preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
 from engine.compare.report import offline
@@ -55,7 +55,12 @@ def add_field_flags(parser: argparse.ArgumentParser, config_type) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train single- or multi-stage ResNets on CIFAR-100/CIFAR-10 with PyTorch Ignite.")
-    add_field_flags(parser.add_argument_group("what is learned (a resume or a comparison keeps these)"), Recipe)
+    learned = parser.add_argument_group("what is learned (a resume or a comparison keeps these)")
+    learned.add_argument("--recipe", choices=sorted(PRESETS), default=argparse.SUPPRESS,
+                         help="a named recipe; flags given beside it win. " + "; ".join(
+                             f"{name}{' (default)' if name == DEFAULT_PRESET else ''} = {preset_flags(name)}"
+                             for name in PRESETS))
+    add_field_flags(learned, Recipe)
     add_field_flags(parser.add_argument_group("where and how it runs"), Setup)
     commands = parser.add_argument_group("what to do (default: train one run)")
     commands.add_argument("--bonus", action="store_true",
@@ -104,7 +109,9 @@ def recorded_flags(resume: str | None) -> dict:
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[Recipe, Setup]:
-    given = {**recorded_flags(getattr(args, "resume", None)), **vars(args)}  # flags given win
+    """The recipe and setup: a resumed run's record, then the named recipe's values, then the flags given (which win)."""
+    preset = PRESETS[args.recipe] if "recipe" in vars(args) else {}
+    given = {**recorded_flags(getattr(args, "resume", None)), **preset, **vars(args)}
     return tuple(cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
                  for cls in (Recipe, Setup))
 

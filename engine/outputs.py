@@ -21,7 +21,7 @@ import handlers.progress
 import handlers.tensorboard_logging
 import handlers.tensorboard_summary
 from core.history_file import TEST
-from core.recipe import config_dict
+from core.recipe import config_dict, matching_preset
 from engine.build import Run
 from engine.resume import RunIdentity
 from handlers.history import History
@@ -38,6 +38,7 @@ def run_header(run: Run, run_dir: str) -> dict:
     setup = run.setup
     return {
         "config": config_dict(run.recipe, setup) | {"output_dir": run_dir},
+        "preset": matching_preset(run.recipe),  # the named recipe (--recipe) whose values the config has, or None
         "versions": library_versions(),
         "device": str(run.device),
         "amp": run.precision.amp,

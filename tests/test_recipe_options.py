@@ -165,3 +165,33 @@ def test_nesterov_needs_sgd_with_momentum(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     refused = run_in_process([*COMMON, "--data-dir", data_dir, "--nesterov", "--output-dir", str(tmp_path / "r")])
     assert (refused.returncode, refused.stderr) == (1, "error: --nesterov needs --optimizer sgd with a --momentum above 0\n")
+
+
+def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_line_show(cifar10_dir, tmp_path, capsys):
+    from core.recipe import PRESETS, Recipe
+
+    recipe, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast"]))
+    assert {key: getattr(recipe, key) for key in PRESETS["fast"]} == PRESETS["fast"]
+    assert (recipe.optimizer, recipe.nesterov, recipe.schedule, recipe.augment) == ("sgd", True, "onecycle", True)
+    given, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast", "--lr", "0.05"]))
+    assert given.lr == 0.05 and given.optimizer == "sgd"  # a flag given beside the preset wins
+    assert run.configs_from_args(run.build_parser().parse_args(["--recipe", "assignment"]))[0] == Recipe()
+
+    data_dir, _ = cifar10_dir
+    result = run_in_process([*COMMON, "--data-dir", data_dir, "--epochs", "1", "--recipe", "fast", "--warmup", "0.5",
+                             "--output-dir", str(tmp_path / "fast")])
+    assert result.returncode == 0, result.stderr
+    history = json.loads((tmp_path / "fast" / "history.json").read_text())
+    assert history["preset"] is None  # --warmup 0.5 made it a recipe of its own
+    assert result.stdout.startswith("Device: ")
+    result = run_in_process([*COMMON, "--data-dir", data_dir, "--epochs", "3", "--recipe", "fast",
+                             "--output-dir", str(tmp_path / "named")])
+    assert result.returncode == 0, result.stderr
+    history = json.loads((tmp_path / "named" / "history.json").read_text())
+    assert history["preset"] == "fast" and history["config"]["schedule"] == "onecycle"
+    first = result.stdout.splitlines()[0]
+    assert first == ("Recipe fast: --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --weight-decay 0.0005 "
+                     "--schedule onecycle --warmup 2.0 --label-smoothing 0.1 --augment --ema 0.0 --tta flip")
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    assert "fast = --optimizer sgd --lr 0.1" in " ".join(capsys.readouterr().out.split())
