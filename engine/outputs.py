@@ -73,7 +73,7 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
     """Attach everything that writes or prints. `purge_step` is set when resuming (TensorBoard hides later points).
 
     The end of every epoch runs these handlers, registered below in this order, which resume depends on:
-      1. the evaluation passes (test, then train-eval)     their metrics feed the record
+      1. evaluation passes (test, train-eval, EMA, flips) their metrics feed the record
       2. the history record                               history.json rewritten
       3. TensorBoard: flush the epoch's iteration points  before 4: a resume purges points past its checkpoint
       4. the checkpoint (every process joins)             a non-finite epoch is never saved
