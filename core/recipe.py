@@ -139,8 +139,8 @@ PRESET_FIELDS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "sch
                  "augment", "ema", "tta")
 PRESETS = {
     "assignment": {f.name: f.default for f in dataclasses.fields(Recipe) if f.name in PRESET_FIELDS},
-    # SGD with Nesterov momentum and weight decay, a one-cycle schedule with two warm-up epochs, label smoothing,
-    # crop-and-flip augmentation, test-time flips: the recipe of published CIFAR ResNet tables, fitted to 10 epochs.
+    # For runs of about 10 epochs: SGD with Nesterov momentum and weight decay (the published CIFAR ResNet recipe),
+    # a one-cycle schedule with two warm-up epochs, label smoothing, crop-and-flip augmentation, test-time flips.
     "fast": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
              "schedule": "onecycle", "warmup": 2.0, "label_smoothing": 0.1, "augment": True, "ema": 0.0, "tta": "flip"},
 }
