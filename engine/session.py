@@ -22,7 +22,7 @@ from engine import build
 from engine.console import say, warn
 from engine.data.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
-from engine.resume import check_resumable, find_auto_resume, latest_checkpoint, load_checkpoint
+from engine.resume import check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint, load_checkpoint
 from engine.rundir import claim_run_dir, default_run_dir, hold, in_use, remove_stale_temp_files, run_dir_of
 from handlers.interrupts import GracefulStop
 
@@ -71,14 +71,16 @@ def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
     raise UserError(f"cannot resume: {resume} is neither a run directory nor a checkpoint file")
 
 
-def resume_checkpoint(run_dir: str, resume: str, epoch_length: int) -> str:
-    """The checkpoint a resume loads: the file named, or the furthest one of the run directory."""
-    if os.path.isfile(resume):
-        return resume
-    checkpoint = latest_checkpoint(run_dir, epoch_length)
-    if checkpoint is None:
+def check_has_checkpoint(run_dir: str, resume: str) -> None:
+    """Refuse a resume of a run directory that holds no checkpoint."""
+    if not os.path.isfile(resume) and not has_checkpoint(run_dir):
         raise UserError(f"cannot resume: {run_dir} holds no checkpoint (checkpoint_<epoch>.pt)")
-    return checkpoint
+
+
+def resume_checkpoint(run_dir: str, resume: str, epoch_length: int) -> str:
+    """The checkpoint a resume loads: the file named, or the furthest one of the run directory (which has one:
+    `check_has_checkpoint`)."""
+    return resume if os.path.isfile(resume) else latest_checkpoint(run_dir, epoch_length)
 
 
 def restore_checkpoint(run: build.Run, outputs, state: dict) -> None:
@@ -110,7 +112,8 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         if resume is not None:
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
-            check_resumable(recipe, run_dir)  # before anything is loaded: a different recipe is refused at once
+            check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume, or
+            check_resumable(recipe, run_dir)  # a different recipe, is refused at once
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
         preset = matching_preset(recipe)
