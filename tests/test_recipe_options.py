@@ -191,3 +191,11 @@ def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_l
     with pytest.raises(SystemExit):
         run.main(["--help"])
     assert "fast = --optimizer sgd --lr 0.1" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_warmup_as_long_as_the_run_is_refused(cifar10_dir, tmp_path):
+    data_dir, _ = cifar10_dir
+    refused = run_in_process([*COMMON, "--data-dir", data_dir, "--recipe", "fast", "--epochs", "2",
+                              "--output-dir", str(tmp_path / "r")])
+    assert (refused.returncode, refused.stderr) == (1, "error: --warmup 2.0 is as long as the whole run (2 epochs): "
+                                                       "the onecycle schedule would never leave its warm-up\n")
