@@ -182,7 +182,8 @@ def test_a_cifar100_ablation_study_adopts_finished_runs_by_their_history_alone(c
     assert "Ablation: multistage-narrow - multistage: differs in widths, parameters, MACs; train-eval " in first.stdout
     adopted = tmp_path / "adopted"
     for seed in ("seed0", "seed1"):
-        shutil.copy(tmp_path / "first" / seed / "comparison.json", (adopted / seed).mkdir(parents=True) or adopted / seed)
+        (adopted / seed).mkdir(parents=True)
+        shutil.copy(tmp_path / "first" / seed / "comparison.json", adopted / seed)
         for net in NETS[:2]:
             (adopted / seed / net).mkdir()
             shutil.copy(tmp_path / "first" / seed / net / "history.json", adopted / seed / net)
