@@ -157,6 +157,26 @@ def preset_flags(name: str) -> str:
     return " ".join(words)
 
 
+def optimisation_in_words(recipe: Recipe) -> str:
+    """How a recipe optimises, for the headers of reports: "Adam lr 0.001" for the assignment's, and for others
+    each field that differs from it: "SGD lr 0.2, Nesterov momentum 0.9, weight decay 0.0005, onecycle schedule
+    with 1.0 warm-up epochs, label smoothing 0.1, EMA 0.99, test-time flips"."""
+    words = [f"{'Adam' if recipe.optimizer == 'adam' else recipe.optimizer.upper()} lr {recipe.lr}"]
+    if recipe.optimizer == "sgd":
+        words.append(f"{'Nesterov ' if recipe.nesterov else ''}momentum {recipe.momentum}")
+    if recipe.weight_decay:
+        words.append(f"weight decay {recipe.weight_decay}")
+    if recipe.schedule != "constant":
+        words.append(f"{recipe.schedule} schedule" + (f" with {recipe.warmup} warm-up epochs" if recipe.warmup else ""))
+    if recipe.label_smoothing:
+        words.append(f"label smoothing {recipe.label_smoothing}")
+    if recipe.ema:
+        words.append(f"EMA {recipe.ema}")
+    if recipe.tta == "flip":
+        words.append("test-time flips")
+    return ", ".join(words)
+
+
 def matching_preset(recipe: Recipe) -> str | None:
     """The name of the preset whose values `recipe` has, or None for a recipe of its own."""
     return next((name for name, values in PRESETS.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS)
+from core.recipe import Recipe, optimisation_in_words
 from engine.compare.gain_views import gain_markdown
 from engine.compare.study_views import COLORS, more_seeds_note
 from models import ARCHITECTURES
@@ -35,7 +36,8 @@ def _header_lines(report: dict) -> list[str]:
     has_train_eval = TRAIN_EVAL_ACCURACY in runs[last]["final"]
     lines = [f"# {title(report)}", "",
              f"{'Both' if len(runs) == 2 else 'All'} runs: {config['epochs']} epochs, batch {config['batch_size']}, "
-             f"Adam lr {config['lr']}, seed {config['seed']}, augmentation {'on' if config['augment'] else 'off'}, "
+             f"{optimisation_in_words(Recipe.from_dict(config))}, seed {config['seed']}, "
+             f"augmentation {'on' if config['augment'] else 'off'}, "
              f"blocks per stage {config['blocks_per_stage']}, device {runs[last]['device']}"
              + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
     lines += ["## Per epoch", ""]
