@@ -85,8 +85,10 @@ class Recipe:
     batch_size: int = flag(128, "training batch size", type=positive_int)
     lr: float = flag(1e-3, "learning rate (under a schedule: its peak)", type=positive_float)
     seed: int = flag(0, "seed for weights and data order; a CPU run repeats bit for bit", type=non_negative_int)
-    augment: bool = flag(False, "random crop (pad 4) + horizontal flip, batched on the device (off: as the assignment)",
-                         action="store_true")
+    augment: bool = flag(False, "random crop (see --crop-padding) + horizontal flip, batched on the device (off: as the "
+                                "assignment)", action="store_true")
+    crop_padding: int = flag(4, "zero padding of --augment's random crop, in pixels: the crop shifts each image by up to "
+                                "this much each way (0: flips only)", type=non_negative_int, metavar="PX")
     train_eval: int = flag(0, f"also evaluate N fixed training images in eval mode each epoch (--bonus: {BONUS_TRAIN_EVAL})",
                            type=non_negative_int, metavar="N")
     label_smoothing: float = flag(0.0, "label smoothing of the training loss (0: plain cross-entropy, as the "
@@ -134,13 +136,14 @@ class Recipe:
 # Named recipes (`--recipe NAME`): values for the fields of how a net is trained. Flags given beside one win.
 # "assignment" is every field's default: the course assignment's recipe, bit for bit.
 PRESET_FIELDS = ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup", "label_smoothing",
-                 "augment", "ema", "tta")
+                 "augment", "crop_padding", "ema", "tta")
 PRESETS = {
     "assignment": {f.name: f.default for f in dataclasses.fields(Recipe) if f.name in PRESET_FIELDS},
     # For runs of about 10 epochs: SGD with Nesterov momentum and weight decay (the published CIFAR ResNet recipe),
     # a one-cycle schedule with two warm-up epochs, label smoothing, crop-and-flip augmentation, test-time flips.
     "fast": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
-             "schedule": "onecycle", "warmup": 2.0, "label_smoothing": 0.1, "augment": True, "ema": 0.0, "tta": "flip"},
+             "schedule": "onecycle", "warmup": 2.0, "label_smoothing": 0.1, "augment": True, "crop_padding": 4, "ema": 0.0,
+             "tta": "flip"},
 }
 DEFAULT_PRESET = "assignment"
 

@@ -135,6 +135,8 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         model = network.module
     if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
         raise UserError("--nesterov needs --optimizer sgd with a --momentum above 0")
+    if recipe.crop_padding != Recipe.crop_padding and not recipe.augment:
+        raise UserError("--crop-padding needs --augment (without it no image is cropped)")
     optimizer = idist.auto_optim(create_optimizer(recipe, model))
     if setup.compile:
         network = torch.compile(network)  # `model` stays the original module: it is what checkpoints hold
@@ -142,7 +144,8 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     mean, std = channel_stats(data.train.images)
     shard = {"channels_last": channels_last, "rank": rank, "world_size": world_size}
     train_batches = DeviceBatches(data.train.images.to(device), data.train.labels.to(device), recipe.batch_size,
-                                  mean, std, shuffle=True, seed=recipe.seed, augment=recipe.augment, **shard)
+                                  mean, std, shuffle=True, seed=recipe.seed, augment=recipe.augment,
+                                  crop_padding=recipe.crop_padding, **shard)
     eval_batches = {TEST: DeviceBatches(data.test.images.to(device), data.test.labels.to(device), recipe.batch_size,
                                         mean, std, **shard)}
     metrics = {TEST: handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data))}

@@ -72,7 +72,8 @@ def learning_rate(schedule: str, peak: float, i: int, warmup: int, total: int) -
 def plain_history(written: dict, arch: str, num_classes: int, *, seed: int, augment: bool, train_eval: int,
                   blocks_per_stage: int = 2, label_smoothing: float = 0.0, optimizer: str = "adam", lr: float = 1e-3,
                   momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0, schedule: str = "constant",
-                  warmup: float = 0.0, ema: float = 0.0, tta: str = "none", keep: dict | None = None) -> list[dict]:
+                  warmup: float = 0.0, crop_padding: int = 4, ema: float = 0.0, tta: str = "none",
+                  keep: dict | None = None) -> list[dict]:
     """The per-epoch records of the recipe, trained by a plain loop (fp32, channels_last as the engine on CPU);
     `keep`, if given, receives the final model and the averaged one."""
     train_x = torch.from_numpy(written["train_x"].reshape(-1, 3, 32, 32))
@@ -110,7 +111,7 @@ def plain_history(written: dict, arch: str, num_classes: int, *, seed: int, augm
             index = order[start:start + BATCH]
             images = train_x[index]
             if augment:
-                images = random_crop_flip(images, epoch_generator(seed, epoch, batch))
+                images = random_crop_flip(images, epoch_generator(seed, epoch, batch), padding=crop_padding)
             losses = nn.functional.cross_entropy(model(normalize(images)).float(), train_y[index], reduction="none",
                                                  label_smoothing=label_smoothing)
             step.zero_grad(set_to_none=True)
@@ -155,12 +156,13 @@ CASES = {
                                                                 "--seed", "1", "--label-smoothing", "0.2"],
                                             dict(arch="singlestage", seed=1, augment=False, train_eval=0,
                                                  label_smoothing=0.2)),
-    "cifar10-multistage-sgd-onecycle-ema-flip": (
+    "cifar10-multistage-sgd-onecycle-crop2-ema-flip": (
         write_cifar10, 10, ["--dataset", "cifar10", "--arch", "multistage", "--seed", "2", "--optimizer", "sgd",
                             "--lr", "0.05", "--momentum", "0.8", "--nesterov", "--weight-decay", "5e-4",
-                            "--schedule", "onecycle", "--warmup", "0.5", "--ema", "0.9", "--tta", "flip"],
-        dict(arch="multistage", seed=2, augment=False, train_eval=0, optimizer="sgd", lr=0.05, momentum=0.8,
-             nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.5, ema=0.9, tta="flip")),
+                            "--schedule", "onecycle", "--warmup", "0.5", "--augment", "--crop-padding", "2",
+                            "--ema", "0.9", "--tta", "flip"],
+        dict(arch="multistage", seed=2, augment=True, train_eval=0, optimizer="sgd", lr=0.05, momentum=0.8,
+             nesterov=True, weight_decay=5e-4, schedule="onecycle", warmup=0.5, crop_padding=2, ema=0.9, tta="flip")),
     "cifar10-singlestage-adam-cosine-warmup": (
         write_cifar10, 10, ["--dataset", "cifar10", "--arch", "singlestage", "--seed", "4", "--weight-decay", "1e-4",
                             "--schedule", "cosine", "--warmup", "1"],

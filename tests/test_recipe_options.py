@@ -73,9 +73,9 @@ def test_values_outside_zero_to_one_are_refused(value, capsys):
 
 # The recipe fields beyond the assignment's, all away from their defaults. 100 images, batch 32: 4 iterations an epoch.
 RECIPE = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.8", "--nesterov", "--weight-decay", "1e-4",
-          "--schedule", "cosine", "--warmup", "0.5", "--ema", "0.9", "--tta", "flip"]
+          "--schedule", "cosine", "--warmup", "0.5", "--augment", "--crop-padding", "2", "--ema", "0.9", "--tta", "flip"]
 RECORDED = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 1e-4,
-            "schedule": "cosine", "warmup": 0.5, "ema": 0.9, "tta": "flip"}
+            "schedule": "cosine", "warmup": 0.5, "augment": True, "crop_padding": 2, "ema": 0.9, "tta": "flip"}
 
 
 def recipe_args(data_dir, run_dir):
@@ -102,7 +102,7 @@ def test_each_field_is_recorded_logged_and_evaluated(recipe_run):
     assert {key: history["config"][key] for key in RECORDED} == RECORDED
     hparams = logged_hparams(run_dir)
     # torch's hparams() stores a boolean as the number 1.0 or 0.0.
-    assert {key: hparams[key] for key in RECORDED} == pytest.approx({**RECORDED, "nesterov": 1.0})
+    assert {key: hparams[key] for key in RECORDED} == pytest.approx({**RECORDED, "nesterov": 1.0, "augment": 1.0})
     last = history["epochs"][-1]
     for split in ("test", "test_ema", "test_flip"):  # the averaged weights and the flips beside the plain numbers
         assert {f"{split}_accuracy", f"{split}_top5", f"{split}_loss"} <= set(last)
@@ -114,6 +114,7 @@ def test_each_field_is_recorded_logged_and_evaluated(recipe_run):
     (["--weight-decay", "0"], "'weight_decay' was 0.0001, now 0.0"),
     (["--schedule", "onecycle"], "'schedule' was 'cosine', now 'onecycle'"),
     (["--warmup", "1"], "'warmup' was 0.5, now 1.0"),
+    (["--crop-padding", "4"], "'crop_padding' was 2, now 4"),
     (["--ema", "0.99"], "'ema' was 0.9, now 0.99"),
     (["--tta", "none"], "'tta' was 'flip', now 'none'"),
     (["--epochs", "3"], "'epochs' was 2, now 3"),  # the cosine is laid out over the epochs: no more of them
@@ -161,10 +162,14 @@ def test_the_schedules_follow_their_formulas(recipe_run, tmp_path):
     assert logged == pytest.approx([0.05 * (4 - i) / 4 for i in range(4)], rel=1e-6)
 
 
-def test_nesterov_needs_sgd_with_momentum(cifar10_dir, tmp_path):
+@pytest.mark.parametrize("flags, message", [
+    (["--nesterov"], "--nesterov needs --optimizer sgd with a --momentum above 0"),
+    (["--crop-padding", "2"], "--crop-padding needs --augment (without it no image is cropped)"),
+])
+def test_an_option_that_would_do_nothing_is_refused(cifar10_dir, tmp_path, flags, message):
     data_dir, _ = cifar10_dir
-    refused = run_in_process([*COMMON, "--data-dir", data_dir, "--nesterov", "--output-dir", str(tmp_path / "r")])
-    assert (refused.returncode, refused.stderr) == (1, "error: --nesterov needs --optimizer sgd with a --momentum above 0\n")
+    refused = run_in_process([*COMMON, "--data-dir", data_dir, *flags, "--output-dir", str(tmp_path / "r")])
+    assert (refused.returncode, refused.stderr) == (1, f"error: {message}\n")
 
 
 def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_line_show(cifar10_dir, tmp_path, capsys):
@@ -187,7 +192,7 @@ def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_l
     assert history["preset"] == "fast" and history["config"]["schedule"] == "onecycle"
     first = result.stdout.splitlines()[0]
     assert first == ("Recipe fast: --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --weight-decay 0.0005 "
-                     "--schedule onecycle --warmup 2.0 --label-smoothing 0.1 --augment --ema 0.0 --tta flip")
+                     "--schedule onecycle --warmup 2.0 --label-smoothing 0.1 --augment --crop-padding 4 --ema 0.0 --tta flip")
     with pytest.raises(SystemExit):
         run.main(["--help"])
     assert "fast = --optimizer sgd --lr 0.1" in " ".join(capsys.readouterr().out.split())

@@ -51,6 +51,7 @@ class DeviceBatches:
         shuffle: bool = False,
         seed: int = 0,
         augment: bool = False,
+        crop_padding: int = 4,
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
@@ -61,6 +62,7 @@ class DeviceBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.augment = augment
+        self.crop_padding = crop_padding
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         device = images.device
         # x_norm = (x / 255 - mean) / std, folded into one multiply-add per element.
@@ -100,7 +102,7 @@ class DeviceBatches:
             images = self.images[index]
             if self.augment:
                 # Drawn for the whole global batch, so the augmentation does not depend on the world size.
-                images = random_crop_flip(images, epoch_generator(self.seed, self.epoch, batch_index))
+                images = random_crop_flip(images, epoch_generator(self.seed, self.epoch, batch_index), self.crop_padding)
             if self.world_size > 1:
                 images, index = images[self.rank::self.world_size], index[self.rank::self.world_size]
             yield self.normalize(images), self.labels[index], index
