@@ -180,6 +180,14 @@ def optimisation_in_words(recipe: Recipe) -> str:
     return ", ".join(words)
 
 
+def augmentation_in_words(recipe: Recipe) -> str:
+    """The training augmentation, for the headers of reports: "off", "on", or "on (crop padding 2)" when the crop
+    shifts by other than the default."""
+    if not recipe.augment:
+        return "off"
+    return "on" if recipe.crop_padding == Recipe.crop_padding else f"on (crop padding {recipe.crop_padding})"
+
+
 def matching_preset(recipe: Recipe) -> str | None:
     """The name of the preset whose values `recipe` has, or None for a recipe of its own."""
     return next((name for name, values in PRESETS.items()

@@ -66,11 +66,11 @@ def test_a_report_header_names_the_optimisation_its_runs_had():
     assert "batch 32, Adam lr 0.001, seed 0, augmentation off" in assignment_header
     report["config"] |= {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
                          "schedule": "onecycle", "warmup": 1.0, "label_smoothing": 0.1, "augment": True, "ema": 0.99,
-                         "tta": "flip"}
+                         "crop_padding": 2, "tta": "flip"}
     header = render_report(report).splitlines()[2]
     assert "Adam" not in header
     assert ("batch 32, SGD lr 0.2, Nesterov momentum 0.9, weight decay 0.0005, onecycle schedule with 1.0 warm-up "
-            "epochs, label smoothing 0.1, EMA 0.99, test-time flips, seed 0, augmentation on") in header
+            "epochs, label smoothing 0.1, EMA 0.99, test-time flips, seed 0, augmentation on (crop padding 2)") in header
 
 
 def test_a_bonus_written_before_compare_resumes(old_bonus, tmp_path):

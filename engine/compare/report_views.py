@@ -4,7 +4,7 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS)
-from core.recipe import Recipe, optimisation_in_words
+from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
 from engine.compare.gain_views import gain_markdown
 from engine.compare.study_views import COLORS, more_seeds_note
 from models import ARCHITECTURES
@@ -34,10 +34,10 @@ def _header_lines(report: dict) -> list[str]:
     runs, config = report["runs"], report["config"]
     last = list(runs)[-1]
     has_train_eval = TRAIN_EVAL_ACCURACY in runs[last]["final"]
+    recipe = Recipe.from_dict(config)
     lines = [f"# {title(report)}", "",
              f"{'Both' if len(runs) == 2 else 'All'} runs: {config['epochs']} epochs, batch {config['batch_size']}, "
-             f"{optimisation_in_words(Recipe.from_dict(config))}, seed {config['seed']}, "
-             f"augmentation {'on' if config['augment'] else 'off'}, "
+             f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
              f"blocks per stage {config['blocks_per_stage']}, device {runs[last]['device']}"
              + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
     lines += ["## Per epoch", ""]

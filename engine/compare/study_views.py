@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS,
                                TRAIN_LOSS)
-from core.recipe import Recipe, optimisation_in_words
+from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
 from engine.compare.stats import expected_half_width
@@ -36,11 +36,11 @@ def _stats_cell(key: str, stats: dict) -> str:
 
 def render_study(study: dict) -> str:
     """study.md: final numbers across seeds per net, per-epoch means, the paired differences and the verdict."""
-    seeds, recipe = study["seeds"], study["recipe"]
-    lines = [f"# {recipe['dataset']}: {' vs '.join(study['nets'])} across {len(seeds)} seed(s)", "",
-             f"Seeds {', '.join(map(str, seeds))}; {recipe['epochs']} epochs, batch {recipe['batch_size']}, "
-             f"{optimisation_in_words(Recipe.from_dict(recipe))}, augmentation {'on' if recipe['augment'] else 'off'}, blocks per stage "
-             f"{recipe['blocks_per_stage']}, train-eval {recipe['train_eval']}.", "",
+    seeds, recipe = study["seeds"], Recipe.from_dict(study["recipe"])
+    lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {len(seeds)} seed(s)", "",
+             f"Seeds {', '.join(map(str, seeds))}; {recipe.epochs} epochs, batch {recipe.batch_size}, "
+             f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
+             f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}.", "",
              "Accuracies in %, losses as they are: mean ± sample sd [95 % Student-t interval, df = K - 1].", "",
              "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",
              "| --- |" + " ---: |" * len(study["nets"])]
