@@ -185,10 +185,15 @@ def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys)
     data_dir, _ = cifar10_dir
     study_dir = tmp_path / "study"
     assert run.main(["--seeds", "3", "4", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size",
-                     "50", "--no-progress", "--no-amp", "--output-dir", str(study_dir)]) == 0
+                     "50", "--no-progress", "--no-amp", "--tta", "flip", "--output-dir", str(study_dir)]) == 0
     study = json.loads((study_dir / "study.json").read_text())
-    losses = [read_history(str(study_dir / f"seed{s}"))["epochs"][0]["train_loss"] for s in (3, 4)]
-    assert study["nets"]["multistage"]["final"]["train_loss"]["values"] == losses
+    epochs = [read_history(str(study_dir / f"seed{s}"))["epochs"][0] for s in (3, 4)]
+    assert study["nets"]["multistage"]["final"]["train_loss"]["values"] == [e["train_loss"] for e in epochs]
+    flips = sum(e["test_flip_accuracy"] for e in epochs) / 2
+    # Every row in words, the test-time flips included.
+    assert f"| test accuracy, with test-time flips | {100 * flips:.2f} ± " in (study_dir / "study.md").read_text()
+    assert "_" not in "".join(line.split(" | ")[0] for line in (study_dir / "study.md").read_text().splitlines()
+                              if line.startswith("| ") and " ± " in line)
     assert "verdict" not in study and "Across 2 seed(s): multistage test accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         run.main(["--seeds", "1", "--seed", "2"])

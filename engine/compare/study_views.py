@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from core.figures import curve_panels, save
-from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS,
-                               TRAIN_LOSS)
+from core.history_file import (ACCURACY, BEST_TEST_ACCURACY, GAP_ACCURACY, LOSS, SUPERCLASS_ACCURACY, TEST,
+                               TEST_ACCURACY, TEST_EMA, TEST_FLIP, TOP5, TRAIN_EVAL, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
+                               metric)
 from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
@@ -14,11 +15,14 @@ from models import ARCHITECTURES
 # Curve colours by position, baseline first (the bonus pair: orange, blue).
 COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
 
-LABELS = {TRAIN_LOSS: "mean train loss", TEST_ACCURACY: "test accuracy", "test_top5": "test top-5",
-          "test_loss": "test loss", "test_superclass_accuracy": "test superclass accuracy",
-          TRAIN_EVAL_ACCURACY: "train-eval accuracy", "train_eval_top5": "train-eval top-5",
-          TRAIN_EVAL_LOSS: "train-eval loss", GAP_ACCURACY: "gap: train-eval - test accuracy",
-          BEST_TEST_ACCURACY: "test accuracy at each seed's best epoch (not the last)"}
+# Row labels: every "<split>_<metric>" record key in words ("test accuracy, with test-time flips").
+_SPLITS = {TEST: "test", TRAIN_EVAL: "train-eval", TEST_EMA: "test", TEST_FLIP: "test"}
+_SPLIT_SUFFIXES = {TEST_EMA: ", EMA weights", TEST_FLIP: ", with test-time flips"}
+_METRICS = {ACCURACY: "accuracy", TOP5: "top-5", LOSS: "loss", SUPERCLASS_ACCURACY: "superclass accuracy"}
+LABELS = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test accuracy",
+          BEST_TEST_ACCURACY: "test accuracy at each seed's best epoch (not the last)",
+          **{metric(split, name): f"{word} {words}{_SPLIT_SUFFIXES.get(split, '')}"
+             for split, word in _SPLITS.items() for name, words in _METRICS.items()}}
 
 
 def _number(key: str, value: float | None) -> str:
