@@ -177,7 +177,8 @@ def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
     assert run.main(["--report", str(tmp_path / "s"), str(tmp_path / "m2"), "--output-dir", str(tmp_path / "r")]) == 1
     assert capsys.readouterr().err == "error: the runs are not comparable: 'lr' differs (singlestage: 0.001, multistage: 0.002)\n"
     assert not (tmp_path / "r").exists()
-    assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "s"), "--output-dir", str(tmp_path / "r")]) == 0
+    assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "s"), "--data-dir", data_dir,
+                     "--output-dir", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["runs"]["singlestage"]["run_dir"] == str(tmp_path / "s")
     assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "m2")]) == 1
@@ -201,7 +202,8 @@ def test_report_renders_a_bonus_directory_in_the_oldest_history_layout(tmp_path,
         (bonus_dir / arch / "history.json").write_text(json.dumps(
             {"config": config, "device": old_run["device"], "class_names": [str(i) for i in range(10)],
              "status": "completed", "epochs": old_run["epochs"], "final": old_run["final"]}))
-    assert run.main(["--report", str(bonus_dir)]) == 0
+    # No dataset (whatever a data/ folder in the working directory holds): the report comes from the histories alone.
+    assert run.main(["--report", str(bonus_dir), "--data-dir", str(tmp_path / "no-data")]) == 0
     rebuilt = json.loads((bonus_dir / "report.json").read_text())
     assert rebuilt["verdict"] == old["verdict"] and rebuilt["rule"] == old["rule"]
     for arch in ("singlestage", "multistage"):

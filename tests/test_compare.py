@@ -159,7 +159,8 @@ def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(ci
         assert summary["contrasts"][net]["verdict"] == json.loads(json.dumps(expected))
     assert "## multistage-narrow against singlestage:" in (study / "study.md").read_text()
     assert_ablation_from_histories(summary["ablation"], seeds)
-    assert run_in_process(["--report", str(study)]).returncode == 0  # rebuilt from the histories alone
+    # Rebuilt from the histories alone: no dataset, whatever a data/ folder in the working directory holds.
+    assert run_in_process(["--report", str(study), "--data-dir", str(tmp_path / "no-data")]).returncode == 0
 
 
 def assert_ablation_from_histories(ablation, seeds):
