@@ -20,6 +20,8 @@ status=0
 "| cuda", torch.version.cuda, "| cudnn", torch.backends.cudnn.version(), "| torchvision", torchvision.__version__,
 "| pytorch-ignite", ignite.__version__, "|", torch.cuda.get_device_name(0))'
 } 2>&1 | tee "$OUT/versions.txt"
-python -m pytest -m cuda tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda-tests.log" || status=1
+# One process, without setup.cfg's pytest-xdist workers: the CUDA tests share one GPU, and a GPU machine's Python
+# may lack pytest-xdist.
+python -m pytest -o addopts="-ra --strict-markers" -m cuda tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/cuda-tests.log" || status=1
 python benchmarks/end_to_end.py --data-dir "$DATA" --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/timing.log" || status=1
 exit $status

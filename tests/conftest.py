@@ -8,6 +8,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 from synthetic_cifar import write_cifar10, write_cifar100  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, share the cores among the workers: a worker's torch and the interpreters it starts use
+    their share only, since oversubscribed OpenMP threads slow every process several-fold."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        threads = max(1, cores // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def cifar10_dir(tmp_path):
     """A data dir with a tiny CIFAR-10 (100 train, 40 test); yields (data_dir, what was written)."""
