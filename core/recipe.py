@@ -148,16 +148,22 @@ PRESETS = {
 DEFAULT_PRESET = "assignment"
 
 
-def preset_flags(name: str) -> str:
-    """A preset as the flags it stands for: "--optimizer sgd --lr 0.1 --nesterov ..." (a false switch is left out)."""
+def as_flags(values: dict, spell_false: bool = False) -> str:
+    """Field values as the flags that give them: "--optimizer sgd --lr 0.1 --nesterov ..."; a false switch is
+    left out, or with `spell_false` written "without --nesterov"."""
     words = []
-    for name_of_field, value in PRESETS[name].items():
+    for name_of_field, value in values.items():
         flag_name = "--" + name_of_field.replace("_", "-")
         if isinstance(value, bool):
-            words += [flag_name] if value else []
+            words += [flag_name] if value else [f"without {flag_name}"] if spell_false else []
         else:
             words += [flag_name, str(value)]
     return " ".join(words)
+
+
+def preset_flags(name: str) -> str:
+    """A preset as the flags it stands for: "--optimizer sgd --lr 0.1 --nesterov ..." (a false switch is left out)."""
+    return as_flags(PRESETS[name])
 
 
 def optimisation_in_words(recipe: Recipe) -> str:
@@ -192,6 +198,21 @@ def matching_preset(recipe: Recipe) -> str | None:
     """The name of the preset whose values `recipe` has, or None for a recipe of its own."""
     return next((name for name, values in PRESETS.items()
                  if all(getattr(recipe, key) == value for key, value in values.items())), None)
+
+
+def recipe_line(recipe: Recipe) -> str | None:
+    """The line a run opens with: the named recipe nearest to `recipe` (fewest fields apart), the flags given beside
+    it, and every value the run trains with, e.g. "Recipe fast, but --lr 0.2: --optimizer sgd --lr 0.2 ...".
+    None when the nearest is the default (the assignment's recipe), whose runs open with their device."""
+    def overrides(name: str) -> dict:
+        return {key: getattr(recipe, key) for key, value in PRESETS[name].items() if getattr(recipe, key) != value}
+
+    nearest = min(PRESETS, key=lambda name: (len(overrides(name)), name != DEFAULT_PRESET))
+    if nearest == DEFAULT_PRESET:
+        return None
+    beside = overrides(nearest)
+    named = f"Recipe {nearest}, but {as_flags(beside, spell_false=True)}" if beside else f"Recipe {nearest}"
+    return f"{named}: {as_flags({key: getattr(recipe, key) for key in PRESET_FIELDS})}"
 
 
 # A resumed run may train for more epochs (unless its schedule is laid out over them: `Recipe.resumable`); a

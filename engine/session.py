@@ -17,7 +17,7 @@ import handlers.checkpointing
 import handlers.tensorboard_logging
 from core.errors import UserError
 from core.history_file import TEST_ACCURACY
-from core.recipe import DEFAULT_PRESET, Recipe, Setup, matching_preset, preset_flags
+from core.recipe import Recipe, Setup, recipe_line
 from engine import build
 from engine.console import say, warn
 from engine.data.datasets import DATASETS, CifarData, load_cifar
@@ -116,9 +116,9 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
             check_resumable(recipe, run_dir)  # a different recipe, is refused at once
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
-        preset = matching_preset(recipe)
-        if preset not in (None, DEFAULT_PRESET):  # the first line: the named recipe, spelled out
-            say(f"Recipe {preset}: {preset_flags(preset)}")
+        opening = recipe_line(recipe)
+        if opening:  # the first line: the named recipe, the flags given beside it, every value spelled out
+            say(opening)
         say(f"Device: {run.device}, {run.precision.describe()}")  # what the run computes in
         if run.precision.warning:
             warn(run.precision.warning)

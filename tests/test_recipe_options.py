@@ -198,6 +198,26 @@ def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_l
     assert "fast = --optimizer sgd --lr 0.1" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_recipe_given_beside_a_preset_opens_with_the_preset_the_flags_that_differ_and_every_value():
+    import dataclasses
+
+    from core.recipe import recipe_line
+
+    given, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast", "--lr", "0.2",
+                                                                    "--crop-padding", "2"]))
+    line = recipe_line(given)
+    assert line.startswith("Recipe fast, but --lr 0.2 --crop-padding 2: --optimizer sgd --lr 0.2 ")
+    # The values after the colon are flags that give back the same recipe.
+    again, _ = run.configs_from_args(run.build_parser().parse_args(line.split(": ", 1)[1].split()))
+    assert again == given
+    assert recipe_line(dataclasses.replace(given, nesterov=False)).startswith(
+        "Recipe fast, but --lr 0.2 without --nesterov --crop-padding 2: --optimizer sgd --lr 0.2 --momentum 0.9 "
+        "--weight-decay 0.0005 ")
+    for nearer_the_assignment in ([], ["--augment"], ["--optimizer", "sgd", "--schedule", "cosine"]):
+        recipe, _ = run.configs_from_args(run.build_parser().parse_args(nearer_the_assignment))
+        assert recipe_line(recipe) is None  # such a run opens with its device, as the assignment's does
+
+
 def test_a_warmup_as_long_as_the_run_is_refused(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     refused = run_in_process([*COMMON, "--data-dir", data_dir, "--recipe", "fast", "--epochs", "2",
