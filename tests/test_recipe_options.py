@@ -191,11 +191,11 @@ def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_l
     history = json.loads((tmp_path / "named" / "history.json").read_text())
     assert history["preset"] == "fast" and history["config"]["schedule"] == "onecycle"
     first = result.stdout.splitlines()[0]
-    assert first == ("Recipe fast: --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --weight-decay 0.0005 "
-                     "--schedule onecycle --warmup 2.0 --label-smoothing 0.1 --augment --crop-padding 4 --ema 0.0 --tta flip")
+    assert first == ("Recipe fast: --optimizer sgd --lr 0.4 --momentum 0.9 --nesterov --weight-decay 0.0005 "
+                     "--schedule onecycle --warmup 1.0 --label-smoothing 0.1 --augment --crop-padding 2 --ema 0.0 --tta flip")
     with pytest.raises(SystemExit):
         run.main(["--help"])
-    assert "fast = --optimizer sgd --lr 0.1" in " ".join(capsys.readouterr().out.split())
+    assert "fast = --optimizer sgd --lr 0.4" in " ".join(capsys.readouterr().out.split())
 
 
 def test_a_recipe_given_beside_a_preset_opens_with_the_preset_the_flags_that_differ_and_every_value():
@@ -204,14 +204,14 @@ def test_a_recipe_given_beside_a_preset_opens_with_the_preset_the_flags_that_dif
     from core.recipe import recipe_line
 
     given, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast", "--lr", "0.2",
-                                                                    "--crop-padding", "2"]))
+                                                                    "--crop-padding", "4"]))
     line = recipe_line(given)
-    assert line.startswith("Recipe fast, but --lr 0.2 --crop-padding 2: --optimizer sgd --lr 0.2 ")
+    assert line.startswith("Recipe fast, but --lr 0.2 --crop-padding 4: --optimizer sgd --lr 0.2 ")
     # The values after the colon are flags that give back the same recipe.
     again, _ = run.configs_from_args(run.build_parser().parse_args(line.split(": ", 1)[1].split()))
     assert again == given
     assert recipe_line(dataclasses.replace(given, nesterov=False)).startswith(
-        "Recipe fast, but --lr 0.2 without --nesterov --crop-padding 2: --optimizer sgd --lr 0.2 --momentum 0.9 "
+        "Recipe fast, but --lr 0.2 without --nesterov --crop-padding 4: --optimizer sgd --lr 0.2 --momentum 0.9 "
         "--weight-decay 0.0005 ")
     for nearer_the_assignment in ([], ["--augment"], ["--optimizer", "sgd", "--schedule", "cosine"]):
         recipe, _ = run.configs_from_args(run.build_parser().parse_args(nearer_the_assignment))
@@ -221,6 +221,6 @@ def test_a_recipe_given_beside_a_preset_opens_with_the_preset_the_flags_that_dif
 def test_a_warmup_as_long_as_the_run_is_refused(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     refused = run_in_process([*COMMON, "--data-dir", data_dir, "--recipe", "fast", "--epochs", "2",
-                              "--output-dir", str(tmp_path / "r")])
+                              "--warmup", "2", "--output-dir", str(tmp_path / "r")])
     assert (refused.returncode, refused.stderr) == (1, "error: --warmup 2.0 is as long as the whole run (2 epochs): "
                                                        "the onecycle schedule would never leave its warm-up\n")
