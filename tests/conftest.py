@@ -21,6 +21,15 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def away_from_the_checkout(tmp_path, monkeypatch):
+    """Each test starts in an empty directory of its own, so that a default path (./data, ./runs) of an in-process
+    run never reads a user's data nor writes into the checkout's runs. Subprocesses set their own cwd."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+
+
 @pytest.fixture
 def cifar10_dir(tmp_path):
     """A data dir with a tiny CIFAR-10 (100 train, 40 test); yields (data_dir, what was written)."""
