@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "and summarise across seeds: mean, sd, 95%% t-intervals; replaces --seed")
     commands.add_argument("--report", nargs="+", metavar="DIR",
                           help="only rebuild a report: of a comparison (bonus) or study directory, or from run "
-                               "directories of different architectures")
+                               "directories of different architectures (re-tested on the data folder the runs "
+                               "recorded unless --data-dir is given)")
     commands.add_argument("--evaluate", metavar="RUN_DIR_OR_CHECKPOINT",
                           help="re-test a saved model on the dataset its run names (--data-dir may point elsewhere): "
                                "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run")
@@ -108,10 +109,19 @@ def recorded_flags(resume: str | None) -> dict:
     return recorded
 
 
+def recorded_data_dir(args: argparse.Namespace) -> dict:
+    """For `--evaluate` and `--report`, which re-test saved models: the data folder their (first) run recorded, which
+    stands for `--data-dir` when it is not given. Empty for anything else."""
+    source = getattr(args, "evaluate", None) or (getattr(args, "report", None) or [None])[0]
+    recorded = recorded_flags(source)
+    return {"data_dir": recorded["data_dir"]} if "data_dir" in recorded else {}
+
+
 def configs_from_args(args: argparse.Namespace) -> tuple[Recipe, Setup]:
-    """The recipe and setup: a resumed run's record, then the named recipe's values, then the flags given (which win)."""
+    """The recipe and setup: a resumed run's record (or a re-tested run's data folder), then the named recipe's
+    values, then the flags given (which win)."""
     preset = PRESETS[args.recipe] if "recipe" in vars(args) else {}
-    given = {**recorded_flags(getattr(args, "resume", None)), **preset, **vars(args)}
+    given = {**recorded_flags(getattr(args, "resume", None)), **recorded_data_dir(args), **preset, **vars(args)}
     return tuple(cls(**{f.name: given[f.name] for f in dataclasses.fields(cls) if f.name in given})
                  for cls in (Recipe, Setup))
 
