@@ -130,21 +130,36 @@ def _try_lock(directory: str, create: bool) -> int | None:
     """An fd of `directory`'s lock file holding the lock, or None where there is no lock file and not `create`.
     Raises RunInUse, naming the holder, when a live process holds it."""
     path = os.path.join(directory, LOCK_FILE)
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
-    except FileNotFoundError:
-        if create:
-            raise RunDirError(f"{directory} is not a directory") from None
-        return None
-    except OSError as exc:
-        raise RunDirError(f"cannot lock {directory}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            if create:
+                raise RunDirError(f"{directory} is not a directory") from None
+            return None
+        except OSError as exc:
+            raise RunDirError(f"cannot lock {directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunInUse(in_use_message(directory, holder), holder) from None
+        if _is_named(fd, path):
+            return fd
+        # Its holder removed this file as it let go (`hold`), after we opened it: a lock on it guards nothing.
+        # Try again with the file the name holds now, if any.
         os.close(fd)
-        raise RunInUse(in_use_message(directory, holder), holder) from None
-    return fd
+
+
+def _is_named(fd: int, path: str) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def in_use_message(directory: str, holder: str) -> str:
@@ -171,9 +186,11 @@ def hold(directory: str, members=()):
     (RunInUse, naming this process). `members` are runs inside it (a bonus's nets, a study's seeds) that must not
     be in use elsewhere either; they are checked first, so that a refused process writes nothing at all.
 
-    An `fcntl.flock` dies with its holder, SIGKILL included, so a killed run never leaves a stale lock; the file
-    stays (removing it would let two processes lock two files of one name). Under torchrun rank 0 holds it and
-    the other processes follow its verdict."""
+    An `fcntl.flock` dies with its holder, SIGKILL included, so a killed run never leaves a stale lock (its file
+    stays until the next holder lets go). A holder that ends removes the file while it still holds the lock, so a
+    finished directory holds no `run.lock`; a process that locked the removed file meanwhile sees that the name no
+    longer points to it and tries again (`_try_lock`). Under torchrun rank 0 holds it and the other processes follow
+    its verdict."""
     fds = []
 
     def lock() -> str:
@@ -192,6 +209,8 @@ def hold(directory: str, members=()):
         yield
     finally:
         for fd in fds:
+            with contextlib.suppress(FileNotFoundError):  # the directory itself may be gone
+                os.unlink(os.path.join(directory, LOCK_FILE))
             os.close(fd)
 
 

@@ -51,7 +51,7 @@ def bonus_run(finished_bonus, tmp_path):
 
 def test_bonus_trains_both_and_writes_the_report(bonus_run):
     _, bonus_dir, out = bonus_run
-    assert sorted(os.listdir(bonus_dir)) == ["comparison.json", "curves.png", "multistage", "report.json", "report.md", "run.lock", "singlestage"]
+    assert sorted(os.listdir(bonus_dir)) == ["comparison.json", "curves.png", "multistage", "report.json", "report.md", "singlestage"]
     histories = {arch: read_history(str(bonus_dir / arch)) for arch in ("singlestage", "multistage")}
     configs = [{k: v for k, v in h["config"].items() if k not in ("arch", "output_dir")} for h in histories.values()]
     assert configs[0] == configs[1] and configs[0]["train_eval"] == 60

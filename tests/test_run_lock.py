@@ -1,5 +1,6 @@
 """One process per run directory: a second writer is refused in one line and writes nothing, readers never wait,
 and a killed holder leaves no lock behind."""
+import fcntl
 import os
 import re
 import signal
@@ -9,6 +10,8 @@ import time
 
 import pytest
 
+from core.errors import RunInUse
+from engine.rundir import hold, in_use
 from test_cli import HANG_TIMEOUT, read_history
 from test_resume import REPO, assert_same_as_reference, run_in_process, train_args
 
@@ -91,13 +94,52 @@ def test_a_resume_while_the_run_trains_is_refused_and_a_killed_holder_leaves_no_
     assert snapshot(run_dir) == before  # the refused processes wrote nothing
     # Reading never takes the lock: the checkpoint of epoch 1 is re-tested while epoch 2 trains.
     assert run_in_process(["--evaluate", str(run_dir / "checkpoint_1.pt"), "--data-dir", data_dir]).returncode == 0
-    # The holder dies without a word: its lock dies with it (the file stays), and a resume finishes the run.
+    # The holder dies without a word: its lock dies with it (the file stays), and a resume finishes the run and
+    # removes the file as it ends.
     trainer.send_signal(signal.SIGKILL)
     trainer.wait(timeout=HANG_TIMEOUT)
     assert f"process {trainer.pid} " in (run_dir / "run.lock").read_text()
     resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_as_reference(run_dir, reference_dir)
+    assert not (run_dir / "run.lock").exists()
+
+
+def test_a_holder_removes_its_lock_file_as_it_lets_go(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with hold(str(run_dir)):
+        assert (run_dir / "run.lock").read_text().startswith(f"process {os.getpid()} ")
+        assert in_use(str(run_dir)) is not None
+    assert os.listdir(run_dir) == [] and in_use(str(run_dir)) is None
+
+
+def test_a_lock_won_on_a_file_its_holder_removed_is_tried_again_on_the_file_of_that_name(tmp_path, monkeypatch):
+    """The interleaving a removed lock file allows: B opens run.lock; holder A lets go (removing it); C creates a
+    new run.lock and locks it; B's lock on the removed file succeeds but guards nothing: B must be refused, naming C.
+    (flock locks belong to open files, so the three holders can live in one process.)"""
+    directory = str(tmp_path / "run")
+    os.mkdir(directory)
+    first = hold(directory)
+    first.__enter__()
+    real_flock, third = fcntl.flock, hold(directory)
+    interleaved = []
+
+    def the_holder_lets_go_and_another_takes_over(fd, operation):
+        if not interleaved:  # B, between its open and its flock
+            interleaved.append(fd)
+            first.__exit__(None, None, None)
+            third.__enter__()
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", the_holder_lets_go_and_another_takes_over)
+    with pytest.raises(RunInUse, match=f"is in use by process {os.getpid()} "):
+        with hold(directory):
+            pass
+    assert interleaved  # the interleaving happened
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    third.__exit__(None, None, None)
+    assert os.listdir(directory) == []
 
 
 def test_a_study_and_its_report_are_refused_while_one_of_its_runs_trains_elsewhere(reference, tmp_path):

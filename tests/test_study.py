@@ -77,7 +77,7 @@ def study_args(data_dir):
 
 def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     _, study_dir = bonus_study
-    assert sorted(os.listdir(study_dir)) == ["run.lock", "seed0", "seed1", "study.json", "study.md", "study.png"]
+    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study.json", "study.md", "study.png"]
     study = json.loads((study_dir / "study.json").read_text())
     runs = {arch: [read_history(str(study_dir / f"seed{s}" / arch)) for s in (0, 1)] for arch in ("singlestage", "multistage")}
     for s in (0, 1):  # each seed's runs: that seed, the same data order for both nets, an ordinary bonus directory
