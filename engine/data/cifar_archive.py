@@ -138,6 +138,10 @@ def check_meta_counts(path: str, meta: dict) -> None:
     """CIFAR-10's batches.meta also holds 'num_cases_per_batch' and 'num_vis' (3072): whole numbers when present."""
     for key in ("num_cases_per_batch", "num_vis"):
         if key in meta and (not isinstance(meta[key], int) or isinstance(meta[key], bool) or meta[key] < 0):
-            raise DataError(f"{path}: {key!r} must be a non-negative whole number, found {meta[key]!r}"[:300])
+            value = meta[key]
+            # An array's repr spans lines; an error is one line.
+            found = (f"an array of dtype {value.dtype} shape {value.shape}" if isinstance(value, np.ndarray)
+                     else " ".join(repr(value).split()))
+            raise DataError(f"{path}: {key!r} must be a non-negative whole number, found {found}"[:300])
     if "num_vis" in meta and meta["num_vis"] != IMAGE_BYTES:
         raise DataError(f"{path}: 'num_vis' is {meta['num_vis']}, expected {IMAGE_BYTES}")
