@@ -150,7 +150,8 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     say(f"Run directory: {run_dir}{resumed}")
 
     stop = GracefulStop()
-    stop.attach(run.trainer, lambda engine: handlers.checkpointing.save_interrupted(engine, outputs.to_save, run_dir))
+    stop.attach(run.trainer, lambda engine: handlers.checkpointing.save_interrupted(engine, outputs.to_save, run_dir),
+                log_every=run.log_every)
     diverged = []
     run.trainer.add_event_handler(Events.TERMINATE, lambda engine: stop.signum is None and diverged.append(True))
     rank0 = idist.get_rank() == 0

@@ -1,7 +1,9 @@
 """Ctrl-C / SIGTERM: finish the current iteration, write a checkpoint, stop; a second signal exits at once.
 
-Under torchrun the processes must stop at the same iteration (or they wait on each other forever), so
-after every iteration they agree, with one all-reduce, on whether any of them got a signal or a NaN loss.
+Under torchrun the processes must stop at the same iteration (or they wait on each other forever), so they agree,
+with one all-reduce, on whether any of them got a signal or a NaN loss: every `log_every` iterations (the cadence of
+every other look at the loss, since the look waits for the GPU) and at the end of every epoch. A signal then stops
+the run within `log_every` iterations.
 """
 from __future__ import annotations
 
@@ -35,11 +37,17 @@ class GracefulStop:
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, 1)
 
-    def attach(self, trainer: Engine, save: Callable[[Engine], None]) -> None:
-        """Install the signal handlers while `trainer` runs; on a stop, call `save(trainer)` once."""
+    def attach(self, trainer: Engine, save: Callable[[Engine], None], log_every: int = 1) -> None:
+        """Install the signal handlers while `trainer` runs; on a stop, call `save(trainer)` once. Under torchrun the
+        processes agree every `log_every` iterations inside an epoch and once more after its end-of-epoch handlers
+        (attach this after them: an epoch's last iteration is never cut off from its evaluation and checkpoint)."""
         trainer.add_event_handler(Events.STARTED, self._install, trainer)
         if idist.get_world_size() > 1:
-            trainer.add_event_handler(Events.ITERATION_COMPLETED, self._agree)
+            def inside_an_epoch(engine: Engine, iteration: int) -> bool:
+                return iteration % log_every == 0 and iteration % engine.state.epoch_length != 0
+
+            trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=inside_an_epoch), self._agree)
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, self._agree)
         trainer.add_event_handler(Events.TERMINATE, lambda engine: self.signum is not None and save(engine))
         trainer.add_event_handler(Events.COMPLETED, self.restore)
 

@@ -1,4 +1,5 @@
 """torchrun with 2 CPU processes (gloo) on tiny data, checked against independent computations."""
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,13 @@ from test_cli import HANG_TIMEOUT, independent_eval, read_history
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def torchrun(*args, dump=None):
+def torchrun(*args, dump=None, probe=None):
+    """run.py under torchrun with 2 CPU processes; `dump`: through tests/sample_dump.py; `probe`: (log_every, dump
+    folder, "RANK:ITERATION" or None) through tests/distributed_probe.py."""
     script = ["tests/sample_dump.py", str(dump), "--"] if dump else ["run.py"]
+    if probe:
+        every, folder, signal_at = probe
+        script = ["tests/distributed_probe.py", str(every), str(folder), *([signal_at] if signal_at else []), "--"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script, *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
@@ -60,6 +66,35 @@ def test_test_accuracy_equals_a_single_process_evaluation_of_the_saved_model(ddp
     final = read_history(run_dir)["epochs"][-1]
     assert final["test_accuracy"] == pytest.approx(float(np.mean(predictions == written["test_y"])), abs=1e-12)
     assert final["test_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+def test_processes_agree_on_a_stop_every_log_every_iterations_and_it_resumes_exactly(ddp_run, tmp_path):
+    """log_every 3 (a GPU's cadence, scaled to 4 iterations an epoch): the processes agree, with one collective, after
+    iterations 3 and 6 inside the epochs and after each epoch's end, never after every iteration. Rank 1 alone gets a
+    SIGTERM after iteration 5: both stop at the next agreement, iteration 6, and the resume ends as the uninterrupted
+    run did."""
+    root, _, _ = ddp_run
+    run_dir = tmp_path / "run"
+    args = ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2", "--batch-size", "32",
+            "--no-progress", "--no-amp"]
+    stopped = torchrun(*args, "--output-dir", str(run_dir), probe=(3, tmp_path / "probe", "1:5"))
+    assert stopped.returncode != 0
+    assert (f"interrupted at epoch 2, iteration 6; checkpoint written. Continue with: python run.py --resume {run_dir}"
+            in stopped.stderr), stopped.stderr
+    assert os.path.exists(run_dir / "interrupted_6.pt")
+    for rank in (0, 1):
+        noted = json.loads((tmp_path / "probe" / f"collectives_rank{rank}.json").read_text())
+        in_iterations = [(iteration, operation) for iteration, event, operation in noted if event == "ITERATION_COMPLETED"]
+        assert in_iterations == [(3, "all_reduce"), (6, "all_reduce")]  # 6 iterations ran: not one per iteration
+        assert any(event == "EPOCH_COMPLETED" and iteration == 4 for iteration, event, _ in noted)
+    resumed = torchrun(*args, "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    reference = read_history(str(root / "runs" / "run"))["epochs"][:2]
+    timeless = [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in reference]
+    assert [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"}
+            for e in read_history(str(run_dir))["epochs"]] == timeless
+    ours, theirs = (torch.load(d / "checkpoint_2.pt", weights_only=True)["model"] for d in (run_dir, root / "runs" / "run"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
 def test_resume_under_torchrun(ddp_run):
