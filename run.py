@@ -21,7 +21,7 @@ from engine.compare.study import is_study, recorded_run, report_study, run_study
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES
 from engine.evaluate import evaluate
-from engine.precision import AMP_MODES
+from engine.precision import AMP_MODES, recorded_mode
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
 from handlers.lr_schedule import SCHEDULES
@@ -104,7 +104,9 @@ def recorded_flags(resume: str | None) -> dict:
         return {}  # the resume itself then says what is wrong with the run, in one line
     if isinstance(history.config.get("data_dir"), str):
         recorded["data_dir"] = history.config["data_dir"]
-    if history.config.get("amp") in AMP_MODES:
+    if "amp_dtype" in history.data:  # the precision it trained in, not the mode that chose it on its machine
+        recorded["amp"] = recorded_mode(history.data["amp_dtype"])
+    elif history.config.get("amp") in AMP_MODES:
         recorded["amp"] = history.config["amp"]
     return recorded
 

@@ -20,6 +20,9 @@ EPOCH = "epoch"
 TRAIN_LOSS = "train_loss"
 TRAIN_SECONDS = "train_seconds"
 IMAGES_PER_S = "images_per_s"
+# fp16 runs only (handlers/loss_scaling.py): optimizer steps skipped for an overflow, and the loss scale, at the end of
+# each epoch.
+SKIPPED_STEPS, LOSS_SCALE = "skipped_steps", "loss_scale"
 TEST, TRAIN_EVAL = "test", "train_eval"
 # The test set again, for --ema (the averaged weights) and --tta flip (the mean over each image and its mirror).
 TEST_EMA, TEST_FLIP = "test_ema", "test_flip"
@@ -37,6 +40,12 @@ TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS = metric(TRAIN_EVAL, ACCURACY), metric(TRAI
 GAP_ACCURACY, GAP_LOSS = "gap_accuracy", "gap_loss"
 
 
+def is_result(key: str) -> bool:
+    """Whether a record key holds a trained result (a loss, an accuracy), not the epoch, a timing or fp16's
+    bookkeeping."""
+    return key not in (EPOCH, IMAGES_PER_S, SKIPPED_STEPS, LOSS_SCALE) and not key.endswith("seconds")
+
+
 def has_train_eval(record: dict) -> bool:
     return TRAIN_EVAL_ACCURACY in record
 
@@ -50,6 +59,11 @@ def gap_accuracy(record: dict) -> float:
 def gap_loss(record: dict) -> float:
     """Generalisation gap in loss: test loss minus train-eval loss."""
     return record[TEST_LOSS] - record[TRAIN_EVAL_LOSS]
+
+
+def precision_in_words(amp_dtype: str | None) -> str:
+    """A run's recorded `amp_dtype` in words: 'bf16 autocast', 'fp16 autocast' or 'fp32'."""
+    return {"bfloat16": "bf16 autocast", "float16": "fp16 autocast"}.get(amp_dtype, "fp32")
 
 
 # The best epoch's test accuracy: reported beside the last epoch's numbers, never instead of them.
@@ -96,6 +110,11 @@ class RunHistory:
     @property
     def epochs(self) -> list[dict]:
         return self.data["epochs"]
+
+    @property
+    def precision(self) -> str | None:
+        """'bf16 autocast', 'fp16 autocast' or 'fp32'; None for a history that recorded no `amp_dtype`."""
+        return precision_in_words(self.data["amp_dtype"]) if "amp_dtype" in self.data else None
 
     @property
     def num_classes(self) -> int:

@@ -230,9 +230,11 @@ class Setup:
     download: bool = flag(True, "never download; fail with a clear message if the dataset is missing",
                           flag="--no-download", action="store_false")
     device: str = flag("auto", "auto picks CUDA, then MPS, then CPU", choices_from="devices")
-    amp: str = flag("auto", "bf16 autocast: auto = on for CUDA and for CPUs with native bf16 (AVX512-BF16/AMX), off "
-                            "elsewhere; --amp alone forces it on", choices_from="amp_modes", nargs="?", const="on",
-                    negation=("--no-amp", "off", "fp32 throughout (same as --amp off)"))
+    amp: str = flag("auto", "autocast precision: auto = bf16 on CUDA GPUs of compute capability 8.0 and above and on "
+                            "CPUs with native bf16 (AVX512-BF16/AMX), fp16 with loss scaling on CUDA 7.x (V100, T4), "
+                            "fp32 elsewhere (with TF32 on CUDA 8.0 and above); bf16, fp16 or off force one (on, or "
+                            "--amp alone: bf16); a resume keeps the run's", choices_from="amp_modes", nargs="?",
+                    const="bf16", negation=("--no-amp", "off", "fp32 throughout (same as --amp off)"))
     compile: bool = flag(False, "torch.compile the network (pays off on GPUs; checkpoints store the plain module)",
                          action="store_true")
     deterministic: bool = flag(False, "deterministic kernels on CUDA, slower (CPU runs with a fixed seed repeat bit for "

@@ -26,6 +26,7 @@ from engine.data.loader import DeviceBatches
 from engine.devices import resolve_device
 from engine.precision import Precision, resolve_precision
 from engine.steps import create_evaluator, create_trainer
+from handlers.loss_scaling import LossScaling
 from models import build_model
 
 
@@ -49,6 +50,7 @@ class Run:
     std: torch.Tensor
     lr_schedule: ParamScheduler | None = None  # None: the rate stays constant
     ema_model: torch.nn.Module | None = None  # the averaged weights (--ema)
+    loss_scaling: LossScaling | None = None  # fp16 only: the GradScaler and its skipped steps
 
     @property
     def test_batches(self) -> DeviceBatches:
@@ -100,9 +102,12 @@ def create_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Opti
     raise ValueError(f"unknown optimizer {recipe.optimizer!r}; choose one of {OPTIMIZERS}")
 
 
-def configure_torch(recipe: Recipe, setup: Setup, device: torch.device) -> None:
-    """Process-wide torch settings of a run: the seed, and deterministic or autotuned kernels."""
+def configure_torch(recipe: Recipe, setup: Setup, device: torch.device, precision: Precision) -> None:
+    """Process-wide torch settings of a run: the seed, deterministic or autotuned kernels, and on CUDA whether fp32
+    convolutions and matmuls may use TF32."""
     torch.manual_seed(recipe.seed)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision.tf32
     if setup.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
         torch.use_deterministic_algorithms(True)
@@ -124,8 +129,8 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         raise UserError(f"the last batch of an epoch ({len(data.train) % recipe.batch_size} images) is smaller than "
                         f"the number of processes ({world_size}); choose another --batch-size")
     device = resolve_device(setup.device)
-    precision = resolve_precision(setup.amp, device)
-    configure_torch(recipe, setup, device)
+    precision = resolve_precision(setup.amp, device, setup.deterministic)
+    configure_torch(recipe, setup, device, precision)
     channels_last = uses_channels_last(device)
     model = model_on(device, recipe, data.num_classes)
     network = model
@@ -154,7 +159,9 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         eval_batches[TRAIN_EVAL] = DeviceBatches(train_batches.images[index], train_batches.labels[index],
                                                  recipe.batch_size, mean, std, **shard)
         metrics[TRAIN_EVAL] = handlers.evaluation.classification_metrics(device)
-    trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing)
+    loss_scaling = LossScaling(device) if precision.loss_scaling else None
+    trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing,
+                             loss_scaling=loss_scaling)
     lr_schedule = handlers.lr_schedule.attach(trainer, recipe, optimizer, len(train_batches))
     ema_model = handlers.weight_average.attach(trainer, model, recipe.ema) if recipe.ema else None
 
@@ -183,8 +190,12 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     # Under torchrun the NaN check is agreed on by all processes (handlers/interrupts.py), so that they all
     # stop at the same iteration instead of waiting on each other.
     epoch_loss = handlers.epoch_loss.attach(trainer, device)
-    return Run(recipe, setup, device, precision, data, model, optimizer, trainer, epoch_loss, train_batches,
-               evaluators, eval_batches, mean, std, lr_schedule, ema_model)
+    if loss_scaling is not None:
+        loss_scaling.attach(trainer)  # at each epoch's end before the outputs: a collapsed epoch is never saved
+    return Run(recipe=recipe, setup=setup, device=device, precision=precision, data=data, model=model,
+               optimizer=optimizer, trainer=trainer, epoch_loss=epoch_loss, train_batches=train_batches,
+               evaluators=evaluators, eval_batches=eval_batches, mean=mean, std=std, lr_schedule=lr_schedule,
+               ema_model=ema_model, loss_scaling=loss_scaling)
 
 
 def _select_epoch_data(trainer: Engine, batches: DeviceBatches) -> None:

@@ -1,5 +1,8 @@
-"""Device choice. Under torchrun, ignite.distributed decides (one GPU per process)."""
+"""Device choice, and what a run says about the device it ran on. Under torchrun, ignite.distributed decides (one
+GPU per process)."""
 from __future__ import annotations
+
+import platform
 
 import ignite.distributed as idist
 import torch
@@ -26,3 +29,36 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not _mps_available():
         raise UserError("--device mps requested, but the MPS backend is not available on this machine")
     return torch.device(name)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as `lscpu` shows it (/proc/cpuinfo's "model name"), or the architecture where there is
+    none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_model(device: torch.device) -> str:
+    """What computes a run's numbers: the GPU's name, or the CPU's model name (MPS: the Mac's processor)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model()
+
+
+def machine(device: torch.device) -> dict:
+    """The facts besides the seed that decide a run's trained numbers bit for bit: the device's model and torch's
+    intra-op thread count (threads split the sums differently)."""
+    return {"device_model": device_model(device), "threads": torch.get_num_threads()}
+
+
+def machine_in_words(facts: dict) -> str:
+    """'AMD EPYC, 2 threads'."""
+    threads = facts["threads"]
+    return f"{facts['device_model']}, {threads} thread{'s' if threads != 1 else ''}"

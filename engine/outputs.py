@@ -23,6 +23,7 @@ import handlers.tensorboard_summary
 from core.history_file import TEST
 from core.recipe import config_dict, matching_preset
 from engine.build import Run
+from engine.devices import machine
 from engine.resume import RunIdentity
 from handlers.history import History
 from models import count_parameters
@@ -41,8 +42,10 @@ def run_header(run: Run, run_dir: str) -> dict:
         "preset": matching_preset(run.recipe),  # the named recipe (--recipe) whose values the config has, or None
         "versions": library_versions(),
         "device": str(run.device),
+        **machine(run.device),  # the device's model and torch's thread count: trained numbers depend on both
         "amp": run.precision.amp,
         "amp_dtype": run.precision.dtype_name,
+        "tf32": run.precision.tf32,
         "world_size": idist.get_world_size(),
         "backend": idist.backend(),
         "global_batch_size": run.recipe.batch_size,
@@ -91,6 +94,8 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
         to_save["lr_schedule"] = run.lr_schedule
     if run.ema_model is not None:
         to_save["ema_model"] = run.ema_model
+    if run.loss_scaling is not None:  # fp16: the loss scale and the epoch's skipped steps so far
+        to_save["loss_scaling"] = run.loss_scaling
     tb_logger = handlers.tensorboard_logging.create_logger(run_dir, purge_step) if rank0 else None
     if rank0:
         handlers.tensorboard_logging.attach_iteration_logging(trainer, tb_logger, run.optimizer, run.log_every)

@@ -1,12 +1,21 @@
-"""`--amp auto|on|off`: whether the networks run under bf16 autocast, decided once per run and said aloud.
+"""`--amp auto|bf16|fp16|off`: what a run's forward passes compute in, decided once per run from what the device
+multiplies natively, and said aloud.
 
-bf16 autocast pays off where the hardware multiplies bf16 natively: CUDA GPUs, and CPUs with AVX512-BF16 or
-AMX-BF16 (Intel Sapphire Rapids and later, AMD Zen 4/5) or Arm's BF16 extension. Elsewhere oneDNN emulates
-bf16 with fp32 instructions plus conversions, which is slower than plain fp32, so `auto` leaves it off there
-and forcing it prints a warning. Losses, metrics and the epoch mean are always computed in fp32.
+| device | `auto` picks |
+| --- | --- |
+| CUDA, compute capability 8.0 and above (A100, H100, RTX 30xx/40xx) | bf16 autocast |
+| CUDA 7.x (V100, T4, RTX 20xx): fp16 tensor cores, bf16 only emulated | fp16 autocast with loss scaling |
+| CUDA below 7.0 (P100, K80): no tensor cores | fp32 |
+| a CPU whose bf16 oneDNN executes natively (AVX512-BF16, AMX-BF16; Arm's BF16) | bf16 autocast |
+| any other CPU, MPS | fp32 |
 
-What counts is what oneDNN will execute, not what the CPU reports: `ONEDNN_MAX_CPU_ISA` (a user's cap, or a
-virtual machine's) can forbid the bf16 instructions of a CPU that has them.
+fp32 on CUDA 8.0 and above runs its convolutions and matmuls in TF32, except under `--deterministic`, which keeps
+full fp32. fp16 needs loss scaling (handlers/loss_scaling.py); `auto` never picks it on a CPU, where oneDNN runs
+fp16 autocast far slower than fp32. Forcing a precision where it runs slowly or untested prints a warning. `on` is
+bf16, as `--amp` alone is. Losses, metrics and the epoch mean are always computed in fp32.
+
+On a CPU what counts is what oneDNN will execute, not what the CPU reports: `ONEDNN_MAX_CPU_ISA` (a user's cap,
+or a virtual machine's) can forbid the bf16 instructions of a CPU that has them.
 """
 from __future__ import annotations
 
@@ -16,7 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-AMP_MODES = ("auto", "on", "off")
+# `on` is bf16; `off` is plain fp32 (also `--no-amp`).
+AMP_MODES = ("auto", "bf16", "fp16", "off", "on")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+# The names of the precisions (as the benchmarks take them) and the `--amp` mode that forces each.
+PRECISION_MODES = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+# The compute capabilities from which CUDA GPUs multiply bf16, fp16 and TF32 on tensor cores.
+CUDA_NATIVE_BF16, CUDA_NATIVE_FP16, CUDA_TF32 = (8, 0), (7, 0), (8, 0)
 # torch.cpu.get_capabilities() keys that mean bf16 multiply-adds in hardware (x86, then Arm).
 NATIVE_BF16_FEATURES = ("avx512_bf16", "amx_bf16", "bf16", "sve_bf16")
 
@@ -85,19 +101,31 @@ class Precision:
 
     dtype: torch.dtype | None  # the autocast dtype; None: plain fp32
     reason: str  # one phrase for the console, e.g. "auto: this CPU has native bf16 (amx_bf16)"
-    warning: str | None = None  # set when bf16 was forced where it runs slowly
+    warning: str | None = None  # set when a precision was forced where it runs slowly or untested
+    tf32: bool = False  # fp32 convolutions and matmuls on TF32 tensor cores (CUDA 8.0 and above)
 
     @property
     def amp(self) -> bool:
         return self.dtype is not None
 
     @property
+    def loss_scaling(self) -> bool:
+        """fp16's narrow range underflows small gradients unless the loss is scaled up first (GradScaler)."""
+        return self.dtype == torch.float16
+
+    @property
     def dtype_name(self) -> str | None:
         return str(self.dtype).removeprefix("torch.") if self.dtype is not None else None
 
+    def in_words(self) -> str:
+        """'bf16 autocast', 'fp16 autocast with loss scaling', 'fp32 with TF32 convolutions and matmuls' or 'fp32'."""
+        if self.dtype is None:
+            return "fp32 with TF32 convolutions and matmuls" if self.tf32 else "fp32"
+        return f"{SHORT_NAMES[self.dtype]} autocast" + (" with loss scaling" if self.loss_scaling else "")
+
     def describe(self) -> str:
-        """'bf16 autocast (reason)' or 'fp32 (reason)'."""
-        return f"{'bf16 autocast' if self.amp else 'fp32'} ({self.reason})"
+        """What and why, e.g. 'bf16 autocast (auto: this CPU has native bf16 (amx_bf16))'."""
+        return f"{self.in_words()} ({self.reason})"
 
     def autocast(self, device: torch.device):
         """A context manager: autocast to `dtype` on `device`, or nothing."""
@@ -110,27 +138,70 @@ FP32 = Precision(None, "--no-amp")
 
 
 def recorded_precision(amp_dtype: str | None) -> Precision:
-    """The precision a run recorded in history.json (`amp_dtype`), to repeat its passes exactly."""
-    return Precision(torch.bfloat16, "as trained") if amp_dtype == "bfloat16" else FP32
+    """The precision a run recorded in history.json (`amp_dtype`), to repeat its test passes exactly."""
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp_dtype)
+    return Precision(dtype, "as trained") if dtype is not None else FP32
 
 
-def resolve_precision(mode: str, device: torch.device) -> Precision:
-    """`--amp auto` turns bf16 on for CUDA and for CPUs with native bf16; `on`/`off` force it."""
+def recorded_mode(amp_dtype: str | None) -> str:
+    """The `--amp` mode that gives a recorded `amp_dtype` again: what a resume runs in unless --amp is given."""
+    return {"bfloat16": "bf16", "float16": "fp16"}.get(amp_dtype, "off")
+
+
+def resolve_precision(mode: str, device: torch.device, deterministic: bool = False) -> Precision:
+    """The precision `--amp MODE` gives on `device` (the table of the module docstring); `deterministic` keeps
+    TF32 off."""
     if mode not in AMP_MODES:
         raise ValueError(f"amp mode must be one of {AMP_MODES}, got {mode!r}")
+    mode = "bf16" if mode == "on" else mode
+    if device.type == "cuda":
+        return _on_cuda(mode, device, deterministic)
     if mode == "off":
         return FP32
-    if device.type == "cuda":
-        return Precision(torch.bfloat16, f"{'auto' if mode == 'auto' else '--amp'}: CUDA")
     if device.type == "cpu":
-        features, where = native_bf16()
-        if features:
-            return Precision(torch.bfloat16, f"{'auto' if mode == 'auto' else '--amp'}: this CPU has native bf16 "
-                                             f"({', '.join(features)})")
-        consequence = "expect it to be slower than fp32"
-    else:
-        where, consequence = f"bf16 autocast on {device.type} is untested here", "check its accuracy"
+        return _on_cpu(mode)
+    if mode == "auto":
+        return Precision(None, f"auto: autocast on {device.type} is untested here")
+    return Precision(AUTOCAST_DTYPES[mode], f"--amp {mode}: forced on {device.type}",
+                     warning=f"warning: --amp {mode} forces {mode} autocast on {device.type}, which is untested here; "
+                             "check its accuracy")
+
+
+def _on_cpu(mode: str) -> Precision:
+    if mode == "fp16":
+        return Precision(torch.float16, "--amp fp16: forced on a CPU",
+                         warning="warning: --amp fp16 forces fp16 autocast although CPUs run it far slower than fp32 (it "
+                                 "is for GPUs without native bf16); expect it to be much slower than fp32")
+    features, where = native_bf16()
+    if features:
+        given = "auto" if mode == "auto" else "--amp bf16"
+        return Precision(torch.bfloat16, f"{given}: this CPU has native bf16 ({', '.join(features)})")
     if mode == "auto":
         return Precision(None, f"auto: {where}")
-    return Precision(torch.bfloat16, f"--amp: forced, {where}",
-                     warning=f"warning: --amp forces bf16 autocast although {where}; {consequence}")
+    return Precision(torch.bfloat16, f"--amp bf16: forced, {where}",
+                     warning=f"warning: --amp bf16 forces bf16 autocast although {where}; expect it to be slower than fp32")
+
+
+def _on_cuda(mode: str, device: torch.device, deterministic: bool) -> Precision:
+    capability = tuple(torch.cuda.get_device_capability(device))
+    gpu = f"{torch.cuda.get_device_name(device)} (sm_{capability[0]}{capability[1]})"
+    native_bf16, tensor_cores = capability >= CUDA_NATIVE_BF16, capability >= CUDA_NATIVE_FP16
+    if mode == "auto" and native_bf16:
+        return Precision(torch.bfloat16, f"auto: {gpu} multiplies bf16 natively")
+    if mode == "auto" and tensor_cores:
+        return Precision(torch.float16, f"auto: {gpu} has no native bf16")
+    if mode == "bf16" and native_bf16:
+        return Precision(torch.bfloat16, f"--amp bf16: {gpu} multiplies bf16 natively")
+    if mode == "bf16":
+        instead = "; --amp fp16 uses its fp16 tensor cores" if tensor_cores else ""
+        return Precision(torch.bfloat16, f"--amp bf16: forced, {gpu} has no native bf16",
+                         warning=f"warning: --amp bf16 forces bf16 autocast although {gpu} has no native bf16; expect it "
+                                 f"to be slower than fp32{instead}")
+    if mode == "fp16":
+        return Precision(torch.float16, f"--amp fp16: {gpu} {'has fp16 tensor cores' if tensor_cores else 'has no tensor cores'}")
+    reason = f"auto: {gpu} has no tensor cores" if mode == "auto" else FP32.reason
+    if capability < CUDA_TF32:
+        return Precision(None, reason)
+    if deterministic:
+        return Precision(None, f"{reason}; TF32 off under --deterministic")
+    return Precision(None, reason, tf32=True)

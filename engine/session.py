@@ -22,9 +22,13 @@ from engine import build
 from engine.console import say, warn
 from engine.data.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
-from engine.resume import check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint, load_checkpoint
+from engine.devices import machine, machine_in_words, resolve_device
+from engine.precision import resolve_precision
+from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint,
+                           load_checkpoint, machine_change)
 from engine.rundir import claim_run_dir, default_run_dir, hold, in_use, remove_stale_temp_files, run_dir_of
 from handlers.interrupts import GracefulStop
+from handlers.loss_scaling import LossScaleCollapsed
 
 
 class TrainingDiverged(UserError):
@@ -113,15 +117,21 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
             check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume, or
-            check_resumable(recipe, run_dir)  # a different recipe, is refused at once
+            check_resumable(recipe, run_dir)  # a different recipe, or precision, is refused at once
+            check_precision(run_dir, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
+                            setup.amp)
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
         opening = recipe_line(recipe)
         if opening:  # the first line: the named recipe, the flags given beside it, every value spelled out
             say(opening)
-        say(f"Device: {run.device}, {run.precision.describe()}")  # what the run computes in
+        # What the run computes on and in: its numbers depend on the device's model, the threads and the precision.
+        say(f"Device: {run.device} ({machine_in_words(machine(run.device))}), {run.precision.describe()}")
         if run.precision.warning:
             warn(run.precision.warning)
+        change = machine_change(run_dir, run.device) if resume is not None else None
+        if change:
+            say(change)
 
         checkpoint = state = None
         if resume is not None:
@@ -169,6 +179,8 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
                 f"no space left on the device while writing to {run_dir}; the last complete checkpoint there is "
                 "intact: free some space and resume with --resume")) from None
         raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
+    except LossScaleCollapsed as exc:
+        raise _failed(outputs, LossScaleCollapsed(f"{exc}; the last good checkpoint is in {run_dir}")) from None
     except BaseException as exc:
         raise _failed(outputs, exc)
     finally:

@@ -6,14 +6,18 @@ from ignite.engine import Engine
 from torch import nn
 
 from engine.precision import FP32, Precision
+from handlers.loss_scaling import LossScaling
 
 
 def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
-                   precision: Precision = FP32, label_smoothing: float = 0.0) -> Engine:
-    """Trainer whose output per iteration is `{"loss": batch mean, "sample_losses": per-sample losses}`.
+                   precision: Precision = FP32, label_smoothing: float = 0.0,
+                   loss_scaling: LossScaling | None = None) -> Engine:
+    """Trainer whose output per iteration is `{"loss": batch mean, "sample_losses": per-sample losses}`, both fp32
+    and unscaled.
 
     Both stay on the device (no `.item()`), so the hot loop never waits for the GPU; the per-sample losses
-    let the epoch-loss handler form the exact sample-weighted epoch mean.
+    let the epoch-loss handler form the exact sample-weighted epoch mean. Under fp16, `loss_scaling` does the
+    backward pass and the step.
     """
     criterion = nn.CrossEntropyLoss(reduction="none", label_smoothing=label_smoothing)
 
@@ -25,8 +29,11 @@ def create_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, device: t
         sample_losses = criterion(logits.float(), labels)
         loss = sample_losses.mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if loss_scaling is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            loss_scaling.backward_and_step(loss, optimizer)
         return {"loss": loss.detach(), "sample_losses": sample_losses.detach()}
 
     return Engine(train_step)

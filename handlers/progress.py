@@ -6,9 +6,9 @@ import sys
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
-from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, TEST_ACCURACY, TEST_EMA, TEST_FLIP, TEST_LOSS,
-                               TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS,
-                               metric)
+from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, SKIPPED_STEPS, TEST_ACCURACY, TEST_EMA, TEST_FLIP,
+                               TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
+                               TRAIN_SECONDS, metric)
 from handlers.history import History
 
 
@@ -26,6 +26,8 @@ def format_epoch(record: dict, max_epochs: int) -> str:
     for key, label in ((metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip")):
         if key in record:
             line += f"  {label} {100 * record[key]:.2f}%"
+    if record.get(SKIPPED_STEPS):
+        line += f"  fp16 skipped {record[SKIPPED_STEPS]} step{'s' if record[SKIPPED_STEPS] != 1 else ''}"
     return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"
 
 

@@ -25,14 +25,16 @@ def config_markdown(config: dict, extra: dict) -> str:
 
 
 def write_start(logger: TensorboardLogger, history: History, recipe: Recipe) -> None:
-    """Configuration text and the HPARAMS entry of the run: its recipe (its metrics follow at the end)."""
+    """Configuration text and the HPARAMS entry of the run: its recipe and precision (its metrics follow at the end)."""
     header = history.header
-    extra = {key: header[key] for key in ("device", "world_size", "parameters") if key in header}
+    extra = {key: header[key] for key in ("device", "device_model", "threads", "amp_dtype", "tf32", "world_size",
+                                          "parameters") if key in header}
     logger.writer.add_text("config", config_markdown(header["config"], extra), 0)
     metrics = {"hparam/test_accuracy": 0.0, "hparam/train_loss": 0.0}
     if recipe.train_eval:
         metrics["hparam/gap_accuracy"] = 0.0
-    for summary in hparams(dataclasses.asdict(recipe), metrics):
+    precision = {"precision": header.get("amp_dtype") or "float32"}
+    for summary in hparams(dataclasses.asdict(recipe) | precision, metrics):
         logger.writer.file_writer.add_summary(summary)
 
 

@@ -42,9 +42,11 @@ def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus
     after = json.loads((bonus / "report.json").read_text())
     gain_before = before.pop("where_the_gain_comes_from")
     gain_after = after.pop("where_the_gain_comes_from")
-    for arch, run_summary in after["runs"].items():  # a row added since: the best epoch beside the last
+    for arch, run_summary in after["runs"].items():  # what the fixture's report lacks: the best epoch beside the last,
         best = max(run_summary["epochs"], key=lambda e: (e["test_accuracy"], -e["epoch"]))
         assert run_summary.pop("best_epoch") == {"epoch": best["epoch"], "test_accuracy": best["test_accuracy"]}
+        # and the precision and machine, as far as its histories recorded them (the precision, not the machine)
+        assert (run_summary.pop("precision"), run_summary.pop("machine")) == ("fp32", None)
     assert timeless(after) == timeless(before)  # recipe fields added since are absent from old runs' records
     # The fixture keeps the single-stage run's checkpoint only: the per-class part says what it lacked.
     assert "classes" in gain_before and "checkpoint_" in gain_after["unavailable"]
@@ -54,7 +56,10 @@ def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus
         return [line for line in text.splitlines() if "per second" not in line and "seconds per epoch" not in line
                 and not line.startswith("| test accuracy at the best epoch")]
 
-    assert timeless_lines((bonus / "report.md").read_text()) == timeless_lines(old_markdown)
+    old_header = "blocks per stage 2, device cpu, train-eval"
+    assert old_header in old_markdown
+    assert timeless_lines((bonus / "report.md").read_text()) == timeless_lines(
+        old_markdown.replace(old_header, "blocks per stage 2, device cpu, precision fp32, train-eval"))
 
 
 def test_a_report_header_names_the_optimisation_its_runs_had():

@@ -15,7 +15,9 @@ import engine.build
 from ignite.engine import Events
 import engine.precision
 import run
+from core.recipe import Recipe, Setup
 from engine.precision import resolve_precision
+from helpers import device_line
 from test_cli import read_history
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -34,22 +36,110 @@ def cpu_features(monkeypatch):
     return pretend
 
 
-def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16(cpu_features):
-    assert resolve_precision("auto", CUDA).dtype == torch.bfloat16
+# Each capability of the table in engine/precision.py, with a GPU that has it.
+GPUS = {(6, 0): "Tesla P100-PCIE-16GB", (7, 0): "Tesla V100-SXM2-16GB", (7, 5): "Tesla T4",
+        (8, 0): "NVIDIA A100-SXM4-40GB", (8, 6): "NVIDIA GeForce RTX 3090", (9, 0): "NVIDIA H100 80GB HBM3"}
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """Pretend the CUDA device has the given compute capability (and the name of a GPU that has it)."""
+
+    def pretend(capability):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: GPUS[capability])
+        return f"{GPUS[capability]} (sm_{capability[0]}{capability[1]})"
+
+    return pretend
+
+
+@pytest.mark.parametrize("capability, dtype, words", [
+    ((6, 0), None, "fp32 (auto: {gpu} has no tensor cores)"),
+    ((7, 0), torch.float16, "fp16 autocast with loss scaling (auto: {gpu} has no native bf16)"),
+    ((7, 5), torch.float16, "fp16 autocast with loss scaling (auto: {gpu} has no native bf16)"),
+    ((8, 0), torch.bfloat16, "bf16 autocast (auto: {gpu} multiplies bf16 natively)"),
+    ((8, 6), torch.bfloat16, "bf16 autocast (auto: {gpu} multiplies bf16 natively)"),
+    ((9, 0), torch.bfloat16, "bf16 autocast (auto: {gpu} multiplies bf16 natively)"),
+])
+def test_auto_on_cuda_follows_what_the_gpu_multiplies_natively(gpu, capability, dtype, words):
+    name = gpu(capability)
+    precision = resolve_precision("auto", CUDA)
+    assert precision.dtype == dtype
+    assert precision.loss_scaling is (dtype == torch.float16)  # the run gets a GradScaler exactly then
+    assert precision.describe() == words.format(gpu=name)
+    assert precision.warning is None and precision.tf32 is False
+
+
+@pytest.mark.parametrize("capability, deterministic, words", [
+    ((7, 5), False, "fp32 (--no-amp)"),
+    ((8, 0), False, "fp32 with TF32 convolutions and matmuls (--no-amp)"),
+    ((9, 0), False, "fp32 with TF32 convolutions and matmuls (--no-amp)"),
+    ((9, 0), True, "fp32 (--no-amp; TF32 off under --deterministic)"),
+])
+def test_fp32_on_cuda_uses_tf32_from_ampere_on_unless_deterministic(gpu, capability, deterministic, words):
+    gpu(capability)
+    precision = resolve_precision("off", CUDA, deterministic=deterministic)
+    assert precision.dtype is None and precision.describe() == words
+    # The run sets both switches from it, whatever they were before.
+    switches = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),
+                (torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic")]
+    before = [getattr(module, name) for module, name in switches]
+    try:
+        for start in (True, False):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = start
+            engine.build.configure_torch(Recipe(), Setup(), CUDA, precision)
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (precision.tf32,) * 2
+    finally:
+        for (module, name), value in zip(switches, before):
+            setattr(module, name, value)
+
+
+def test_forcing_a_precision_on_cuda(gpu):
+    t4 = gpu((7, 5))
+    forced = resolve_precision("bf16", CUDA)
+    assert forced.dtype == torch.bfloat16 and not forced.loss_scaling
+    assert forced.describe() == f"bf16 autocast (--amp bf16: forced, {t4} has no native bf16)"
+    assert forced.warning == (f"warning: --amp bf16 forces bf16 autocast although {t4} has no native bf16; expect it to "
+                              "be slower than fp32; --amp fp16 uses its fp16 tensor cores")
+    assert resolve_precision("on", CUDA) == forced  # `on`, and --amp alone, mean bf16
+    h100 = gpu((9, 0))
+    fp16 = resolve_precision("fp16", CUDA)
+    assert (fp16.dtype, fp16.loss_scaling, fp16.warning) == (torch.float16, True, None)
+    assert fp16.describe() == f"fp16 autocast with loss scaling (--amp fp16: {h100} has fp16 tensor cores)"
+    assert resolve_precision("bf16", CUDA).describe() == f"bf16 autocast (--amp bf16: {h100} multiplies bf16 natively)"
+
+
+def test_auto_is_bf16_on_cpus_with_native_bf16_and_never_fp16_on_a_cpu(cpu_features):
     cpu_features("avx512_bf16", "amx_bf16")
     precision = resolve_precision("auto", CPU)
     assert precision.dtype == torch.bfloat16 and precision.warning is None
     assert precision.describe() == "bf16 autocast (auto: this CPU has native bf16 (avx512_bf16, amx_bf16))"
+    assert resolve_precision("bf16", CPU).describe() == (
+        "bf16 autocast (--amp bf16: this CPU has native bf16 (avx512_bf16, amx_bf16))")
+    forced = resolve_precision("fp16", CPU)  # whatever the CPU has: fp16 only when asked for, with a warning
+    assert (forced.dtype, forced.loss_scaling) == (torch.float16, True)
+    assert forced.describe() == "fp16 autocast with loss scaling (--amp fp16: forced on a CPU)"
+    assert forced.warning.startswith("warning: --amp fp16 forces fp16 autocast although CPUs run it far slower than fp32")
+    cpu_features()
+    assert resolve_precision("auto", CPU).dtype is None and resolve_precision("fp16", CPU).warning == forced.warning
+
+
+def test_mps_is_fp32_unless_forced():
+    mps = torch.device("mps")
+    assert resolve_precision("auto", mps).describe() == "fp32 (auto: autocast on mps is untested here)"
+    forced = resolve_precision("fp16", mps)
+    assert forced.dtype == torch.float16 and forced.loss_scaling
+    assert forced.warning == "warning: --amp fp16 forces fp16 autocast on mps, which is untested here; check its accuracy"
 
 
 def test_auto_is_fp32_on_cpus_without_native_bf16_and_forcing_it_warns(cpu_features):
     cpu_features()
     assert resolve_precision("auto", CPU).describe() == "fp32 (auto: this CPU has no native bf16)"
-    forced = resolve_precision("on", CPU)
+    forced = resolve_precision("bf16", CPU)
     assert forced.dtype == torch.bfloat16
-    assert forced.warning == ("warning: --amp forces bf16 autocast although this CPU has no native bf16; "
+    assert forced.warning == ("warning: --amp bf16 forces bf16 autocast although this CPU has no native bf16; "
                               "expect it to be slower than fp32")
-    assert resolve_precision("off", CPU).dtype is None and resolve_precision("off", CUDA).dtype is None
+    assert resolve_precision("off", CPU).dtype is None
     with pytest.raises(ValueError, match="amp mode must be one of"):
         resolve_precision("yes", CPU)
 
@@ -73,7 +163,7 @@ def test_auto_follows_what_onednn_will_execute_under_its_isa_cap(cpu_features, m
     if expected is None:
         assert precision.describe() == (f"fp32 (auto: this CPU has native bf16 but oneDNN is capped below it "
                                         f"(ONEDNN_MAX_CPU_ISA={cap.upper()}))")
-        forced = resolve_precision("on", CPU)
+        forced = resolve_precision("bf16", CPU)
         assert forced.dtype == torch.bfloat16 and "oneDNN is capped below it" in forced.warning
     else:
         assert precision.describe() == f"bf16 autocast (auto: this CPU has native bf16 ({expected}))"
@@ -134,11 +224,11 @@ def test_forced_amp_runs_bf16_convolutions_keeps_losses_fp32_and_says_so(cifar10
     seen = record_dtypes(monkeypatch)
     assert train(data_dir, tmp_path / "run", "--amp") == 0
     out, err = capsys.readouterr()
-    assert out.splitlines()[0] == "Device: cpu, bf16 autocast (--amp: forced, this CPU has no native bf16)"
-    assert err.count("warning: --amp forces bf16 autocast") == 1
+    assert out.splitlines()[0] == device_line("bf16 autocast (--amp bf16: forced, this CPU has no native bf16)")
+    assert err.count("warning: --amp bf16 forces bf16 autocast") == 1
     assert seen == {"conv": {torch.bfloat16}, "sample_losses": {torch.float32}}
     history = read_history(str(tmp_path / "run"))
-    assert (history["amp"], history["amp_dtype"], history["config"]["amp"]) == (True, "bfloat16", "on")
+    assert (history["amp"], history["amp_dtype"], history["config"]["amp"]) == (True, "bfloat16", "bf16")
     assert isinstance(history["epochs"][0]["train_loss"], float)
 
 
@@ -146,7 +236,7 @@ def test_no_amp_runs_fp32(cifar10_dir, tmp_path, capsys, monkeypatch):
     data_dir, _ = cifar10_dir
     seen = record_dtypes(monkeypatch)
     assert train(data_dir, tmp_path / "run", "--no-amp") == 0
-    assert capsys.readouterr().out.splitlines()[0] == "Device: cpu, fp32 (--no-amp)"
+    assert capsys.readouterr().out.splitlines()[0] == device_line("fp32 (--no-amp)")
     assert seen == {"conv": {torch.float32}, "sample_losses": {torch.float32}}
     history = read_history(str(tmp_path / "run"))
     assert (history["amp"], history["amp_dtype"], history["config"]["amp"]) == (False, None, "off")
@@ -162,12 +252,3 @@ def test_default_follows_the_cpu(cifar10_dir, tmp_path, capsys, monkeypatch, cpu
     assert "warning" not in err
     assert seen["conv"] == {dtype}
     assert read_history(str(tmp_path / "run"))["amp"] is (dtype == torch.bfloat16)
-
-
-def test_a_run_may_resume_with_another_precision(cifar10_dir, tmp_path, capsys):
-    data_dir, _ = cifar10_dir
-    assert train(data_dir, tmp_path / "run", "--no-amp") == 0
-    assert run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "50",
-                     "--no-progress", "--amp", "--resume", str(tmp_path / "run")]) == 0
-    history = read_history(str(tmp_path / "run"))
-    assert [e["epoch"] for e in history["epochs"]] == [1, 2] and history["amp_dtype"] == "bfloat16"

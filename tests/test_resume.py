@@ -15,6 +15,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import run
+from helpers import device_line
 from test_cli import HANG_TIMEOUT, read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +106,7 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     # Exactly the command it printed: the recipe, the data folder and the precision come from the run's record.
     resumed = run_in_process(["--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
-    assert resumed.stdout.startswith("Device: cpu, fp32 (--no-amp)\n")
+    assert resumed.stdout.startswith(device_line("fp32 (--no-amp)") + "\n")
     epoch_2 = read_history(str(run_dir))["epochs"][1]
     assert epoch_2["train_seconds"] > saved["partial_train_seconds"]  # the whole epoch, across the interruption
     assert epoch_2["images_per_s"] == pytest.approx(100 / epoch_2["train_seconds"])

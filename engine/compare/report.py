@@ -15,6 +15,7 @@ from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.class_gain import compare_classes
 from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import decide, rule
+from engine.devices import machine_in_words
 from engine.evaluate import Retester
 from models import ARCHITECTURES, BONUS_PAIR, build_model, count_parameters
 from models.stats import macs_per_image, receptive_field
@@ -83,6 +84,8 @@ def run_summary(history: RunHistory) -> dict:
         "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
         "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),
         "device": history.data["device"],
+        "machine": machine_in_words(history.data) if "device_model" in history.data else None,
+        "precision": history.precision,
     }
 
 

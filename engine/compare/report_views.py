@@ -30,6 +30,12 @@ def title(report: dict) -> str:
     return f"{names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])} ResNet on {report['config']['dataset']}"
 
 
+def _device_in_words(run: dict) -> str:
+    """'device cpu (AMD EPYC, 2 threads), precision bf16 autocast', as far as the run recorded it."""
+    words = f"device {run['device']}" + (f" ({run['machine']})" if run.get("machine") else "")
+    return words + (f", precision {run['precision']}" if run.get("precision") else "")
+
+
 def _header_lines(report: dict) -> list[str]:
     runs, config = report["runs"], report["config"]
     last = list(runs)[-1]
@@ -38,7 +44,7 @@ def _header_lines(report: dict) -> list[str]:
     lines = [f"# {title(report)}", "",
              f"{'Both' if len(runs) == 2 else 'All'} runs: {config['epochs']} epochs, batch {config['batch_size']}, "
              f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
-             f"blocks per stage {config['blocks_per_stage']}, device {runs[last]['device']}"
+             f"blocks per stage {config['blocks_per_stage']}, {_device_in_words(runs[last])}"
              + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
     lines += ["## Per epoch", ""]
     header = "| epoch | net | mean train loss | train-eval acc | train-eval loss | test acc | test top-5 | test loss |"

@@ -12,8 +12,8 @@ import os
 
 import handlers.comparison_report
 from core.errors import UserError
-from core.history_file import (BEST_TEST_ACCURACY, EPOCH, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS,
-                               best_epoch, gap_accuracy, has_train_eval, read_history, write_json)
+from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, best_epoch,
+                               gap_accuracy, has_train_eval, is_result, read_history, write_json)
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
@@ -110,8 +110,7 @@ def recorded_run(directory: str) -> str | None:
 def across_seeds(histories: list) -> dict:
     """Per epoch and for the final epoch: mean, sd and 95 % t-interval across seeds of every recorded number."""
     epochs = min(len(h.epochs) for h in histories)
-    keys = [key for key in histories[0].epochs[-1] if key != EPOCH and not key.endswith("seconds")
-            and key != "images_per_s" and all(key in h.epochs[-1] for h in histories)]
+    keys = [key for key in histories[0].epochs[-1] if is_result(key) and all(key in h.epochs[-1] for h in histories)]
     if has_train_eval(histories[0].epochs[-1]):
         keys.append(GAP_ACCURACY)
 
@@ -152,6 +151,9 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
     recipe = dataclasses.asdict(next(iter(histories.values()))[0].recipe)
     study = {"seeds": seeds, "recipe": {k: v for k, v in recipe.items() if k not in ("seed", "arch")},
              "nets": {arch: across_seeds(runs) for arch, runs in histories.items()}}
+    precisions = sorted({h.precision for runs in histories.values() for h in runs} - {None})
+    if precisions:  # what the runs computed in, as far as they recorded it
+        study["precision"] = " and ".join(precisions)
     if compared:
         contrasts = {}
         for name in compared[1:]:

@@ -44,7 +44,8 @@ def render_study(study: dict) -> str:
     lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {len(seeds)} seed(s)", "",
              f"Seeds {', '.join(map(str, seeds))}; {recipe.epochs} epochs, batch {recipe.batch_size}, "
              f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
-             f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}.", "",
+             f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}"
+             + (f", precision {study['precision']}." if study.get("precision") else "."), "",
              "Accuracies in %, losses as they are: mean ± sample sd [95 % Student-t interval, df = K - 1].", "",
              "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",
              "| --- |" + " ---: |" * len(study["nets"])]
