@@ -1,19 +1,21 @@
 #!/usr/bin/env python
-"""Whole `run.py` runs, timed end to end: each architecture eager and/or `--compile`, in fp32 and/or bf16.
+"""Whole `run.py` runs, timed end to end: each architecture eager and/or `--compile`, in fp32, bf16 and/or fp16.
 
     python benchmarks/end_to_end.py --data-dir DATA --device cpu --modes eager --precisions fp32 bf16 \\
         --train-eval 10000 --keep-runs runs/end-to-end --json docs/results/end-to-end-cpu-xeon/end-to-end.json
-    python benchmarks/end_to_end.py --data-dir DATA            # the GPU check's timing (cuda, eager + compile)
+    python benchmarks/end_to_end.py --data-dir DATA            # cuda, eager + compile, each in run.py's own precision
+    python benchmarks/end_to_end.py --data-dir DATA --modes eager --precisions fp32 bf16 fp16   # the GPU's precisions
 
 For each run: the process's wall clock (start-up, data loading, every epoch's training and test passes,
 checkpoints), the training loop (sum of the epochs' train and evaluation seconds from history.json), and the
 compile overhead, estimated as the first epoch's time minus the median of the others (the first epoch of an eager
 run pays cuDNN autotuning, a little; of a compiled run, the compilation). "Loop excluding compile" is the loop
-minus that overhead: the number the < 15 s (multi-stage) GPU goal refers to. Where both precisions ran, the
-bf16 speed-up over fp32 is computed from the wall clocks and from the loops.
+minus that overhead: the number the < 15 s (multi-stage) GPU goal refers to. Where fp32 ran beside bf16 or fp16,
+their speed-ups over fp32 (on a GPU of compute capability 8.0 or above, fp32 means TF32) are computed from the wall
+clocks and from the loops.
 
 The runs go one after another; for every second architecture the order of the (mode, precision) pairs is
-reversed (A B, B A), so a machine that drifts during a long measurement favours neither precision. On a CPU the
+reversed (A B C, C B A), so a machine that drifts during a long measurement favours no precision. On a CPU the
 best dense-kernel rates are measured before the first and after the last run: if they differ much, the host
 changed under the measurement and the ratios say so.
 """
@@ -29,7 +31,12 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PRECISION_FLAGS = {"auto": [], "fp32": ["--no-amp"], "bf16": ["--amp", "on"]}
+sys.path.insert(0, REPO)
+
+from engine.precision import PRECISION_MODES  # noqa: E402
+
+# auto: run.py's own choice; a named precision: the --amp mode that forces it.
+PRECISION_FLAGS = {"auto": [], **{name: ["--amp", mode] for name, mode in PRECISION_MODES.items()}}
 
 
 def epoch_seconds(record: dict) -> float:
@@ -69,6 +76,8 @@ def timed_run(command: list[str], run_dir: str) -> dict:
         "test_accuracy": history["epochs"][-1]["test_accuracy"],
         "final_train_loss": history["epochs"][-1]["train_loss"],
         "amp_dtype": history.get("amp_dtype"),
+        "tf32": history.get("tf32"),
+        "machine": {key: history.get(key) for key in ("device_model", "threads")},
         "first_line": result.stdout.splitlines()[0] if result.stdout else "",
     }
 
@@ -82,18 +91,22 @@ def run_order(archs: list[str], modes: list[str], precisions: list[str]) -> list
     return order
 
 
-def bf16_speedups(runs: dict) -> dict:
-    """bf16 over fp32 for every (arch, mode) that ran in both: from the wall clocks and from the training loops."""
+def speedups_over_fp32(runs: dict) -> dict:
+    """bf16 and fp16 over fp32 for every (arch, mode) that ran in both: from the wall clocks and from the training
+    loops, with the difference in test accuracy. {"multistage-eager": {"bf16": {...}, "fp16": {...}}}."""
     speedups = {}
     for key, fp32 in runs.items():
-        bf16 = runs.get(key.replace("-fp32", "-bf16"))
-        if not key.endswith("-fp32") or bf16 is None or "error" in fp32 or "error" in bf16:
+        if not key.endswith("-fp32") or "error" in fp32:
             continue
-        speedups[key.removesuffix("-fp32")] = {
-            "wall": fp32["wall_seconds"] / bf16["wall_seconds"],
-            "loop": fp32["loop_seconds"] / bf16["loop_seconds"],
-            "test_accuracy_points": 100 * (bf16["test_accuracy"] - fp32["test_accuracy"]),
-        }
+        for faster in ("bf16", "fp16"):
+            other = runs.get(key.removesuffix("-fp32") + f"-{faster}")
+            if other is None or "error" in other:
+                continue
+            speedups.setdefault(key.removesuffix("-fp32"), {})[faster] = {
+                "wall": fp32["wall_seconds"] / other["wall_seconds"],
+                "loop": fp32["loop_seconds"] / other["loop_seconds"],
+                "test_accuracy_points": 100 * (other["test_accuracy"] - fp32["test_accuracy"]),
+            }
     return speedups
 
 
@@ -117,7 +130,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--arch", nargs="+", default=["multistage", "singlestage"])
     parser.add_argument("--modes", nargs="+", choices=("eager", "compile"), default=["eager", "compile"])
     parser.add_argument("--precisions", nargs="+", choices=tuple(PRECISION_FLAGS), default=["auto"],
-                        help="auto: run.py's own choice; fp32 = --no-amp; bf16 = --amp on")
+                        help="auto: run.py's own choice; fp32, bf16, fp16: forced with --amp")
     parser.add_argument("--keep-runs", metavar="DIR", help="keep the run directories here (default: a temp folder)")
     parser.add_argument("--kernel-seconds", type=float, default=1.0,
                         help="CPU only: seconds per dense-kernel rate before and after the runs (0: skip)")
@@ -150,10 +163,11 @@ def main(argv=None) -> dict:
                       f"test acc {100 * row['test_accuracy']:.2f}%", flush=True)
     if measure_kernels:
         results["kernel_gflops_after"] = cpu_kernel_rates(args.kernel_seconds, args.small_kernels)
-    results["bf16_speedup"] = bf16_speedups(results["runs"])
-    for key, speedup in results["bf16_speedup"].items():
-        print(f"{key}: bf16 over fp32 {speedup['wall']:.2f}x wall clock, {speedup['loop']:.2f}x loop, "
-              f"test accuracy {speedup['test_accuracy_points']:+.2f} points", flush=True)
+    results["speedup_over_fp32"] = speedups_over_fp32(results["runs"])
+    for key, by_precision in results["speedup_over_fp32"].items():
+        for faster, speedup in by_precision.items():
+            print(f"{key}: {faster} over fp32 {speedup['wall']:.2f}x wall clock, {speedup['loop']:.2f}x loop, "
+                  f"test accuracy {speedup['test_accuracy_points']:+.2f} points", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

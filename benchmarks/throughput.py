@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Training throughput, side by side in one process: ours vs a plain PyTorch loop vs the tutorial pipeline, in
-fp32 and (where the CPU has native bf16, or when asked) bf16 autocast, plus the share of the machine's peak
-that each reaches.
+fp32 and (where the CPU has native bf16, or when asked) bf16 autocast, or fp16 autocast with loss scaling when asked,
+plus the share of the machine's peak that each reaches.
 
     python benchmarks/throughput.py --quick            # a smoke run, a few hundred images
-    python benchmarks/throughput.py                     # the numbers in README "Performance"
+    python benchmarks/throughput.py                     # the numbers in docs/performance.md
+    python benchmarks/throughput.py --precisions fp32 bf16 fp16 --small-kernels   # what fp16 autocast costs here
 
 Every pipeline trains the same architecture with the same batch size on the same images for whole epochs,
 each epoch followed by a pass over the test images; all pipelines of all precisions take turns epoch by
@@ -41,20 +42,31 @@ from core.recipe import Recipe, Setup  # noqa: E402
 from engine.build import build_run  # noqa: E402
 from engine.outputs import attach_outputs  # noqa: E402
 from engine.data.loader import DeviceBatches  # noqa: E402
-from engine.precision import native_bf16  # noqa: E402
+from engine.precision import PRECISION_MODES, Precision, native_bf16, resolve_precision  # noqa: E402
 from ignite.engine import Events  # noqa: E402
 from models import build_model  # noqa: E402
 
 ARCHS = ("multistage", "singlestage")
-# Precision name -> autocast dtype (None: plain fp32) and the run.py --amp mode that selects it.
-PRECISIONS = {"fp32": (None, "off"), "bf16": (torch.bfloat16, "on")}
+CPU = torch.device("cpu")
 # The CPU features that decide how fast these kernels can run, as /proc/cpuinfo names them.
 ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
              "asimd", "sve", "bf16", "i8mm")
 
 
-def autocast(dtype: torch.dtype | None):
-    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+def cpu_precision(name: str) -> Precision:
+    """The precision `name` (fp32, bf16, fp16) forced on the CPU, as run.py's --amp would give it."""
+    return resolve_precision(PRECISION_MODES[name], CPU)
+
+
+def train_step(model, optimizer, scaler, precision: Precision, images, labels) -> None:
+    """One step of the hand-written loops: autocast forward, fp32 loss, (scaled, under fp16) backward and step."""
+    with precision.autocast(CPU):
+        logits = model(images)
+    loss = nn.functional.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def synthetic_data(n_train: int, n_test: int, seed: int = 0) -> CifarData:
@@ -79,7 +91,7 @@ def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int, precisio
     Yields (seconds of the epoch: train + test pass + handlers, seconds of its training loop alone), pausing the
     trainer in between."""
     run = build_run(Recipe(arch=arch, dataset="cifar10", batch_size=batch_size, epochs=epochs),
-                    Setup(progress=False, amp=PRECISIONS[precision][1]), data)
+                    Setup(progress=False, amp=PRECISION_MODES[precision]), data)
     seconds, started, trained = [], [], []
     # Registered before the outputs' handlers, so that the epoch's clock starts before them and the training
     # loop's clock stops before the evaluation passes; the epoch's clock stops after all of them.
@@ -102,7 +114,7 @@ def time_ours(arch: str, data: CifarData, batch_size: int, epochs: int, precisio
 def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precision: str):
     """A minimal hand-written loop over the same device-resident batches and model (channels_last); yields
     (seconds of the epoch: train + test pass, seconds of its training loop alone)."""
-    dtype = PRECISIONS[precision][0]
+    chosen = cpu_precision(precision)
     torch.manual_seed(0)
     mean = data.train.images.double().mean(dim=(0, 2, 3)) / 255
     std = (data.train.images.double() / 255).std(dim=(0, 2, 3))
@@ -110,22 +122,17 @@ def time_plain(arch: str, data: CifarData, batch_size: int, epochs: int, precisi
     test = DeviceBatches(data.test.images, data.test.labels, batch_size, mean, std, channels_last=True)
     model = build_model(arch, data.num_classes).to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler("cpu", enabled=chosen.loss_scaling)
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         train.set_epoch(epoch)
         model.train()
         for images, labels, _ in train:
-            with autocast(dtype):
-                logits = model(images)
-            loss = criterion(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(model, optimizer, scaler, chosen, images, labels)
         trained = time.perf_counter() - start
         model.eval()
         correct = 0
-        with torch.inference_mode(), autocast(dtype):
+        with torch.inference_mode(), chosen.autocast(CPU):
             for images, labels, _ in test:
                 correct += (model(images).argmax(1) == labels).sum().item()
         yield time.perf_counter() - start, trained
@@ -155,26 +162,21 @@ def time_tutorial(arch: str, data: CifarData, batch_size: int, epochs: int, prec
     training-loop seconds).
     The course's loop is fp32; under bf16 autocast (--tutorial-bf16) its NCHW convolutions run far slower on CPU
     than in fp32 (oneDNN wants channels_last for bf16), so by default it is timed in fp32 only."""
-    dtype = PRECISIONS[precision][0]
+    chosen = cpu_precision(precision)
     torch.manual_seed(0)
     loader = torch.utils.data.DataLoader(TutorialDataset(data.train), batch_size=batch_size, shuffle=True, num_workers=2)
     test_loader = torch.utils.data.DataLoader(TutorialDataset(data.test), batch_size=batch_size, num_workers=2)
     model = build_model(arch, data.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler("cpu", enabled=chosen.loss_scaling)
     for _ in range(epochs):
         start = time.perf_counter()
         model.train()
         for images, labels in loader:
-            with autocast(dtype):
-                logits = model(images)
-            loss = criterion(logits.float(), labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            train_step(model, optimizer, scaler, chosen, images, labels)
         trained = time.perf_counter() - start
         model.eval()
-        with torch.no_grad(), autocast(dtype):
+        with torch.no_grad(), chosen.autocast(CPU):
             for images, labels in test_loader:
                 (model(images).argmax(1) == labels).sum().item()
         yield time.perf_counter() - start, trained
@@ -243,32 +245,37 @@ PIPELINES = {"ours": time_ours, "plain": time_plain, "tutorial": time_tutorial}
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="128 train / 64 test images, 1 timed epoch, small kernels (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="64 train / 32 test images, batch 32, 1 timed epoch, small kernels (a smoke test)")
     parser.add_argument("--train-images", type=int, default=5120)
     parser.add_argument("--test-images", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per pipeline (after 1 warm-up)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--arch", nargs="+", choices=ARCHS, default=list(ARCHS))
     parser.add_argument("--pipelines", nargs="+", choices=sorted(PIPELINES), default=list(PIPELINES))
-    parser.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS),
-                        help="default: fp32, plus bf16 where the CPU has native bf16 (forcing bf16 elsewhere works, slowly)")
+    parser.add_argument("--precisions", nargs="+", choices=list(PRECISION_MODES),
+                        help="default: fp32, plus bf16 where the CPU has native bf16 (forcing bf16 elsewhere works, "
+                             "slowly); fp16: autocast with loss scaling, slow on every CPU")
+    parser.add_argument("--small-kernels", action="store_true",
+                        help="peaks from kernels an eighth as wide (without native bf16 or fp16, one full-size call of "
+                             "those precisions takes seconds): a lower bound of the peak, so utilisation is an upper one")
     parser.add_argument("--tutorial-bf16", action="store_true",
                         help="also time the tutorial pipeline under bf16 autocast (NCHW: slow on CPU)")
     parser.add_argument("--data-dir", help="use the CIFAR-10 copy here instead of synthetic images")
     parser.add_argument("--json", default="benchmarks/results/throughput.json", help="where to write the results")
     args = parser.parse_args(argv)
     if args.quick:
-        args.train_images, args.test_images, args.epochs = 128, 64, 1
+        args.train_images, args.test_images, args.batch_size, args.epochs, args.small_kernels = 64, 32, 32, 1, True
     precisions = args.precisions or (["fp32", "bf16"] if native_bf16()[0] else ["fp32"])
     kernel_seconds = 0.2 if args.quick else 1.0
     data = load_cifar(DATASETS["cifar10"], args.data_dir, download=False) if args.data_dir else None
     data = subset(data, args.train_images, args.test_images) if data else synthetic_data(args.train_images, args.test_images)
 
-    kernels_before = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds, args.quick)
+    kernels_before = {p: dense_kernel_rates(cpu_precision(p).dtype or torch.float32, kernel_seconds, args.small_kernels)
                       for p in precisions}
     results = {"machine": {**cpu_facts(), "threads": torch.get_num_threads(), "torch": torch.__version__},
                "setup": {"train_images": args.train_images, "test_images": args.test_images, "batch_size": args.batch_size,
-                         "timed_epochs": args.epochs, "data": args.data_dir or "synthetic", "precisions": precisions},
+                         "timed_epochs": args.epochs, "data": args.data_dir or "synthetic", "precisions": precisions,
+                         "small_kernels": args.small_kernels},
                "archs": {}}
     for arch in args.arch:
         flops = training_flops_per_image(arch, data.num_classes, args.batch_size)
@@ -302,11 +309,11 @@ def main(argv=None) -> dict:
             tutorial = cell.get("tutorial") or row.get("fp32", {}).get("tutorial")
             if "ours" in cell and tutorial:
                 cell["ours_over_tutorial"] = cell["ours"]["images_per_s"] / tutorial["images_per_s"]
-        if "fp32" in row and "bf16" in row:
-            row["bf16_over_fp32"] = {name: row["bf16"][name]["images_per_s"] / row["fp32"][name]["images_per_s"]
-                                     for name in args.pipelines if name in row["bf16"] and name in row["fp32"]}
+        for faster in [p for p in precisions if p != "fp32" and "fp32" in row]:
+            row[f"{faster}_over_fp32"] = {name: row[faster][name]["images_per_s"] / row["fp32"][name]["images_per_s"]
+                                          for name in args.pipelines if name in row[faster] and name in row["fp32"]}
         results["archs"][arch] = row
-    kernels_after = {p: dense_kernel_rates(PRECISIONS[p][0] or torch.float32, kernel_seconds, args.quick)
+    kernels_after = {p: dense_kernel_rates(cpu_precision(p).dtype or torch.float32, kernel_seconds, args.small_kernels)
                      for p in precisions}
     peaks = {}
     for p in precisions:
@@ -349,8 +356,10 @@ def print_table(results: dict) -> None:
                       if key in cell]
             if ratios:
                 print(f"{'':<12} {precision:<9} " + ", ".join(ratios))
-        if "bf16_over_fp32" in row:
-            print(f"{'':<12} bf16 over fp32: " + ", ".join(f"{k} {v:.2f}" for k, v in row["bf16_over_fp32"].items()))
+        for precision in setup["precisions"]:
+            if f"{precision}_over_fp32" in row:
+                print(f"{'':<12} {precision} over fp32: "
+                      + ", ".join(f"{k} {v:.2f}" for k, v in row[f"{precision}_over_fp32"].items()))
 
 
 if __name__ == "__main__":

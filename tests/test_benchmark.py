@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from helpers import device_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PIPELINES = ("ours", "plain", "tutorial")
@@ -52,7 +53,7 @@ def test_machine_facts_and_peaks_are_consistent(quick_benchmark):
 
 def test_every_pipeline_in_every_precision_is_timed_and_utilisation_is_consistent(quick_benchmark):
     results, stdout = quick_benchmark
-    assert results["setup"]["train_images"] == 128 and results["setup"]["timed_epochs"] == 1
+    assert results["setup"]["train_images"] == 64 and results["setup"]["timed_epochs"] == 1
     assert results["setup"]["precisions"] == ["fp32", "bf16"]
     assert list(results["archs"]) == ["multistage"]
     row = results["archs"]["multistage"]
@@ -64,7 +65,7 @@ def test_every_pipeline_in_every_precision_is_timed_and_utilisation_is_consisten
         for pipeline in [p for p in PIPELINES if p in cell]:
             numbers = cell[pipeline]
             assert len(numbers["epoch_seconds"]) == 1 and numbers["median_epoch_seconds"] > 0
-            assert numbers["images_per_s"] == pytest.approx(128 / numbers["median_epoch_seconds"])
+            assert numbers["images_per_s"] == pytest.approx(64 / numbers["median_epoch_seconds"])
             # The training loop is part of the epoch, not all of it (the test pass follows).
             assert len(numbers["train_seconds"]) == 1 and 0 < numbers["median_train_seconds"] < numbers["median_epoch_seconds"]
             assert numbers["utilisation"] == pytest.approx(numbers["images_per_s"] * row["train_gflops_per_image"] / peak)
@@ -94,7 +95,7 @@ def test_training_flops_are_about_three_forward_passes():
 
 def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_path, capsys):
     """benchmarks/end_to_end.py (what gpu_check.sh times) on CPU and tiny data: the same code path, minus the GPU.
-    One bf16 run (`--amp on`, which the run must record); the fp32 flag is --no-amp, used all over the suite,
+    One bf16 run (`--amp bf16`, which the run must record); the fp32 flag is --no-amp, used all over the suite,
     and the speed-up arithmetic is checked on its own below. (Its main() runs here; the timed run is a run.py
     process, as always.)"""
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
@@ -113,29 +114,32 @@ def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_
     assert row["loop_excluding_compile_seconds"] == pytest.approx(row["loop_seconds"] - row["first_epoch_overhead_seconds"])
     assert row["loop_seconds"] == pytest.approx(sum(row["epoch_seconds"])) and len(row["epoch_seconds"]) == 2
     assert 0 < row["loop_seconds"] < row["wall_seconds"] and row["first_epoch_overhead_seconds"] >= 0
-    assert 0 <= row["test_accuracy"] <= 1 and row["first_line"].startswith("Device: cpu, bf16 autocast")
+    assert 0 <= row["test_accuracy"] <= 1 and row["first_line"].startswith(device_line("bf16 autocast"))
     assert row["amp_dtype"] == "bfloat16"
     assert json.loads((kept / "multistage-eager-bf16" / "history.json").read_text())["amp_dtype"] == "bfloat16"
-    assert results["bf16_speedup"] == {}  # nothing to compare with
+    assert results["speedup_over_fp32"] == {}  # nothing to compare with
+    assert row["machine"] == {key: json.loads((kept / "multistage-eager-bf16" / "history.json").read_text())[key]
+                              for key in ("device_model", "threads")}
     assert set(results["kernel_gflops_before"]) == set(results["kernel_gflops_after"]) == {"fp32", "bf16"}
     assert "multistage   eager    bf16" in stdout
 
 
-def test_end_to_end_speedup_is_fp32_time_over_bf16_time_where_both_ran():
+def test_end_to_end_speedup_is_fp32_time_over_the_other_precisions_time_where_both_ran():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from end_to_end import bf16_speedups
+    from end_to_end import speedups_over_fp32
 
     def row(wall, loop, accuracy):
         return {"wall_seconds": wall, "loop_seconds": loop, "test_accuracy": accuracy}
 
     runs = {"multistage-eager-fp32": row(300.0, 280.0, 0.70), "multistage-eager-bf16": row(200.0, 140.0, 0.71),
-            "singlestage-eager-fp32": row(900.0, 880.0, 0.65),  # no bf16 partner
+            "multistage-eager-fp16": row(150.0, 112.0, 0.68),
+            "singlestage-eager-fp32": row(900.0, 880.0, 0.65),  # no partner
             "multistage-compile-fp32": row(100.0, 90.0, 0.7), "multistage-compile-bf16": {"error": ["boom"]}}
-    speedups = bf16_speedups(runs)
-    assert list(speedups) == ["multistage-eager"]
-    assert speedups["multistage-eager"]["wall"] == pytest.approx(1.5)
-    assert speedups["multistage-eager"]["loop"] == pytest.approx(2.0)
-    assert speedups["multistage-eager"]["test_accuracy_points"] == pytest.approx(1.0)
+    speedups = speedups_over_fp32(runs)
+    assert list(speedups) == ["multistage-eager"] and list(speedups["multistage-eager"]) == ["bf16", "fp16"]
+    bf16, fp16 = speedups["multistage-eager"]["bf16"], speedups["multistage-eager"]["fp16"]
+    assert (bf16["wall"], bf16["loop"], bf16["test_accuracy_points"]) == pytest.approx((1.5, 2.0, 1.0))
+    assert (fp16["wall"], fp16["loop"], fp16["test_accuracy_points"]) == pytest.approx((2.0, 2.5, -2.0))
 
 
 def test_end_to_end_order_alternates_between_architectures():
@@ -143,6 +147,6 @@ def test_end_to_end_order_alternates_between_architectures():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from end_to_end import run_order
 
-    assert run_order(["multistage", "singlestage"], ["eager"], ["fp32", "bf16"]) == [
-        ("multistage", "eager", "fp32"), ("multistage", "eager", "bf16"),
-        ("singlestage", "eager", "bf16"), ("singlestage", "eager", "fp32")]
+    assert run_order(["multistage", "singlestage"], ["eager"], ["fp32", "bf16", "fp16"]) == [
+        ("multistage", "eager", "fp32"), ("multistage", "eager", "bf16"), ("multistage", "eager", "fp16"),
+        ("singlestage", "eager", "fp16"), ("singlestage", "eager", "bf16"), ("singlestage", "eager", "fp32")]
