@@ -5,13 +5,16 @@ epoch-loss sums of all processes) and runs the evaluation passes (their metrics 
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import os
 import platform
+import re
 from dataclasses import dataclass
 
 import ignite
 import ignite.distributed as idist
 import torch
-import torchvision
 from ignite.engine import Events
 from ignite.handlers.tensorboard_logger import TensorboardLogger
 
@@ -31,7 +34,18 @@ from models import count_parameters
 
 def library_versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "pytorch-ignite": ignite.__version__}
+            "torchvision": torchvision_version(), "pytorch-ignite": ignite.__version__}
+
+
+def torchvision_version() -> str:
+    """torchvision's `__version__`, read from its version.py: importing torchvision (its models and ops) would cost
+    every run a second at start-up, for one string."""
+    spec = importlib.util.find_spec("torchvision")
+    try:
+        with open(os.path.join(spec.submodule_search_locations[0], "version.py")) as f:
+            return re.search(r"""^__version__ = ['"](.+)['"]""", f.read(), re.M).group(1)
+    except (AttributeError, IndexError, OSError, TypeError):
+        return importlib.metadata.version("torchvision")
 
 
 def run_header(run: Run, run_dir: str) -> dict:

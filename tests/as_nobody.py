@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import encodings.latin_1  # noqa: E402,F401  (the CIFAR archives are read as latin-1)
 
 import run  # noqa: E402  (and with it torch, ignite and the engine)
+import torch._dynamo  # noqa: E402,F401  (torch's optimizers import it when first built)
 
 
 def drop_to_nobody() -> None:
