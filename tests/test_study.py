@@ -93,6 +93,7 @@ def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     assert final["mean"] == pytest.approx(statistics.fmean(values))
     assert final["sd"] == pytest.approx(statistics.stdev(values))
     assert "## Verdict:" in (study_dir / "study.md").read_text()
+    assert study["precision"] == "fp32" and ", precision fp32." in (study_dir / "study.md").read_text()
     # Beside the last epoch, labelled: each seed's best epoch; and in each seed's report, each run's.
     best = [max(e["test_accuracy"] for e in runs["multistage"][s]["epochs"]) for s in (0, 1)]
     assert study["nets"]["multistage"]["final"]["best_test_accuracy"]["values"] == best

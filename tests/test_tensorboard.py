@@ -102,6 +102,7 @@ def test_what_the_real_tensorboard_server_shows(logdir):
         assert set(listed) == set(runs)
         full = listed["cifar10-multistage-full"]
         assert full["hparams"]["arch"] == "multistage" and full["hparams"]["lr"] == pytest.approx(0.001)
+        assert full["hparams"]["precision"] == "float32"  # these runs are --no-amp
         metrics = {m["name"]["tag"]: m["value"] for m in full["metricValues"]}
         history = read_history(str(logdir / "cifar10-multistage-full"))
         assert metrics["hparam/test_accuracy"] == pytest.approx(history["final"]["test_accuracy"])
