@@ -11,6 +11,7 @@ import time
 import ignite.distributed as idist
 
 from core.errors import RunDirError, RunInUse
+from core.history_file import HISTORY_FILE
 from core.recipe import Recipe
 from models import ARCHITECTURES, BONUS_PAIR
 
@@ -222,6 +223,21 @@ def continue_or_claim(resume_dir: str | None, output_dir: str | None, default: s
     if not os.path.isdir(resume_dir):
         raise RunDirError(f"cannot resume: {resume_dir} is not a directory")
     return resume_dir
+
+
+def clear_unstarted_run(run_dir: str) -> None:
+    """A member run of a bonus or study killed before its first checkpoint leaves only what a start writes: its lock
+    (which nobody holds any more), a TensorBoard event file, a history.json without a checkpoint behind it, a
+    half-written temp file. Remove those (nothing of value) and then the empty folder, so that the run starts afresh
+    in place; anything else is left alone, and the run refuses to start over it."""
+    if not os.path.isdir(run_dir) or in_use(run_dir):
+        return
+    remove_stale_temp_files(run_dir)
+    for name in os.listdir(run_dir):
+        if name.startswith("events.out.tfevents.") or name in (HISTORY_FILE, LOCK_FILE):
+            os.remove(os.path.join(run_dir, name))
+    if not os.listdir(run_dir):
+        os.rmdir(run_dir)
 
 
 def remove_stale_temp_files(run_dir: str) -> list[str]:

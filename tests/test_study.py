@@ -198,3 +198,25 @@ def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys)
     assert "verdict" not in study and "Across 2 seed(s): multistage test accuracy" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         run.main(["--seeds", "1", "--seed", "2"])
+
+
+def test_members_killed_before_their_first_checkpoint_are_trained_afresh_in_place(bonus_study, tmp_path, capsys):
+    """What a SIGKILL between a member's creation and its first checkpoint leaves: its lock (held by nobody), an
+    event file, a half-written checkpoint's temp file. A resume trains such members in place, as they would have
+    been, instead of refusing their folders as foreign."""
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    leftovers = {"singlestage": ["run.lock"], "multistage": ["run.lock", "events.out.tfevents.1.host.1.0", "tmpk3j9x0qa"]}
+    for arch, names in leftovers.items():
+        shutil.rmtree(study_dir / "seed1" / arch)
+        (study_dir / "seed1" / arch).mkdir()
+        for name in names:
+            (study_dir / "seed1" / arch / name).write_bytes(b"")
+    capsys.readouterr()
+    assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.count("Epoch   1/2") == 2  # seed 1's two nets, from the start
+    for arch in leftovers:
+        member = study_dir / "seed1" / arch
+        assert without_timings(read_history(str(member))) == without_timings(read_history(str(finished / "seed1" / arch)))
+        assert not {"run.lock", "tmpk3j9x0qa"} & set(os.listdir(member))

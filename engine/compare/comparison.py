@@ -25,7 +25,8 @@ from engine.compare.report import check_comparable, offline, write_report
 from engine.console import say
 from engine.evaluate import Retester
 from engine.resume import member_is_finished
-from engine.rundir import continue_or_claim, create_run_dir, default_comparison_dir, default_report_dir, hold
+from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
+                           default_report_dir, hold)
 from engine.session import Interrupted, load_data, train
 from models import BONUS_PAIR
 
@@ -103,7 +104,7 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
             say(f"{arch}: already trained in {arch_dir}, not training again")
             return
         if resuming and finished is None:
-            _discard_unfinished_first_epoch(arch_dir)
+            clear_unstarted_run(arch_dir)
         say(f"== {arch} ==")
         train(arch_recipe, setup, data=retester.data, resume=arch_dir if finished is False else None, into=arch_dir)
 
@@ -115,19 +116,6 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
     except Interrupted as exc:  # the printed command continues the comparison, not just the net it was training
         raise exc.continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}") from None
     return directory
-
-
-def _discard_unfinished_first_epoch(arch_dir: str) -> None:
-    """A run killed before its first checkpoint leaves only an event file and an empty history: remove those
-    (nothing of value) and the then empty folder, so the run can start afresh. Anything else is left alone,
-    and the run refuses to start over it."""
-    if not os.path.isdir(arch_dir):
-        return
-    for name in os.listdir(arch_dir):
-        if name.startswith("events.out.tfevents.") or name in (HISTORY_FILE, f"{HISTORY_FILE}.tmp"):
-            os.remove(os.path.join(arch_dir, name))
-    if not os.listdir(arch_dir):
-        os.rmdir(arch_dir)
 
 
 def report_only(directories: list[str], setup: Setup) -> str:

@@ -25,7 +25,7 @@ from engine.compare.verdict import decide, decide_paired, rule, rule_paired
 from engine.console import say
 from engine.evaluate import Retester
 from engine.resume import member_is_finished
-from engine.rundir import continue_or_claim, default_study_dir, hold
+from engine.rundir import clear_unstarted_run, continue_or_claim, default_study_dir, hold
 from engine.session import Interrupted, load_data, train
 
 STUDY_FILE = "study.json"
@@ -82,6 +82,8 @@ def train_seeds(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str,
         if finished:
             say(f"seed {seed}: already trained in {directory}, not training again")
         else:
+            if resuming and finished is None:
+                clear_unstarted_run(directory)
             train(seed_recipe, setup, data=retester.data, resume=directory if finished is False else None, into=directory)
 
 
