@@ -1,4 +1,7 @@
 """Errors a user can cause and fix; `run.py` prints them as one line and exits non-zero."""
+from __future__ import annotations
+
+import errno
 
 
 class UserError(Exception):
@@ -19,3 +22,28 @@ class RunInUse(RunDirError):
     def __init__(self, message: str, holder: str):
         super().__init__(message)
         self.holder = holder
+
+
+class DiskFull(UserError):
+    """The disk filled up while a run, comparison or study wrote `path`; what was complete before is intact. The
+    message ends with the command that continues the work; a bonus or a study that was running the run names its own
+    (`continued_by`)."""
+
+    def __init__(self, path: str, command: str):
+        super().__init__(f"no space left on device while writing {path}; free space and resume with: {command}")
+        self.path, self.command = path, command
+
+    def continued_by(self, command: str) -> DiskFull:
+        return DiskFull(self.path, command)
+
+
+def no_space_left(error: BaseException) -> OSError | None:
+    """The "no space left on device" OSError behind `error`, or None. torch.save reports a full disk as a RuntimeError
+    of its zip writer ("unexpected pos ..."), with the OSError only in the exception's context."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -78,9 +78,13 @@ def best_epoch(epochs: list[dict]) -> dict:
 def write_json(path: str, obj) -> None:
     """Write `obj` as indented JSON atomically (temp file + rename), so a crash never leaves half a file."""
     tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+    except OSError as exc:
+        exc.filename = exc.filename or path  # a failed write names no file; the caller's message should
+        raise
     os.replace(tmp, path)
 
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 
 import ignite.distributed as idist
@@ -15,7 +14,7 @@ from ignite.handlers import Checkpoint
 
 import handlers.checkpointing
 import handlers.tensorboard_logging
-from core.errors import UserError
+from core.errors import DiskFull, UserError, no_space_left
 from core.history_file import TEST_ACCURACY
 from core.recipe import Recipe, Setup, recipe_line
 from engine import build
@@ -173,19 +172,19 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
             f"out of memory on {run.device} at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}: "
             f"lower --batch-size (now {recipe.batch_size}) or --blocks-per-stage (now {recipe.blocks_per_stage}); "
             f"the last good checkpoint is in {run_dir}")) from None
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise _failed(outputs, UserError(
-                f"no space left on the device while writing to {run_dir}; the last complete checkpoint there is "
-                "intact: free some space and resume with --resume")) from None
-        raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
     except LossScaleCollapsed as exc:
         raise _failed(outputs, LossScaleCollapsed(f"{exc}; the last good checkpoint is in {run_dir}")) from None
     except BaseException as exc:
+        full = no_space_left(exc)  # a checkpoint, history.json or TensorBoard
+        if full is not None:
+            raise _failed(outputs, DiskFull(full.filename or run_dir, f"python run.py --resume {run_dir}")) from None
+        if isinstance(exc, OSError):
+            raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
         raise _failed(outputs, exc)
     finally:
         stop.restore()
-        outputs.close()
+        with contextlib.suppress(OSError):  # a full disk: the error above says so
+            outputs.close()
 
     at = f"epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}"
     if stop.signum is not None:

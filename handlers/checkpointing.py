@@ -1,6 +1,7 @@
 """Checkpoint at the end of every epoch with Ignite's `Checkpoint` + atomic `DiskSaver`."""
 from __future__ import annotations
 
+import errno
 import glob
 import math
 import os
@@ -10,6 +11,7 @@ import ignite.distributed as idist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
+from core.errors import no_space_left
 from handlers.epoch_loss import EPOCH_LOSS
 
 # The names of the files below: `checkpoint_<epoch>.pt` at the end of an epoch, `interrupted_<iteration>.pt` when a
@@ -27,6 +29,22 @@ def epoch_checkpoints(run_dir: str) -> dict[int, str]:
     return found
 
 
+class AtomicSaver(DiskSaver):
+    """Ignite's atomic DiskSaver (temp file + rename), whose full-disk error names the checkpoint it was writing."""
+
+    def __init__(self, run_dir: str):
+        super().__init__(run_dir, require_empty=False, atomic=True)
+
+    def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        try:
+            super().__call__(checkpoint, filename, metadata)
+        except Exception as exc:
+            full = no_space_left(exc)
+            if full is None:
+                raise
+            raise OSError(errno.ENOSPC, full.strerror, os.path.join(self.dirname, filename)) from exc
+
+
 def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Checkpoint:
     """Save `to_save` (the same dict a resume loads) as `checkpoint_<epoch>.pt`, keeping the last `n_saved`.
 
@@ -35,7 +53,7 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
     """
     handler = Checkpoint(
         to_save,
-        DiskSaver(run_dir, require_empty=False, atomic=True),
+        AtomicSaver(run_dir),
         filename_prefix="",
         n_saved=n_saved,
         global_step_transform=lambda engine, _: engine.state.epoch,
@@ -63,7 +81,7 @@ def save_interrupted(trainer: Engine, to_save: dict, run_dir: str) -> None:
     """Checkpoint a run stopped mid-epoch as `interrupted_<iteration>.pt` (atomic, like the epoch ones)."""
     Checkpoint(
         to_save,
-        DiskSaver(run_dir, require_empty=False, atomic=True),
+        AtomicSaver(run_dir),
         filename_pattern="interrupted_{global_step}.{ext}",
         global_step_transform=lambda engine, _: engine.state.iteration,
     )(trainer)

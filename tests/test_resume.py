@@ -12,6 +12,7 @@ import types
 
 import pytest
 import torch
+from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import run
@@ -217,27 +218,93 @@ def test_resume_of_a_directory_without_checkpoints(tmp_path, cifar10_dir, capsys
     assert "is neither a run directory nor a checkpoint file" in capsys.readouterr().err
 
 
-def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
-    data_dir, _ = cifar10_dir
+class FillsUp:
+    """A file object for torch.save whose writes fail as on a full disk once `room` bytes are written: torch's zip
+    writer then raises a RuntimeError ("unexpected pos ..."), with the OSError only in its context."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if self.room < len(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(reference, tmp_path, capsys,
+                                                                                     monkeypatch):
+    data_dir, reference_dir = reference
     real_save = torch.save
     calls = []
 
     def save(obj, f, *args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
-            f.write(b"partial")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
+        return real_save(obj, FillsUp(f, 1000) if len(calls) == 2 else f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
     run_dir = tmp_path / "run"
     assert run.main(train_args(data_dir, run_dir)) == 1
-    assert capsys.readouterr().err == (f"error: no space left on the device while writing to {run_dir}; the last "
-                                       "complete checkpoint there is intact: free some space and resume with --resume\n")
+    assert capsys.readouterr().err == (f"error: no space left on device while writing {run_dir / 'checkpoint_2.pt'}; "
+                                       f"free space and resume with: python run.py --resume {run_dir}\n")
     monkeypatch.setattr(torch, "save", real_save)
     events = [f for f in os.listdir(run_dir) if f.startswith("events.out")]
     assert sorted(os.listdir(run_dir)) == sorted(["checkpoint_1.pt", "history.json", *events])  # no temp file, no lock file left
     assert torch.load(run_dir / "checkpoint_1.pt", weights_only=True)["trainer"]["iteration"] == 4
+    resumed = run_in_process(["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_as_reference(run_dir, reference_dir)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 32 MiB tmpfs (the tests run as root here; elsewhere skipped)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.mark.parametrize("left_free, written", [(0, "history.json"), (64 * 1024, "checkpoint_2.pt")])
+def test_a_really_full_disk_is_one_line_and_the_resume_after_freeing_it_is_exact(reference, tiny_disk, capsys,
+                                                                                 monkeypatch, left_free, written):
+    """The disk fills up once epoch 1 is saved, leaving nothing (history.json fails first: it is written before the
+    checkpoint) or 64 KiB (enough for history.json, not for the checkpoint)."""
+    import engine.build
+
+    data_dir, reference_dir = reference
+    run_dir = tiny_disk / "run"
+    filler = tiny_disk / "filler"
+    build_run = engine.build.build_run
+
+    def fill_after_epoch_1(recipe, setup, data):
+        built = build_run(recipe, setup, data)
+
+        @built.trainer.on(Events.ITERATION_STARTED(once=5))
+        def fill(_engine):
+            free = os.statvfs(tiny_disk).f_bavail * os.statvfs(tiny_disk).f_frsize
+            with open(filler, "wb") as f:
+                f.write(b"\0" * max(0, free - left_free))
+
+        return built
+
+    monkeypatch.setattr(engine.build, "build_run", fill_after_epoch_1)
+    assert run.main(train_args(data_dir, run_dir)) == 1
+    assert capsys.readouterr().err == (f"error: no space left on device while writing {run_dir / written}; free space "
+                                       f"and resume with: python run.py --resume {run_dir}\n")
+    monkeypatch.setattr(engine.build, "build_run", build_run)
+    os.remove(filler)
+    resumed = run_in_process(["--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_as_reference(run_dir, reference_dir)
 
 
 def test_compiled_run_saves_the_plain_module_and_resumes_without_compile(cifar10_dir, tmp_path, monkeypatch):
@@ -273,3 +340,16 @@ def test_run_dir_of_a_checkpoint_is_its_folder_and_of_a_directory_itself(tmp_pat
     assert run_dir_of(str(run_dir)) == str(run_dir)
     monkeypatch.chdir(run_dir)
     assert run_dir_of("checkpoint_3.pt") == "."  # a bare file name: this folder, never ""
+
+
+def test_a_full_disk_in_a_comparison_names_the_command_that_continues_the_comparison(cifar10_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    data_dir, _ = cifar10_dir
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f, *args, **kwargs: real_save(obj, FillsUp(f, 1000), *args, **kwargs))
+    directory = tmp_path / "compare"
+    assert run.main(["--compare", "multistage-narrow", "multistage", "--dataset", "cifar10", "--data-dir", data_dir,
+                     "--epochs", "1", "--batch-size", "50", "--no-progress", "--no-amp", "--output-dir", str(directory)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: no space left on device while writing {directory / 'multistage-narrow' / 'checkpoint_1.pt'}; free "
+        f"space and resume with: python run.py --compare multistage-narrow multistage --resume {directory}\n")

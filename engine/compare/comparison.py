@@ -18,7 +18,7 @@ import ignite.distributed as idist
 from ignite.engine import Engine
 
 import handlers.comparison_report
-from core.errors import UserError
+from core.errors import DiskFull, UserError, no_space_left
 from core.history_file import HISTORY_FILE, RunHistory, read_history, write_json
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.report import check_comparable, offline, write_report
@@ -111,10 +111,16 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
     comparison = Engine(train_one)
     comparison.logger.disabled = True  # errors are reported in one line by run.py
     handlers.comparison_report.attach(comparison, lambda: write_report(directory, read_comparison(directory), retester))
+    command = f"python run.py {comparison_flag(nets)} --resume {directory}"
     try:
         comparison.run(list(nets), max_epochs=1)
-    except Interrupted as exc:  # the printed command continues the comparison, not just the net it was training
-        raise exc.continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}") from None
+    except (Interrupted, DiskFull) as exc:  # the printed command continues the comparison, not just the net it was training
+        raise exc.continued_by(command) from None
+    except OSError as exc:  # the report
+        full = no_space_left(exc)
+        if full is None:
+            raise
+        raise DiskFull(full.filename or directory, command) from None
     return directory
 
 
