@@ -16,6 +16,7 @@ from core.history_file import read_history
 from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int, preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
+from engine.compare.directories import check_resume_kind
 from engine.compare.report import offline
 from engine.compare.study import is_study, recorded_run, report_study, run_study
 from engine.data.datasets import DATASETS
@@ -145,6 +146,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return code
 
     try:
+        if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
+            check_resume_kind(args.resume, args.seeds, nets)
         if args.evaluate:
             evaluate(args.evaluate, setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):

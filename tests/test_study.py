@@ -220,3 +220,30 @@ def test_members_killed_before_their_first_checkpoint_are_trained_afresh_in_plac
         member = study_dir / "seed1" / arch
         assert without_timings(read_history(str(member))) == without_timings(read_history(str(finished / "seed1" / arch)))
         assert not {"run.lock", "tmpk3j9x0qa"} & set(os.listdir(member))
+
+
+def snapshot(directory):
+    return {str(path): path.stat().st_mtime_ns for path in sorted(directory.rglob("*"))}
+
+
+def test_a_resume_of_the_wrong_kind_is_refused_in_one_line_and_writes_nothing(bonus_study, capsys):
+    data_dir, study = bonus_study
+    common = ["--dataset", "cifar10", "--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "32", "--no-progress"]
+    bonus, net = study / "seed0", study / "seed0" / "multistage"
+    cases = [
+        (["--bonus", "--resume", str(study)], study, "a study of seeds 0 1 (--bonus)",
+         f"python run.py --seeds 0 1 --bonus --resume {study}"),
+        (["--resume", str(study)], study, "a study of seeds 0 1 (--bonus)", f"python run.py --seeds 0 1 --bonus --resume {study}"),
+        (["--seeds", "0", "1", "--resume", str(study)], study, "a study of seeds 0 1 (--bonus)",
+         f"python run.py --seeds 0 1 --bonus --resume {study}"),
+        (["--seeds", "0", "1", "--bonus", "--resume", str(bonus)], bonus, "a comparison (--bonus)",
+         f"python run.py --bonus --resume {bonus}"),
+        (["--resume", str(bonus)], bonus, "a comparison (--bonus)", f"python run.py --bonus --resume {bonus}"),
+        (["--bonus", "--resume", str(net)], net, "a single run", f"python run.py --resume {net}"),
+        (["--seeds", "0", "1", "--resume", str(net)], net, "a single run", f"python run.py --resume {net}"),
+    ]
+    before = snapshot(study)
+    for flags, directory, what, command in cases:
+        assert run.main(common + flags) == 1, flags
+        assert capsys.readouterr().err == f"error: cannot resume {directory}: it is {what}; continue it with: {command}\n"
+    assert snapshot(study) == before
