@@ -16,7 +16,7 @@ from core.history_file import read_history
 from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int, preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
-from engine.compare.directories import check_resume_kind
+from engine.compare.directories import check_recorded_recipe, recorded_flags_of, what_to_resume
 from engine.compare.report import offline
 from engine.compare.study import is_study, recorded_run, report_study, run_study
 from engine.data.datasets import DATASETS
@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="train every named architecture with the same recipe and compare each with the first "
                                f"(the baseline); choices: {', '.join(CHOICES['architectures'])}")
     commands.add_argument("--resume", metavar="auto|DIR|CHECKPOINT",
-                          help="continue a run from its last checkpoint: 'auto' (the newest run under RUNS_ROOT with "
-                               "this recipe), a run directory or a checkpoint file; with --bonus/--compare, its directory; with "
-                               "--seeds, a study directory (flags not given again: the recorded run's)")
+                          help="continue a run, bonus or study directory, whatever it holds (its nets, seeds, recipe, "
+                               "data folder and precision are read from it; flags given must agree), a checkpoint file, "
+                               "or 'auto' (the newest run under RUNS_ROOT with this recipe)")
     commands.add_argument("--seeds", nargs="+", type=non_negative_int, metavar="SEED",
                           help="train once per seed (with --bonus/--compare: every net per seed, paired) in one study directory "
                                "and summarise across seeds: mean, sd, 95%% t-intervals; replaces --seed")
@@ -91,13 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
 def recorded_flags(resume: str | None) -> dict:
     """For `--resume RUN_DIR|CHECKPOINT|BONUS_DIR|STUDY_DIR`: the recorded recipe, data folder and precision mode
     (`engine.compare.study.recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
-    bonus or study prints (`python run.py [--bonus] [--seeds ...] --resume DIR`) continues it as it was. Empty
-    for `auto` and for a directory with no recorded run yet."""
+    bonus or study prints (`python run.py [--bonus] [--seeds ...] --resume DIR`) continues it as it was; for a
+    comparison or study none of whose runs has a history yet, what its record says. Empty for `auto`."""
     if not resume or resume == "auto":
         return {}
     run_dir = recorded_run(run_dir_of(resume))
-    if run_dir is None:
-        return {}
+    if run_dir is None:  # a comparison or study none of whose runs has a history yet
+        return recorded_flags_of(run_dir_of(resume))
     try:
         history = read_history(run_dir)
         recorded = dataclasses.asdict(history.recipe)
@@ -145,17 +145,19 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"[rank {rank}] {message}", file=sys.stderr, flush=True)
         return code
 
+    seeds = args.seeds
     try:
         if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
-            check_resume_kind(args.resume, args.seeds, nets)
+            seeds, nets = what_to_resume(args.resume, seeds, nets)
+            check_recorded_recipe(args.resume, recipe)
         if args.evaluate:
             evaluate(args.evaluate, setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):
             report_study(args.report[0], offline(setup))
         elif args.report:
             report_only(args.report, setup)
-        elif args.seeds:
-            run_study(recipe, setup, args.seeds, nets=nets, resume_dir=args.resume)
+        elif seeds:
+            run_study(recipe, setup, seeds, nets=nets, resume_dir=args.resume)
         elif nets:
             run_comparison(recipe, setup, nets, resume_dir=args.resume)
         else:

@@ -53,7 +53,7 @@ def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path
     # Rank 0 alone wrote each seed's report and the study summary (two writers would race on one file).
     assert sorted((dump / "writers.txt").read_text().splitlines()) == ["0 write_report", "0 write_report", "0 write_study"]
     (study_dir,) = [tmp_path / "runs" / name for name in os.listdir(tmp_path / "runs")]
-    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study.json", "study.md", "study.png"]
+    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study-plan.json", "study.json", "study.md", "study.png"]
     histories = {}
     for seed in (0, 1):
         bonus_dir = study_dir / f"seed{seed}"

@@ -12,7 +12,6 @@ import os
 
 import pytest
 import torch
-from ignite.engine import Events
 
 import engine.build
 import handlers.loss_scaling

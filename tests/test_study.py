@@ -77,7 +77,7 @@ def study_args(data_dir):
 
 def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     _, study_dir = bonus_study
-    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study.json", "study.md", "study.png"]
+    assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study-plan.json", "study.json", "study.md", "study.png"]
     study = json.loads((study_dir / "study.json").read_text())
     runs = {arch: [read_history(str(study_dir / f"seed{s}" / arch)) for s in (0, 1)] for arch in ("singlestage", "multistage")}
     for s in (0, 1):  # each seed's runs: that seed, the same data order for both nets, an ordinary bonus directory
@@ -226,19 +226,21 @@ def snapshot(directory):
     return {str(path): path.stat().st_mtime_ns for path in sorted(directory.rglob("*"))}
 
 
-def test_a_resume_of_the_wrong_kind_is_refused_in_one_line_and_writes_nothing(bonus_study, capsys):
+def test_a_resume_that_contradicts_the_directory_is_refused_in_one_line_and_writes_nothing(bonus_study, capsys):
     data_dir, study = bonus_study
     common = ["--dataset", "cifar10", "--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "32", "--no-progress"]
     bonus, net = study / "seed0", study / "seed0" / "multistage"
     cases = [
         (["--bonus", "--resume", str(study)], study, "a study of seeds 0 1 (--bonus)",
          f"python run.py --seeds 0 1 --bonus --resume {study}"),
-        (["--resume", str(study)], study, "a study of seeds 0 1 (--bonus)", f"python run.py --seeds 0 1 --bonus --resume {study}"),
+        (["--seeds", "0", "2", "--bonus", "--resume", str(study)], study, "a study of seeds 0 1 (--bonus)",
+         f"python run.py --seeds 0 1 --bonus --resume {study}"),
         (["--seeds", "0", "1", "--resume", str(study)], study, "a study of seeds 0 1 (--bonus)",
          f"python run.py --seeds 0 1 --bonus --resume {study}"),
         (["--seeds", "0", "1", "--bonus", "--resume", str(bonus)], bonus, "a comparison (--bonus)",
          f"python run.py --bonus --resume {bonus}"),
-        (["--resume", str(bonus)], bonus, "a comparison (--bonus)", f"python run.py --bonus --resume {bonus}"),
+        (["--compare", "multistage", "singlestage", "--resume", str(bonus)], bonus, "a comparison (--bonus)",
+         f"python run.py --bonus --resume {bonus}"),
         (["--bonus", "--resume", str(net)], net, "a single run", f"python run.py --resume {net}"),
         (["--seeds", "0", "1", "--resume", str(net)], net, "a single run", f"python run.py --resume {net}"),
     ]
@@ -247,3 +249,37 @@ def test_a_resume_of_the_wrong_kind_is_refused_in_one_line_and_writes_nothing(bo
         assert run.main(common + flags) == 1, flags
         assert capsys.readouterr().err == f"error: cannot resume {directory}: it is {what}; continue it with: {command}\n"
     assert snapshot(study) == before
+
+
+def test_resume_alone_continues_a_study_as_it_was_started(bonus_study, tmp_path, capsys):
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    os.remove(study_dir / "study.json")
+    capsys.readouterr()
+    assert run.main(["--resume", str(study_dir), "--no-progress"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.count("already trained") == 4 and "Study directory:" in out and "(seeds 0, 1)" in out
+    assert json.loads((study_dir / "study.json").read_text())["verdict"] == json.loads(
+        (finished / "study.json").read_text())["verdict"]
+
+
+def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(tmp_path, capsys):
+    """What it recorded first (seeds, recipe, data folder, precision) is all a resume needs: no flag given again, not
+    even --data-dir (this test's working directory holds no data), and a changed recipe field is refused by name."""
+    from synthetic_cifar import write_cifar10
+
+    data_dir = str(tmp_path / "data")
+    write_cifar10(data_dir)
+    finished, killed = tmp_path / "finished", tmp_path / "killed"
+    assert run.main(["--arch", "multistage-narrow", "--seeds", "0", "--dataset", "cifar10", "--data-dir", data_dir,
+                     "--epochs", "1", "--batch-size", "50", "--no-progress", "--no-amp", "--output-dir", str(finished)]) == 0
+    killed.mkdir()
+    shutil.copy(finished / "study-plan.json", killed)
+    (killed / "seed0").mkdir()
+    (killed / "seed0" / "run.lock").write_bytes(b"")  # its run killed at once
+    capsys.readouterr()
+    assert run.main(["--resume", str(killed), "--lr", "0.1"]) == 1
+    assert capsys.readouterr().err == f"error: cannot resume {killed}: 'lr' was 0.001, now 0.1\n"
+    assert run.main(["--resume", str(killed), "--no-progress"]) == 0, capsys.readouterr().err
+    assert without_timings(read_history(str(killed / "seed0"))) == without_timings(read_history(str(finished / "seed0")))

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 
 import ignite.distributed as idist
 from ignite.engine import Engine
 
 import handlers.comparison_report
+from core.directory_record import COMPARISON, RECORD_FILES, DirectoryRecord, read_record
 from core.errors import DiskFull, UserError, no_space_left
-from core.history_file import HISTORY_FILE, RunHistory, read_history, write_json
+from core.history_file import RunHistory, read_history
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.report import check_comparable, offline, write_report
 from engine.console import say
@@ -30,7 +30,7 @@ from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_di
 from engine.session import Interrupted, load_data, train
 from models import BONUS_PAIR
 
-COMPARISON_FILE = "comparison.json"
+COMPARISON_FILE = RECORD_FILES[COMPARISON]
 
 
 def comparison_recipe(recipe: Recipe) -> Recipe:
@@ -44,12 +44,11 @@ def net_dir(directory: str, arch: str) -> str:
 
 
 def comparison_nets(directory: str) -> tuple[str, ...] | None:
-    """The nets a comparison directory holds, baseline first: from comparison.json, or the bonus pair for a
-    directory written without it; None where `directory` is no comparison."""
-    path = os.path.join(directory, COMPARISON_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return tuple(json.load(f)["nets"])
+    """The nets a comparison directory holds, baseline first: from its record (comparison.json), or the bonus pair
+    for a directory without one; None where `directory` is no comparison."""
+    record = read_record(directory) if os.path.isdir(directory) else None
+    if record is not None and record.kind == COMPARISON:
+        return record.nets
     if any(os.path.isdir(net_dir(directory, arch)) for arch in BONUS_PAIR):  # a bonus, perhaps not yet finished
         return BONUS_PAIR
     return None
@@ -85,9 +84,9 @@ def run_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...] = BONUS_P
         recorded = comparison_nets(directory)
         if resume_dir is not None and recorded is not None and recorded != nets:
             raise UserError(f"cannot resume {directory}: it compares {' '.join(recorded)}, not {' '.join(nets)}")
-        path = os.path.join(directory, COMPARISON_FILE)
-        if not os.path.isfile(path) and idist.get_rank() == 0:  # rank 0 alone writes files
-            write_json(path, {"nets": list(nets)})
+        if read_record(directory) is None and idist.get_rank() == 0:  # the record first; rank 0 alone writes files
+            DirectoryRecord(COMPARISON, nets, recipe=dataclasses.asdict(recipe), data_dir=setup.data_dir,
+                            amp=setup.amp).write(directory)
         return _run_comparison_in(directory, nets, recipe, setup, resume_dir is not None, retester)
 
 

@@ -1,11 +1,14 @@
-"""What a directory given to `--resume` holds (a run, a comparison or a study), as its files say, and the refusal of a
-command of another kind: a resume never trains a bonus inside a run, nor seeds inside a bonus."""
+"""What a directory given to `--resume` holds (a run, a comparison or a study), as its record or else its files say;
+what `--resume DIR` alone therefore continues; and the refusal of a command that contradicts it: a resume never trains
+a bonus inside a run, nor seeds inside a bonus, nor other seeds or nets in a study."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+from core.directory_record import STUDY, read_record
 from core.errors import UserError
+from core.recipe import Recipe
 from core.history_file import HISTORY_FILE
 from engine.compare.comparison import comparison_flag, comparison_nets
 from engine.compare.study import is_study, seed_dir, study_seeds
@@ -14,11 +17,13 @@ from engine.resume import has_checkpoint
 
 @dataclass(frozen=True)
 class Holding:
-    """What a directory holds: a `run`, a `comparison` of `nets`, or a `study` of `seeds` (of `nets`, if compared)."""
+    """What a directory holds: a `run`, a `comparison` of `nets`, or a `study` of `seeds` (of `nets`, if compared);
+    `recorded`: said by the directory's record, not guessed from the folders that exist."""
 
     kind: str
     nets: tuple[str, ...] | None = None
     seeds: tuple[int, ...] | None = None
+    recorded: bool = False
 
     def in_words(self) -> str:
         """'a single run', 'a comparison (--bonus)', 'a study of seeds 0 1 2 (--bonus)'."""
@@ -38,6 +43,11 @@ def holding(directory: str) -> Holding | None:
     """What `directory` holds, going by its files; None for a directory that holds none of these (yet)."""
     if not os.path.isdir(directory):
         return None
+    record = read_record(directory)
+    if record is not None and record.kind == STUDY:
+        return Holding("study", record.nets, record.seeds, recorded=True)
+    if record is not None:
+        return Holding("comparison", record.nets, recorded=True)
     if is_study(directory):
         seeds = tuple(study_seeds(directory))
         nets = next((found for found in (comparison_nets(seed_dir(directory, s)) for s in seeds) if found), None)
@@ -50,19 +60,47 @@ def holding(directory: str) -> Holding | None:
     return None
 
 
-def check_resume_kind(directory: str, seeds: list[int] | None, nets: tuple[str, ...] | None) -> None:
-    """Refuse, before anything is written, a resume whose command asks for another kind of directory than the one
-    `directory` is (`--bonus` on a run, `--seeds` on a bonus, a study resumed without `--seeds`, ...): one line that
-    says what it is and the command that continues it."""
+def what_to_resume(directory: str, seeds: list[int] | None,
+                   nets: tuple[str, ...] | None) -> tuple[list[int] | None, tuple[str, ...] | None]:
+    """The seeds and nets a resume of `directory` continues: `--resume DIR` alone continues whatever DIR is; seeds and
+    nets given must be DIR's own. Anything else is refused before anything is written, in one line that says what
+    DIR is and the command that continues it."""
     found = holding(directory)
-    asked = "study" if seeds else "comparison" if nets else "run"
     if found is None:
-        return
-    if found.kind == "study" == asked:  # a study of one net per seed, or of comparisons: as its seed folders say
+        return seeds, nets
+    if not seeds and not nets:
+        return (list(found.seeds) if found.kind == "study" else None), (found.nets if found.kind != "run" else None)
+    asked = "study" if seeds else "comparison" if nets else "run"
+    if found.kind == "study" == asked:  # a study of one net per seed, or of comparisons
         members = [holding(seed_dir(directory, seed)) for seed in found.seeds]
         single_runs = any(member is not None and member.kind == "run" for member in members)
-        if not (bool(nets) and single_runs or not nets and found.nets is not None):
-            return
-    elif found.kind == asked:
+        contradicts = (bool(nets) and single_runs or not nets and found.nets is not None
+                       or found.recorded and (sorted(seeds) != sorted(found.seeds) or (found.nets or None) != nets))
+    else:
+        contradicts = found.kind != asked or found.kind == "comparison" and found.recorded and found.nets != nets
+    if contradicts:
+        raise UserError(f"cannot resume {directory}: it is {found.in_words()}; continue it with: "
+                        f"{found.command(directory)}")
+    return seeds, nets
+
+
+def check_recorded_recipe(directory: str, recipe: Recipe) -> None:
+    """Refuse, naming the field, a resume of a comparison or study with another recipe than its record holds (its
+    runs, where they exist, check their own histories as well); more epochs are fine where a run's would be."""
+    record = read_record(directory)
+    if record is None or not record.recipe:
         return
-    raise UserError(f"cannot resume {directory}: it is {found.in_words()}; continue it with: {found.command(directory)}")
+    difference = recipe.difference(record.recipe, ignore=frozenset({"arch", "seed"}) | recipe.resumable())
+    if difference:
+        raise UserError(f"cannot resume {directory}: {difference}")
+
+
+def recorded_flags_of(directory: str) -> dict:
+    """The recipe, data folder and --amp mode a comparison or study recorded when it started: what a resume takes
+    for flags not given again while none of its runs has a history yet. Empty without a record."""
+    record = read_record(directory) if os.path.isdir(directory) else None
+    if record is None or not record.recipe:
+        return {}
+    flags = dict(record.recipe)
+    flags.update({name: value for name, value in (("data_dir", record.data_dir), ("amp", record.amp)) if value})
+    return flags

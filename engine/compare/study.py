@@ -10,14 +10,17 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import ignite.distributed as idist
+
 import handlers.comparison_report
+from core.directory_record import STUDY, DirectoryRecord, read_record
 from core.errors import DiskFull, UserError, no_space_left
 from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, best_epoch,
                                gap_accuracy, has_train_eval, is_result, read_history, write_json)
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
-from engine.compare.comparison import comparison_flag, comparison_nets, net_dir, run_comparison
+from engine.compare.comparison import comparison_flag, comparison_nets, comparison_recipe, net_dir, run_comparison
 from engine.compare.report import where_the_gain_comes_from
 from engine.compare.stats import interval
 from engine.compare.study_views import plot_study, render_study
@@ -42,6 +45,10 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, .
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds must be distinct, got {seeds}")
     study_dir = continue_or_claim(resume_dir, setup.output_dir, default_study_dir(setup.runs_root, recipe, seeds, nets))
+    if read_record(study_dir) is None and idist.get_rank() == 0:  # the record first; rank 0 alone writes files
+        trained = comparison_recipe(recipe) if nets else recipe  # the recipe its runs train with
+        DirectoryRecord(STUDY, tuple(nets) if nets else None, tuple(seeds), recipe=dataclasses.asdict(trained),
+                        data_dir=setup.data_dir, amp=setup.amp).write(study_dir)
     # One process per study; its runs (and comparisons) hold their own locks while they train.
     with hold(study_dir, members=member_runs(study_dir)):
         say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")

@@ -1,0 +1,61 @@
+"""A tiny study (two nets, two seeds, two epochs) killed with SIGKILL at seeded random moments and continued with
+`python run.py --resume DIR` after each kill ends as an uninterrupted one: every run's per-epoch history and the
+study's verdict. KILL_ANYWHERE_KILLS (default 2) sets the number of kills and KILL_ANYWHERE_SEED (default 0) their
+moments, so that it can run longer by hand: KILL_ANYWHERE_KILLS=20 python -m pytest tests/test_kill_anywhere.py
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+from test_cli import HANG_TIMEOUT, read_history
+from test_resume import REPO, without_timings
+
+KILLS = int(os.environ.get("KILL_ANYWHERE_KILLS", "2"))
+SEED = int(os.environ.get("KILL_ANYWHERE_SEED", "0"))
+NETS = ["multistage-narrow", "multistage"]
+
+
+def run_py(args, kill_after=None):
+    """run.py ARGS in a process of its own; SIGKILLed after `kill_after` seconds unless it ended by then. Returns
+    the exit code (-9 when killed) and stderr."""
+    process = subprocess.Popen([sys.executable, "run.py", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = process.communicate(timeout=kill_after or HANG_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return process.returncode, err
+
+
+def test_a_study_killed_at_random_moments_and_resumed_each_time_ends_as_an_uninterrupted_one(tmp_path):
+    from synthetic_cifar import write_cifar10
+
+    data_dir = str(tmp_path / "data")
+    write_cifar10(data_dir)
+    common = ["--compare", *NETS, "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2",
+              "--batch-size", "50", "--no-progress", "--no-amp"]
+    reference, study = tmp_path / "reference", tmp_path / "study"
+    started = time.monotonic()
+    code, err = run_py([*common, "--output-dir", str(reference)])
+    assert code == 0, err
+    whole = time.monotonic() - started
+    rng = random.Random(SEED)
+    outcomes = []
+    for _ in range(KILLS + 1):  # the last one runs to its end
+        args = ["--resume", str(study)] if study.exists() else [*common, "--output-dir", str(study)]
+        code, err = run_py(args, kill_after=rng.uniform(0.1, 0.8) * whole if len(outcomes) < KILLS else None)
+        outcomes.append(code)
+        assert code in (0, -9), err
+        if code == 0:
+            break
+    assert outcomes[-1] == 0 and -9 in outcomes, outcomes
+    for seed in ("seed0", "seed1"):
+        for net in NETS:
+            assert (without_timings(read_history(str(study / seed / net)))
+                    == without_timings(read_history(str(reference / seed / net)))), (seed, net, outcomes)
+    verdict = [json.loads((directory / "study.json").read_text())["verdict"] for directory in (study, reference)]
+    assert verdict[0] == verdict[1]
