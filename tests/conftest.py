@@ -24,7 +24,7 @@ def pytest_configure(config):
 # The test files that take longest (about 35 to 95 s of a worker's time each on 2 cores), longest first. pytest-xdist
 # hands out whole files in collection order, so these start first and the workers finish close together instead of
 # one waiting for the other's last long file.
-LONGEST_FIRST = ("test_resume.py", "test_clashes_and_limits.py", "test_run_lock.py", "test_distributed.py",
+LONGEST_FIRST = ("test_resume.py", "test_kill_anywhere.py", "test_clashes_and_limits.py", "test_run_lock.py", "test_distributed.py",
                  "test_cli.py", "test_compare.py", "test_study.py", "test_plain_reference.py", "test_bonus.py",
                  "test_benchmark.py")
 

@@ -1,6 +1,6 @@
 """A tiny study (two nets, two seeds, two epochs) killed with SIGKILL at seeded random moments and continued with
 `python run.py --resume DIR` after each kill ends as an uninterrupted one: every run's per-epoch history and the
-study's verdict. KILL_ANYWHERE_KILLS (default 2) sets the number of kills and KILL_ANYWHERE_SEED (default 0) their
+study's verdict. KILL_ANYWHERE_KILLS (default 1) sets the number of kills and KILL_ANYWHERE_SEED (default 0) their
 moments, so that it can run longer by hand: KILL_ANYWHERE_KILLS=20 python -m pytest tests/test_kill_anywhere.py
 """
 import json
@@ -13,7 +13,7 @@ import time
 from test_cli import HANG_TIMEOUT, read_history
 from test_resume import REPO, without_timings
 
-KILLS = int(os.environ.get("KILL_ANYWHERE_KILLS", "2"))
+KILLS = int(os.environ.get("KILL_ANYWHERE_KILLS", "1"))
 SEED = int(os.environ.get("KILL_ANYWHERE_SEED", "0"))
 NETS = ["multistage-narrow", "multistage"]
 
