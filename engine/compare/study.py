@@ -45,12 +45,12 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, .
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds must be distinct, got {seeds}")
     study_dir = continue_or_claim(resume_dir, setup.output_dir, default_study_dir(setup.runs_root, recipe, seeds, nets))
-    if read_record(study_dir) is None and idist.get_rank() == 0:  # the record first; rank 0 alone writes files
-        trained = comparison_recipe(recipe) if nets else recipe  # the recipe its runs train with
-        DirectoryRecord(STUDY, tuple(nets) if nets else None, tuple(seeds), recipe=dataclasses.asdict(trained),
-                        data_dir=setup.data_dir, amp=setup.amp).write(study_dir)
     # One process per study; its runs (and comparisons) hold their own locks while they train.
     with hold(study_dir, members=member_runs(study_dir)):
+        if read_record(study_dir) is None and idist.get_rank() == 0:  # the record first; rank 0 alone writes files
+            trained = comparison_recipe(recipe) if nets else recipe  # the recipe its runs train with
+            DirectoryRecord(STUDY, tuple(nets) if nets else None, tuple(seeds), recipe=dataclasses.asdict(trained),
+                            data_dir=setup.data_dir, amp=setup.amp).write(study_dir)
         say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")
         # One dataset for every seed; the seeds' reports re-test each final model per class, the summary reuses that.
         retester = Retester(setup, load_data(recipe, setup))
