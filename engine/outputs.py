@@ -100,6 +100,8 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
     """
     trainer, rank0 = run.trainer, idist.get_rank() == 0
     history = History(run_dir, run_header(run, run_dir), len(run.data.train))
+    if rank0 and purge_step is None:  # a new run says what it is (recipe, data, precision) before it trains
+        history.save()
     # "identity" first: a checkpoint of another run is refused before any weights are loaded.
     to_save = {"identity": RunIdentity(run.recipe), "model": run.model, "optimizer": run.optimizer,
                "trainer": trainer, "history": history, "epoch_loss": run.epoch_loss}

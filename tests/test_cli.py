@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import engine.build
@@ -263,3 +264,31 @@ def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
     assert "--blocks-per-stage" in result.stdout
     assert "Rule (multi-stage minus single-stage)" in result.stdout and "Several seeds" in result.stdout
     assert "Concentrated: the most-improved 20%" in result.stdout and "Epoch   1/1" in result.stdout
+
+
+def test_a_new_run_records_what_it_is_before_its_first_iteration(cifar10_dir, tmp_path, monkeypatch):
+    """history.json exists from the start (recipe, data folder, precision; no epoch yet), so that a directory killed
+    at any moment says what it is; a failure before the first epoch ends is recorded in it too."""
+    data_dir, _ = cifar10_dir
+    run_dir = tmp_path / "run"
+    seen = []
+    build_run = engine.build.build_run
+
+    def fail_at_the_first_iteration(recipe, setup, data):
+        built = build_run(recipe, setup, data)
+
+        @built.trainer.on(Events.ITERATION_STARTED(once=1))
+        def look(_engine):
+            seen.append(read_history(str(run_dir)))
+            raise RuntimeError("boom")
+
+        return built
+
+    monkeypatch.setattr(engine.build, "build_run", fail_at_the_first_iteration)
+    with pytest.raises(RuntimeError, match="boom"):
+        cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "50", "--output-dir",
+            str(run_dir))
+    at_start = seen[0]
+    assert (at_start["status"], at_start["epochs"], at_start["config"]["data_dir"]) == ("running", [], data_dir)
+    assert at_start["config"]["arch"] == "multistage" and at_start["amp_dtype"] is None
+    assert read_history(str(run_dir))["status"] == "failed: boom"
