@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from core.directory_record import STUDY, read_record
+from core.directory_record import COMPARISON, STUDY, read_record
 from core.errors import UserError
-from core.recipe import Recipe
 from core.history_file import HISTORY_FILE
+from core.recipe import Recipe
 from engine.compare.comparison import comparison_flag, comparison_nets
 from engine.compare.study import is_study, seed_dir, study_seeds
 from engine.resume import has_checkpoint
@@ -28,33 +28,32 @@ class Holding:
     def in_words(self) -> str:
         """'a single run', 'a comparison (--bonus)', 'a study of seeds 0 1 2 (--bonus)'."""
         what = f" ({comparison_flag(self.nets)})" if self.nets else ""
-        if self.kind == "study":
+        if self.kind == STUDY:
             return f"a study of seed{'s' if len(self.seeds) > 1 else ''} {' '.join(map(str, self.seeds))}{what}"
-        return f"a comparison{what}" if self.kind == "comparison" else "a single run"
+        return f"a comparison{what}" if self.kind == COMPARISON else "a single run"
 
     def command(self, directory: str) -> str:
         """The command that continues it."""
-        seeds = f" --seeds {' '.join(map(str, self.seeds))}" if self.kind == "study" else ""
+        seeds = f" --seeds {' '.join(map(str, self.seeds))}" if self.kind == STUDY else ""
         nets = f" {comparison_flag(self.nets)}" if self.nets else ""
         return f"python run.py{seeds}{nets} --resume {directory}"
 
 
 def holding(directory: str) -> Holding | None:
-    """What `directory` holds, going by its files; None for a directory that holds none of these (yet)."""
+    """What `directory` holds, going by its record, else by its files; None for a directory that holds none of these
+    (yet)."""
     if not os.path.isdir(directory):
         return None
     record = read_record(directory)
-    if record is not None and record.kind == STUDY:
-        return Holding("study", record.nets, record.seeds, recorded=True)
     if record is not None:
-        return Holding("comparison", record.nets, recorded=True)
+        return Holding(record.kind, record.nets, record.seeds if record.kind == STUDY else None, recorded=True)
     if is_study(directory):
         seeds = tuple(study_seeds(directory))
         nets = next((found for found in (comparison_nets(seed_dir(directory, s)) for s in seeds) if found), None)
-        return Holding("study", nets, seeds)
+        return Holding(STUDY, nets, seeds)
     nets = comparison_nets(directory)
     if nets is not None:
-        return Holding("comparison", nets)
+        return Holding(COMPARISON, nets)
     if os.path.isfile(os.path.join(directory, HISTORY_FILE)) or has_checkpoint(directory):
         return Holding("run")
     return None
@@ -69,15 +68,15 @@ def what_to_resume(directory: str, seeds: list[int] | None,
     if found is None:
         return seeds, nets
     if not seeds and not nets:
-        return (list(found.seeds) if found.kind == "study" else None), (found.nets if found.kind != "run" else None)
-    asked = "study" if seeds else "comparison" if nets else "run"
-    if found.kind == "study" == asked:  # a study of one net per seed, or of comparisons
+        return (list(found.seeds) if found.kind == STUDY else None), (found.nets if found.kind != "run" else None)
+    asked = STUDY if seeds else COMPARISON if nets else "run"
+    if found.kind == STUDY == asked:  # a study of one net per seed, or of comparisons
         members = [holding(seed_dir(directory, seed)) for seed in found.seeds]
         single_runs = any(member is not None and member.kind == "run" for member in members)
         contradicts = (bool(nets) and single_runs or not nets and found.nets is not None
                        or found.recorded and (sorted(seeds) != sorted(found.seeds) or (found.nets or None) != nets))
     else:
-        contradicts = found.kind != asked or found.kind == "comparison" and found.recorded and found.nets != nets
+        contradicts = found.kind != asked or found.kind == COMPARISON and found.recorded and found.nets != nets
     if contradicts:
         raise UserError(f"cannot resume {directory}: it is {found.in_words()}; continue it with: "
                         f"{found.command(directory)}")
