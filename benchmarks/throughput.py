@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from core.recipe import Recipe, Setup  # noqa: E402
 from engine.build import build_run  # noqa: E402
 from engine.outputs import attach_outputs  # noqa: E402
 from engine.data.loader import DeviceBatches  # noqa: E402
+from engine.devices import cpu_model  # noqa: E402
 from engine.precision import PRECISION_MODES, Precision, native_bf16, resolve_precision  # noqa: E402
 from ignite.engine import Events  # noqa: E402
 from models import build_model  # noqa: E402
@@ -224,19 +224,18 @@ def dense_kernel_rates(dtype: torch.dtype, seconds: float, small: bool = False) 
 
 
 def cpu_facts() -> dict:
-    """The CPU model and the ISA flags that matter for fp32/bf16 kernels (from /proc/cpuinfo where it exists)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """The CPU model (as a run records it) and the ISA flags that matter for fp32/bf16 kernels (from /proc/cpuinfo
+    where it exists)."""
+    flags = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features"):
+                if key.strip() in ("flags", "Features"):
                     flags |= set(value.split())
     except OSError:
         pass
-    return {"cpu_model": model, "isa_flags": [flag for flag in ISA_FLAGS if flag in flags],
+    return {"cpu_model": cpu_model(), "isa_flags": [flag for flag in ISA_FLAGS if flag in flags],
             "native_bf16": native_bf16()[0]}
 
 

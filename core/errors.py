@@ -37,6 +37,13 @@ class DiskFull(UserError):
         return DiskFull(self.path, command)
 
 
+def disk_full(error: BaseException, path: str, command: str) -> DiskFull | None:
+    """`error` as a DiskFull naming the file it was writing (else `path`) and the command that continues the work;
+    None when `error` is no full disk."""
+    full = no_space_left(error)
+    return None if full is None else DiskFull(full.filename or path, command)
+
+
 def no_space_left(error: BaseException) -> OSError | None:
     """The "no space left on device" OSError behind `error`, or None. torch.save reports a full disk as a RuntimeError
     of its zip writer ("unexpected pos ..."), with the OSError only in the exception's context."""

@@ -23,6 +23,7 @@ IMAGES_PER_S = "images_per_s"
 # fp16 runs only (handlers/loss_scaling.py): optimizer steps skipped for an overflow, and the loss scale, at the end of
 # each epoch.
 SKIPPED_STEPS, LOSS_SCALE = "skipped_steps", "loss_scale"
+LOSS_SCALING_KEYS = (SKIPPED_STEPS, LOSS_SCALE)
 TEST, TRAIN_EVAL = "test", "train_eval"
 # The test set again, for --ema (the averaged weights) and --tta flip (the mean over each image and its mirror).
 TEST_EMA, TEST_FLIP = "test_ema", "test_flip"
@@ -43,7 +44,7 @@ GAP_ACCURACY, GAP_LOSS = "gap_accuracy", "gap_loss"
 def is_result(key: str) -> bool:
     """Whether a record key holds a trained result (a loss, an accuracy), not the epoch, a timing or fp16's
     bookkeeping."""
-    return key not in (EPOCH, IMAGES_PER_S, SKIPPED_STEPS, LOSS_SCALE) and not key.endswith("seconds")
+    return key not in (EPOCH, IMAGES_PER_S, *LOSS_SCALING_KEYS) and not key.endswith("seconds")
 
 
 def has_train_eval(record: dict) -> bool:

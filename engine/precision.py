@@ -28,7 +28,7 @@ import torch
 # `on` is bf16; `off` is plain fp32 (also `--no-amp`).
 AMP_MODES = ("auto", "bf16", "fp16", "off", "on")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-SHORT_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+SHORT_NAMES = {dtype: name for name, dtype in AUTOCAST_DTYPES.items()}
 # The names of the precisions (as the benchmarks take them) and the `--amp` mode that forces each.
 PRECISION_MODES = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 # The compute capabilities from which CUDA GPUs multiply bf16, fp16 and TF32 on tensor cores.
@@ -95,6 +95,11 @@ def native_bf16() -> tuple[list[str], str]:
     return features, ""
 
 
+def dtype_name(dtype: torch.dtype | None) -> str | None:
+    """An autocast dtype as history.json's `amp_dtype` names it ('bfloat16', 'float16'); None for plain fp32."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
 @dataclass(frozen=True)
 class Precision:
     """What a run computes its forward passes in, and why."""
@@ -115,7 +120,7 @@ class Precision:
 
     @property
     def dtype_name(self) -> str | None:
-        return str(self.dtype).removeprefix("torch.") if self.dtype is not None else None
+        return dtype_name(self.dtype)
 
     def in_words(self) -> str:
         """'bf16 autocast', 'fp16 autocast with loss scaling', 'fp32 with TF32 convolutions and matmuls' or 'fp32'."""
@@ -139,13 +144,13 @@ FP32 = Precision(None, "--no-amp")
 
 def recorded_precision(amp_dtype: str | None) -> Precision:
     """The precision a run recorded in history.json (`amp_dtype`), to repeat its test passes exactly."""
-    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(amp_dtype)
+    dtype = AUTOCAST_DTYPES.get(recorded_mode(amp_dtype))
     return Precision(dtype, "as trained") if dtype is not None else FP32
 
 
 def recorded_mode(amp_dtype: str | None) -> str:
     """The `--amp` mode that gives a recorded `amp_dtype` again: what a resume runs in unless --amp is given."""
-    return {"bfloat16": "bf16", "float16": "fp16"}.get(amp_dtype, "off")
+    return next((mode for mode, dtype in AUTOCAST_DTYPES.items() if dtype_name(dtype) == amp_dtype), "off")
 
 
 def resolve_precision(mode: str, device: torch.device, deterministic: bool = False) -> Precision:

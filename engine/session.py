@@ -14,7 +14,7 @@ from ignite.handlers import Checkpoint
 
 import handlers.checkpointing
 import handlers.tensorboard_logging
-from core.errors import DiskFull, UserError, no_space_left
+from core.errors import DiskFull, UserError, disk_full
 from core.history_file import TEST_ACCURACY
 from core.recipe import Recipe, Setup, recipe_line
 from engine import build
@@ -45,6 +45,22 @@ class Interrupted(UserError):
 
     def continued_by(self, command: str) -> Interrupted:
         return Interrupted(self.exit_code, self.at, command)
+
+
+@contextlib.contextmanager
+def continued_by(command: str, directory: str):
+    """Inside a bonus or a study: an error that ends the work with the command that continues it (an interruption,
+    a full disk, also while its report is written into `directory`) names `command`, not that of the run it was
+    training."""
+    try:
+        yield
+    except (Interrupted, DiskFull) as exc:
+        raise exc.continued_by(command) from None
+    except OSError as exc:
+        full = disk_full(exc, directory, command)
+        if full is None:
+            raise
+        raise full from None
 
 
 def load_data(recipe: Recipe, setup: Setup) -> CifarData:
@@ -175,9 +191,9 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     except LossScaleCollapsed as exc:
         raise _failed(outputs, LossScaleCollapsed(f"{exc}; the last good checkpoint is in {run_dir}")) from None
     except BaseException as exc:
-        full = no_space_left(exc)  # a checkpoint, history.json or TensorBoard
+        full = disk_full(exc, run_dir, f"python run.py --resume {run_dir}")  # a checkpoint, history.json, TensorBoard
         if full is not None:
-            raise _failed(outputs, DiskFull(full.filename or run_dir, f"python run.py --resume {run_dir}")) from None
+            raise _failed(outputs, full) from None
         if isinstance(exc, OSError):
             raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
         raise _failed(outputs, exc)

@@ -6,7 +6,7 @@ import time
 
 from ignite.engine import Engine, Events
 
-from core.history_file import (COMPLETED, EPOCH, HISTORY_FILE, IMAGES_PER_S, LOSS_SCALE, SKIPPED_STEPS, TRAIN_LOSS,
+from core.history_file import (COMPLETED, EPOCH, HISTORY_FILE, IMAGES_PER_S, LOSS_SCALING_KEYS, TRAIN_LOSS,
                                TRAIN_SECONDS, metric, write_json)
 from handlers.epoch_loss import EPOCH_LOSS
 
@@ -45,7 +45,7 @@ class History:
         train_seconds = trainer.state.times["EPOCH_COMPLETED"] + self._seconds_before_resume
         self._seconds_before_resume, self._epoch_started = 0.0, None
         record = {EPOCH: trainer.state.epoch, TRAIN_LOSS: trainer.state.metrics[EPOCH_LOSS]}
-        record.update({key: trainer.state.metrics[key] for key in (SKIPPED_STEPS, LOSS_SCALE) if key in trainer.state.metrics})
+        record.update({key: trainer.state.metrics[key] for key in LOSS_SCALING_KEYS if key in trainer.state.metrics})
         for split, evaluator in evaluators.items():
             record.update({metric(split, name): value for name, value in evaluator.state.metrics.items()})
         record[TRAIN_SECONDS] = train_seconds

@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.history_file import EPOCH, IMAGES_PER_S, LOSS_SCALE, SKIPPED_STEPS, TEST, TRAIN_EVAL, TRAIN_LOSS, TRAIN_SECONDS
+from core.history_file import EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEST, TRAIN_EVAL, TRAIN_LOSS, TRAIN_SECONDS
 from handlers.history import History
 
 EPOCH_TAG = "train/loss_epoch"
@@ -27,7 +27,7 @@ def epoch_scalars(record: dict) -> dict[str, float]:
     `train_eval/loss`, `perf/images_per_s`, (fp16) `train/skipped_steps`, ..."""
     scalars = {EPOCH_TAG: record[TRAIN_LOSS], "perf/images_per_s": record[IMAGES_PER_S],
                "perf/train_seconds": record[TRAIN_SECONDS]}
-    scalars.update({f"train/{key}": record[key] for key in (SKIPPED_STEPS, LOSS_SCALE) if key in record})
+    scalars.update({f"train/{key}": record[key] for key in LOSS_SCALING_KEYS if key in record})
     for key, value in record.items():
         for prefix in (TEST, TRAIN_EVAL):
             if key.startswith(prefix + "_") and not key.endswith("_seconds"):

@@ -18,7 +18,7 @@ from ignite.engine import Engine
 
 import handlers.comparison_report
 from core.directory_record import COMPARISON, RECORD_FILES, DirectoryRecord, read_record
-from core.errors import DiskFull, UserError, no_space_left
+from core.errors import UserError
 from core.history_file import RunHistory, read_history
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.report import check_comparable, offline, write_report
@@ -27,7 +27,7 @@ from engine.evaluate import Retester
 from engine.resume import member_is_finished
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, hold)
-from engine.session import Interrupted, load_data, train
+from engine.session import continued_by, load_data, train
 from models import BONUS_PAIR
 
 COMPARISON_FILE = RECORD_FILES[COMPARISON]
@@ -110,16 +110,8 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
     comparison = Engine(train_one)
     comparison.logger.disabled = True  # errors are reported in one line by run.py
     handlers.comparison_report.attach(comparison, lambda: write_report(directory, read_comparison(directory), retester))
-    command = f"python run.py {comparison_flag(nets)} --resume {directory}"
-    try:
+    with continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}", directory):
         comparison.run(list(nets), max_epochs=1)
-    except (Interrupted, DiskFull) as exc:  # the printed command continues the comparison, not just the net it was training
-        raise exc.continued_by(command) from None
-    except OSError as exc:  # the report
-        full = no_space_left(exc)
-        if full is None:
-            raise
-        raise DiskFull(full.filename or directory, command) from None
     return directory
 
 

@@ -14,7 +14,7 @@ import ignite.distributed as idist
 
 import handlers.comparison_report
 from core.directory_record import STUDY, DirectoryRecord, read_record
-from core.errors import DiskFull, UserError, no_space_left
+from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, best_epoch,
                                gap_accuracy, has_train_eval, is_result, read_history, write_json)
 from core.recipe import Recipe, Setup
@@ -29,7 +29,7 @@ from engine.console import say
 from engine.evaluate import Retester
 from engine.resume import member_is_finished
 from engine.rundir import clear_unstarted_run, continue_or_claim, default_study_dir, hold
-from engine.session import Interrupted, load_data, train
+from engine.session import continued_by, load_data, train
 
 STUDY_FILE = "study.json"
 
@@ -55,18 +55,10 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, .
         # One dataset for every seed; the seeds' reports re-test each final model per class, the summary reuses that.
         retester = Retester(setup, load_data(recipe, setup))
         what = f" {comparison_flag(nets)}" if nets else ""
-        command = f"python run.py --seeds {' '.join(map(str, seeds))}{what} --resume {study_dir}"
-        try:
+        with continued_by(f"python run.py --seeds {' '.join(map(str, seeds))}{what} --resume {study_dir}", study_dir):
             train_seeds(recipe, setup, seeds, nets, study_dir, resuming=resume_dir is not None, retester=retester)
             # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
             handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, retester))
-        except (Interrupted, DiskFull) as exc:  # the printed command continues the whole study
-            raise exc.continued_by(command) from None
-        except OSError as exc:  # the summary
-            full = no_space_left(exc)
-            if full is None:
-                raise
-            raise DiskFull(full.filename or study_dir, command) from None
     return study_dir
 
 
