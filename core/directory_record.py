@@ -2,8 +2,8 @@
 recipe, the data folder and the `--amp` mode, so that `python run.py --resume DIR` continues it as it was started,
 whatever a kill left in it. (A run needs no record of its own: its history.json and checkpoints are one.)
 
-A comparison's record is `comparison.json` (a record holding only "nets" is one written before the record held more);
-a study's is `study-plan.json`.
+A comparison's record is `comparison.json` (one holding only "nets" is read too: a resume then takes the recipe from
+its runs' histories); a study's is `study-plan.json`.
 """
 from __future__ import annotations
 
