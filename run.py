@@ -26,12 +26,25 @@ from engine.precision import AMP_MODES, recorded_mode
 from engine.rundir import run_dir_of
 from engine.session import Interrupted, train
 from handlers.lr_schedule import SCHEDULES
-from models import ARCHITECTURES, BONUS_PAIR
+from models import ARCHITECTURES, BONUS_PAIR, check_networks, user_nets
 
 # The choices of fields whose allowed values are facts of the engine and the models.
-CHOICES = {"architectures": sorted(ARCHITECTURES), "datasets": sorted(DATASETS), "devices": list(DEVICE_CHOICES),
+CHOICES = {"datasets": sorted(DATASETS), "devices": list(DEVICE_CHOICES),
            "amp_modes": list(AMP_MODES), "optimizers": list(OPTIMIZERS), "schedules": list(SCHEDULES),
            "tta": list(TTA_MODES)}
+
+
+def network_name(text: str) -> str:
+    """An argparse type: a registered architecture, or a user's MODULE:CALLABLE / FILE.py:CALLABLE (checked once the
+    flags are read: `check_networks`)."""
+    if text in ARCHITECTURES or user_nets.is_spec(text):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown network {text!r}; choose one of {', '.join(sorted(ARCHITECTURES))}, "
+                                     "or name your own as MODULE:CALLABLE or FILE.py:CALLABLE")
+
+
+# The parsers of fields whose values the models check.
+TYPES = {"architectures": network_name}
 
 
 def add_field_flags(parser: argparse.ArgumentParser, config_type) -> None:
@@ -44,6 +57,9 @@ def add_field_flags(parser: argparse.ArgumentParser, config_type) -> None:
         negation = options.pop("negation", None)
         if "choices_from" in options:
             options["choices"] = CHOICES[options.pop("choices_from")]
+        if "type_from" in options:
+            options["type"] = TYPES[options.pop("type_from")]
+            help_text = help_text.format(architectures=", ".join(sorted(ARCHITECTURES)))
         if options.get("action") not in ("store_true", "store_false") and field.default is not None:
             help_text += f" (default: {field.default})"
         parser.add_argument(name, dest=field.name, default=argparse.SUPPRESS, help=help_text, **options)
@@ -67,9 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_argument("--bonus", action="store_true",
                           help=f"train {' and '.join(BONUS_PAIR)} with the same recipe and compare them "
                                f"(= --compare {' '.join(BONUS_PAIR)})")
-    commands.add_argument("--compare", nargs="+", choices=CHOICES["architectures"], metavar="ARCH",
+    commands.add_argument("--compare", nargs="+", type=network_name, metavar="ARCH",
                           help="train every named architecture with the same recipe and compare each with the first "
-                               f"(the baseline); choices: {', '.join(CHOICES['architectures'])}")
+                               f"(the baseline): {', '.join(sorted(ARCHITECTURES))}, or your own as MODULE:CALLABLE "
+                               "or FILE.py:CALLABLE")
     commands.add_argument("--resume", metavar="auto|DIR|CHECKPOINT",
                           help="continue a run, bonus or study directory, whatever it holds (its nets, seeds, recipe, "
                                "data folder and precision are read from it; flags given must agree), a checkpoint file, "
@@ -150,6 +167,9 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
             seeds, nets = what_to_resume(args.resume, seeds, nets)
             check_recorded_recipe(args.resume, recipe)
+        elif not (args.evaluate or args.report or args.resume):
+            check_networks(nets or (recipe.arch,), DATASETS[recipe.dataset].num_classes, recipe.blocks_per_stage,
+                           blocks_given="blocks_per_stage" in vars(args))
         if args.evaluate:
             evaluate(args.evaluate, setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):

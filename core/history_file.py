@@ -14,6 +14,8 @@ from core.recipe import Recipe
 
 HISTORY_FILE = "history.json"
 COMPLETED = "completed"
+# A user's own network (models/user_nets.py): {"spec": as given, "file": the file it resolved to, "sha256": its hash}.
+NETWORK = "network"
 
 # Per-epoch record fields. Evaluation metrics are "<split>_<metric>" for the splits below.
 EPOCH = "epoch"
@@ -120,6 +122,11 @@ class RunHistory:
     def precision(self) -> str | None:
         """'bf16 autocast', 'fp16 autocast' or 'fp32'; None for a history that recorded no `amp_dtype`."""
         return precision_in_words(self.data["amp_dtype"]) if "amp_dtype" in self.data else None
+
+    @property
+    def network(self) -> dict | None:
+        """The user's network the run trained (`NETWORK`), or None for one of the registry."""
+        return self.data.get(NETWORK)
 
     @property
     def num_classes(self) -> int:

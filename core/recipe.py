@@ -66,7 +66,7 @@ def positive_float(text: str) -> float:
 
 def flag(default, help: str, **argparse_options):
     """A field with its command-line flag: `help`, and argparse options such as `type`, `metavar`, `action`,
-    `flag` (the option string, when it is not --<field-name>) or `choices_from` (a name run.py fills in)."""
+    `flag` (the option string, when it is not --<field-name>), `choices_from` or `type_from` (names run.py fills in)."""
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
@@ -78,7 +78,8 @@ BONUS_TRAIN_EVAL = 10_000
 class Recipe:
     """What a run learns: architecture, data, optimisation, seed."""
 
-    arch: str = flag("multistage", "network to train", choices_from="architectures")
+    arch: str = flag("multistage", "network to train: one of {architectures}, or your own as MODULE:CALLABLE or "
+                                   "FILE.py:CALLABLE", type_from="architectures", metavar="ARCH")
     dataset: str = flag("cifar100", "dataset", choices_from="datasets")
     blocks_per_stage: int = flag(2, "residual blocks per stage of the multi-stage net (3 gives ResNet-20)", type=positive_int)
     epochs: int = flag(10, "training epochs", type=positive_int)

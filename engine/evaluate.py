@@ -19,7 +19,7 @@ from core.figures import pyplot, save
 from core.history_file import EPOCH, TEST, RunHistory, metric, read_history, write_json
 from core.recipe import Setup
 from engine.build import fine_to_coarse_map, model_on, uses_channels_last
-from engine.console import say
+from engine.console import say, warn
 from engine.data.datasets import CifarData
 from engine.data.loader import DeviceBatches
 from engine.devices import resolve_device
@@ -29,6 +29,7 @@ from engine.rundir import create_run_dir, run_dir_of
 from engine.session import load_data
 from engine.steps import create_evaluator
 from handlers.checkpointing import epoch_checkpoints
+from models import user_nets
 
 MOST_CONFUSED_SHOWN = 10
 
@@ -94,6 +95,9 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     run_dir, checkpoint = resolve_target(target)
     history = read_history(run_dir)
     recipe = history.recipe
+    changed = user_nets.change(history.network)
+    if changed:  # the checkpoint's load below still checks every parameter's name and shape
+        warn(f"{run_dir}: {changed}; re-testing with the file as it is now")
     data = data or load_data(recipe, setup)
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).

@@ -23,13 +23,13 @@ import handlers.evaluation
 import handlers.progress
 import handlers.tensorboard_logging
 import handlers.tensorboard_summary
-from core.history_file import TEST
+from core.history_file import NETWORK, TEST
 from core.recipe import config_dict, matching_preset
 from engine.build import Run
 from engine.devices import machine
 from engine.resume import RunIdentity
 from handlers.history import History
-from models import count_parameters
+from models import count_parameters, user_nets
 
 
 def library_versions() -> dict:
@@ -69,7 +69,13 @@ def run_header(run: Run, run_dir: str) -> dict:
         "parameters": count_parameters(run.model),
         "normalization": {"mean": run.mean.tolist(), "std": run.std.tolist()},
         "class_names": run.data.class_names,
+        **network_record(run.recipe.arch),
     }
+
+
+def network_record(arch: str) -> dict:
+    """{NETWORK: spec, file, hash} for a user's network; nothing for one of the registry."""
+    return {NETWORK: user_nets.load(arch).record()} if user_nets.is_spec(arch) else {}
 
 
 @dataclass

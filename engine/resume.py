@@ -13,6 +13,7 @@ from core.recipe import Recipe
 from engine.devices import machine, machine_in_words
 from engine.precision import Precision
 from handlers.checkpointing import CHECKPOINT_NAME
+from models import user_nets
 
 
 def checkpoint_position(path: str, epoch_length: int) -> int:
@@ -39,10 +40,10 @@ def latest_checkpoint(run_dir: str, epoch_length: int) -> str | None:
 def check_resumable(recipe: Recipe, run_dir: str) -> None:
     """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine)."""
     try:
-        stored = read_history(run_dir).config
+        history = read_history(run_dir)
     except UserError as exc:
         raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
-    difference = recipe.difference(stored, ignore=recipe.resumable())
+    difference = recipe.difference(history.config, ignore=recipe.resumable()) or user_nets.change(history.network)
     if difference:
         raise UserError(f"cannot resume {run_dir}: {difference}")
 

@@ -13,7 +13,7 @@ import ignite.distributed as idist
 from core.errors import RunDirError, RunInUse
 from core.history_file import HISTORY_FILE
 from core.recipe import Recipe
-from models import ARCHITECTURES, BONUS_PAIR
+from models import BONUS_PAIR, architecture, dir_name
 
 MAX_SUFFIX = 1000
 LOCK_FILE = "run.lock"
@@ -31,7 +31,8 @@ def timestamp() -> str:
 
 def net_label(recipe: Recipe) -> str:
     """The network part of a directory name: `multistage-2bps`, or `singlestage` (which has no stages)."""
-    return f"{recipe.arch}-{recipe.blocks_per_stage}bps" if ARCHITECTURES[recipe.arch].staged else recipe.arch
+    name = dir_name(recipe.arch)
+    return f"{name}-{recipe.blocks_per_stage}bps" if architecture(recipe.arch).staged else name
 
 
 def default_run_dir(root: str, recipe: Recipe) -> str:
@@ -42,7 +43,7 @@ def default_run_dir(root: str, recipe: Recipe) -> str:
 
 def comparison_label(nets: tuple[str, ...]) -> str:
     """The comparison part of a directory name: `bonus` for the bonus pair, else `compare-<net>-<net>-...`."""
-    return "bonus" if tuple(nets) == BONUS_PAIR else "compare-" + "-".join(nets)
+    return "bonus" if tuple(nets) == BONUS_PAIR else "compare-" + "-".join(map(dir_name, nets))
 
 
 def default_comparison_dir(root: str, recipe: Recipe, nets: tuple[str, ...]) -> str:

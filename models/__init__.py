@@ -5,6 +5,8 @@ from typing import Callable
 
 from torch import nn
 
+from core.errors import UserError
+from models import user_nets
 from models.blocks import BasicBlock, ConstantWidthDownSampling, DownSamplingBlock
 from models.resnet import MultiStageResNet, SingleStageResNet
 
@@ -15,10 +17,11 @@ class Architecture:
     label: str  # how a report names it, e.g. "multi-stage" ("the multi-stage net" in a sentence)
     description: str  # one line for the reports
     staged: bool = False  # whether --blocks-per-stage shapes it (and run directory names show it)
+    user: bool = False  # a user's own network (models/user_nets.py), named by its callable
 
     @property
     def noun(self) -> str:
-        return f"the {self.label} net"
+        return self.label if self.user else f"the {self.label} net"
 
 
 def _single_stage(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
@@ -66,11 +69,52 @@ ARCHITECTURES = {
 BONUS_PAIR = ("singlestage", "multistage")
 
 
-def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build the architecture registered as `name` (see `ARCHITECTURES`)."""
-    if name not in ARCHITECTURES:
+def architecture(name: str) -> Architecture:
+    """The registry's entry `name`, or for a spec (`module:callable`, `file.py:callable`) the user's network,
+    imported on first use (models/user_nets.py)."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    if not user_nets.is_spec(name):
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name].build(num_classes, **kwargs)
+    net = user_nets.load(name)
+    return Architecture(net.build, user_nets.callable_name(name), net.description, staged=net.takes_blocks, user=True)
+
+
+def label(name: str) -> str:
+    """How reports name a network, without importing a user's: "multi-stage", or the callable's name."""
+    return ARCHITECTURES[name].label if name in ARCHITECTURES else user_nets.callable_name(name)
+
+
+def noun(name: str) -> str:
+    """A network in a sentence: "the multi-stage net", or the callable's name."""
+    return ARCHITECTURES[name].noun if name in ARCHITECTURES else user_nets.callable_name(name)
+
+
+def dir_name(name: str) -> str:
+    """The folder (or run-directory part) of a network: its registry name, or the user's callable, sanitised."""
+    return name if name in ARCHITECTURES else user_nets.safe_name(name)
+
+
+def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Build the architecture `name`: registered (see `ARCHITECTURES`) or a user's spec."""
+    return architecture(name).build(num_classes, **kwargs)
+
+
+def check_networks(names: tuple[str, ...], num_classes: int, blocks_per_stage: int, blocks_given: bool) -> None:
+    """Before anything is written: every user's network among `names` imported, built and tried on one image
+    (models/user_nets.check), `--blocks-per-stage` refused for one that takes no such parameter, and no two nets
+    sharing a folder name. Each failure is one UserError."""
+    for name in names:
+        if user_nets.is_spec(name):
+            net = user_nets.load(name)
+            if blocks_given and not net.takes_blocks:
+                raise UserError(f"--blocks-per-stage: {name} takes no {user_nets.BLOCKS_PARAMETER} parameter")
+            user_nets.check(net, num_classes, blocks_per_stage)
+    folders = [dir_name(name) for name in names]
+    shared = next((folder for folder in folders if folders.count(folder) > 1), None)
+    if shared is not None:
+        raise UserError(f"two networks would share the folder name {shared!r}: "
+                        + " and ".join(name for name in names if dir_name(name) == shared))
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -81,5 +125,5 @@ def count_parameters(model: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "Architecture", "BONUS_PAIR", "BasicBlock", "ConstantWidthDownSampling", "DownSamplingBlock",
     "MultiStageResNet",
-    "SingleStageResNet", "build_model", "count_parameters",
+    "SingleStageResNet", "architecture", "build_model", "check_networks", "noun", "count_parameters", "dir_name", "label",
 ]

@@ -162,7 +162,8 @@ def test_missing_data_with_no_download(tmp_path, capsys):
         (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
         (["--lr", "0"], "argument --lr: must be a positive finite number, got 0"),
         (["--lr", "nan"], "argument --lr: must be a positive finite number, got nan"),
-        (["--arch", "vgg"], "argument --arch: invalid choice: 'vgg'"),
+        (["--arch", "vgg"], "argument --arch: unknown network 'vgg'; choose one of multistage, multistage-constwidth"),
+        (["--compare", "singlestage", "vgg"], "argument --compare: unknown network 'vgg'; choose one of multistage"),
         (["--dataset", "mnist"], "argument --dataset: invalid choice: 'mnist'"),
     ],
 )

@@ -11,8 +11,8 @@ from __future__ import annotations
 from core.history_file import TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
 from engine.compare.stats import CONFIDENCE, interval
 from engine.compare.verdict import seed_window_means
-from models import build_model, count_parameters
-from models.stats import feature_maps, macs_per_image, receptive_field
+from engine.compare.facts import model_facts
+from models.stats import feature_maps
 
 IMAGE_SIZE = 32
 # Parameter and MAC counts this close (relative to the larger) count as held equal.
@@ -43,14 +43,15 @@ def attribution_rule(baseline: str, target: str, window: int) -> str:
     return ATTRIBUTION_RULE.format(baseline=baseline, target=target, window=window)
 
 
-def network_properties(arch: str, num_classes: int, blocks_per_stage: int) -> dict:
-    """What an ablation compares of one network, measured on a freshly built model."""
-    model = build_model(arch, num_classes, blocks_per_stage=blocks_per_stage)
+def network_properties(arch: str, num_classes: int, blocks_per_stage: int, network: dict | None = None) -> dict:
+    """What an ablation compares of one network, measured on a freshly built model (`model_facts`; `network`: a
+    user's network as a run recorded it); whether a receptive field that cannot be measured covers the image is
+    None."""
+    model, facts = model_facts(arch, num_classes, blocks_per_stage, network)
     maps = feature_maps(model, IMAGE_SIZE)
-    field = receptive_field(model, IMAGE_SIZE)
+    field = facts["receptive_field"]
     return {"resolution": [size for _channels, size in maps], "widths": [channels for channels, _size in maps],
-            "receptive_field": field, "covers_image": field >= IMAGE_SIZE,
-            "parameters": count_parameters(model), "macs_per_image": macs_per_image(model, IMAGE_SIZE)}
+            **facts, "covers_image": None if field is None else field >= IMAGE_SIZE}
 
 
 def _close(a: int, b: int) -> bool:
@@ -119,8 +120,8 @@ def ablation(histories: dict[str, list[RunHistory]], window: int = 3) -> dict:
     names = list(histories)
     baseline, target, variants = names[0], names[1], names[2:]
     window = max(1, min([window] + [len(h.epochs) for runs in histories.values() for h in runs]))
-    first = histories[baseline][0]
-    properties = {arch: network_properties(arch, first.num_classes, first.recipe.blocks_per_stage) for arch in names}
+    properties = {arch: network_properties(arch, runs[0].num_classes, runs[0].recipe.blocks_per_stage, runs[0].network)
+                  for arch, runs in histories.items()}
     means = {arch: _per_seed(runs, window) for arch, runs in histories.items()}
     gain = interval([t[TRAIN_EVAL_ACCURACY] - b[TRAIN_EVAL_ACCURACY]
                      for t, b in zip(means[target], means[baseline], strict=True)])

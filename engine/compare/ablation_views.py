@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY
+from engine.compare.facts import field_words
 
 
 def _points(value: float) -> str:
@@ -15,7 +16,7 @@ def _interval(stats: dict) -> str:
 
 
 def _facts(properties: dict) -> list[str]:
-    field = f"{properties['receptive_field']} px" + ("" if properties["covers_image"] else " (less than the image)")
+    field = field_words(properties) + ("" if properties["covers_image"] is not False else " (less than the image)")
     return [" → ".join(map(str, properties["resolution"])) + " px", " → ".join(map(str, properties["widths"])), field,
             f"{properties['parameters']:,}", f"{properties['macs_per_image'] / 1e6:.1f} M"]
 

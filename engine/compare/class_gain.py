@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from statistics import fmean
 
-from models import ARCHITECTURES, BONUS_PAIR
+from models import BONUS_PAIR, label
 
 TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
 CONCENTRATED_SHARE = 0.5  # ... carrying more than half of what the improving classes gained
@@ -18,7 +18,7 @@ BROAD_FRACTION = 0.75  # "broad" = at least three classes in four improve
 
 def rule(nets: tuple[str, str] = BONUS_PAIR) -> str:
     """The rule for the pair (baseline, candidate), in their names."""
-    base, cand = (ARCHITECTURES[name].label for name in nets)
+    base, cand = (label(name) for name in nets)
     return (f"Gain of a class = {cand} minus {base} test accuracy on its images, averaged over seeds. "
             f"No gain: the mean gain over classes is <= 0. Concentrated: the most-improved {TOP_FRACTION:.0%} of the "
             f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gains of all improving classes. Broad: "

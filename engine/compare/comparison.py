@@ -28,7 +28,7 @@ from engine.resume import member_is_finished
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, hold)
 from engine.session import continued_by, load_data, train
-from models import BONUS_PAIR
+from models import BONUS_PAIR, dir_name
 
 COMPARISON_FILE = RECORD_FILES[COMPARISON]
 
@@ -40,7 +40,7 @@ def comparison_recipe(recipe: Recipe) -> Recipe:
 
 def net_dir(directory: str, arch: str) -> str:
     """Where a comparison keeps the run of `arch`."""
-    return os.path.join(directory, arch)
+    return os.path.join(directory, dir_name(arch))
 
 
 def comparison_nets(directory: str) -> tuple[str, ...] | None:

@@ -13,12 +13,12 @@ from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST
                                gap_loss, has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.class_gain import compare_classes
+from engine.compare.facts import field_phrase, run_facts
 from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import decide, rule
 from engine.devices import machine_in_words
 from engine.evaluate import Retester
-from models import ARCHITECTURES, BONUS_PAIR, build_model, count_parameters
-from models.stats import macs_per_image, receptive_field
+from models import BONUS_PAIR, dir_name, noun
 
 
 def check_comparable(histories: dict[str, RunHistory]) -> None:
@@ -32,14 +32,6 @@ def check_comparable(histories: dict[str, RunHistory]) -> None:
     for arch, history in histories.items():
         if not history.completed:
             raise UserError(f"the {arch} run has not completed (status: {history.status})")
-
-
-def model_facts(history: RunHistory) -> dict:
-    """Parameters, MACs per image and receptive field of the run's architecture, measured on a fresh model."""
-    recipe = history.recipe
-    model = build_model(recipe.arch, history.num_classes, blocks_per_stage=recipe.blocks_per_stage)
-    return {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model),
-            "receptive_field": receptive_field(model)}
 
 
 def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
@@ -80,7 +72,7 @@ def run_summary(history: RunHistory) -> dict:
         "epochs": epochs,
         "final": final,
         "best_epoch": {key: best_epoch(epochs)[key] for key in (EPOCH, TEST_ACCURACY)},
-        "model": model_facts(history),
+        "model": run_facts(history),
         "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
         "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),
         "device": history.data["device"],
@@ -118,11 +110,10 @@ def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) 
     base, cand = (runs[name]["model"] for name in names)
     text = f"Verdict: {verdict['verdict']} (confidence: {verdict['confidence']}): {verdict['reason']}. "
     if tuple(names) != BONUS_PAIR:
-        base_noun, cand_noun = (ARCHITECTURES[name].noun for name in names)
         return text + "".join(
-            f"{noun[0].upper() + noun[1:]} has {facts['parameters']:,} parameters, "
-            f"{facts['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image and a {facts['receptive_field']}-"
-            f"pixel receptive field. " for noun, facts in ((cand_noun, cand), (base_noun, base))).rstrip()
+            f"{subject[0].upper() + subject[1:]} has {facts['parameters']:,} parameters, "
+            f"{facts['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image and {field_phrase(facts)}. "
+            for subject, facts in ((noun(names[1]), cand), (noun(names[0]), base))).rstrip()
     single, multi = base, cand
     text += (f"Why this is plausible: the single-stage net keeps 32 channels at full 32x32 resolution, so each of its "
              f"outputs sees only a {single['receptive_field']}-pixel window, smaller than the 32-pixel image, and it "
@@ -154,7 +145,7 @@ def write_verdict_text(report: dict) -> None:
 def console_table(report: dict) -> str:
     """A compact table for the terminal: final numbers and the verdict(s)."""
     names = list(report["runs"])
-    lines = [f"{'':<22}" + "".join(f"{name:>14}" for name in names)]
+    lines = [f"{'':<22}" + "".join(f"{dir_name(name):>14}" for name in names)]
     keys = [("train loss", TRAIN_LOSS, 1, "{:.4f}"), ("train-eval acc %", TRAIN_EVAL_ACCURACY, 100, "{:.2f}"),
             ("test acc %", TEST_ACCURACY, 100, "{:.2f}"), ("test loss", TEST_LOSS, 1, "{:.4f}"),
             ("gap acc (pts)", GAP_ACCURACY, 100, "{:.2f}")]

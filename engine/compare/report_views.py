@@ -5,14 +5,15 @@ from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS)
 from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
+from engine.compare.facts import field_words
 from engine.compare.gain_views import gain_markdown
 from engine.compare.study_views import COLORS, more_seeds_note
-from models import ARCHITECTURES
+from models import ARCHITECTURES, label, noun
 
 
-def label(name: str) -> str:
-    """A network's name in a report: the registry's label, or the name itself for one it does not know."""
-    return ARCHITECTURES[name].label if name in ARCHITECTURES else name
+def description(name: str, facts: dict) -> str:
+    """A network's one line: the registry's, or the one a report recorded of a user's network."""
+    return facts.get("description") or ARCHITECTURES[name].description
 
 
 def _pct(value: float) -> str:
@@ -73,7 +74,7 @@ def _header_lines(report: dict) -> list[str]:
                      lambda r: f"{_pct(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
     rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
              ("MACs per image", lambda r: f"{r['model']['macs_per_image'] / 1e6:.1f} M"),
-             ("receptive field", lambda r: f"{r['model']['receptive_field']} px"),
+             ("receptive field", lambda r: field_words(r["model"])),
              ("seconds per epoch (training)", lambda r: f"{r['seconds_per_epoch']:.1f}"),
              ("images per second (training)", lambda r: f"{r['images_per_s']:.0f}")]
     lines += [f"| {name} | " + " | ".join(cell(run) for run in runs.values()) + " |" for name, cell in rows]
@@ -87,7 +88,7 @@ def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> lis
              contrast["explanation"], ""]
     if "differences" in verdict:
         lines += [f"Numbers that decided (means over the last {verdict['window']} epochs, {label(cand)} minus "
-                  f"{label(base)}, signed so that positive favours {ARCHITECTURES[cand].noun if cand in ARCHITECTURES else cand}):",
+                  f"{label(base)}, signed so that positive favours {noun(cand)}):",
                   "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
         for key, d in verdict["differences"].items():
             unit = "" if "loss" in key else " pts"
@@ -123,9 +124,10 @@ def render_report(report: dict) -> str:
         final = run["final"]
         gap = f"{100 * final[GAP_ACCURACY]:.2f} pts" if GAP_ACCURACY in final else "-"
         lines.append(f"| {name} | {run['model']['parameters']:,} | {run['model']['macs_per_image'] / 1e6:.1f} M | "
-                     f"{run['model']['receptive_field']} px | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
+                     f"{field_words(run['model'])} | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
                      f"{_pct(final[TEST_ACCURACY])} | {gap} | {verdict} |")
-    lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
+    lines += [""] + [f"- **{name}**: {description(name, report['runs'][name]['model'])}" for name in names
+                     if name in ARCHITECTURES or "description" in report["runs"][name]["model"]]
     for name, contrast in report["contrasts"].items():
         lines += _contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}")
     first = next(iter(report["contrasts"].values()))

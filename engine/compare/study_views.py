@@ -10,7 +10,7 @@ from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
 from engine.compare.stats import expected_half_width
-from models import ARCHITECTURES
+from models import label, noun
 
 # Curve colours by position, baseline first (the bonus pair: orange, blue).
 COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
@@ -75,11 +75,11 @@ def render_study(study: dict) -> str:
 
 def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
     verdict = contrast["verdict"]
-    base, cand = (ARCHITECTURES[name] for name in names)
+    base, cand = names
     lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "", verdict["reason"] + ".", ""]
     if "paired_differences" in verdict:
-        lines += [f"Paired differences ({cand.label} minus {base.label} per seed, window means of the last "
-                  f"{verdict['window']} epochs; positive favours {cand.noun}):", "",
+        lines += [f"Paired differences ({label(cand)} minus {label(base)} per seed, window means of the last "
+                  f"{verdict['window']} epochs; positive favours {noun(cand)}):", "",
                   "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
         for key, d in verdict["paired_differences"].items():
             lines.append(f"| {LABELS.get(key, key)} | {', '.join(_number(key, v) for v in d['values'])} | "

@@ -14,7 +14,7 @@ import math
 import statistics
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, gap_accuracy
-from models import ARCHITECTURES, BONUS_PAIR
+from models import BONUS_PAIR, label, noun
 
 ACCURACY_FLOOR = 0.01
 LOSS_FLOOR = 0.02
@@ -43,9 +43,9 @@ def rule(names: tuple[str, str] = BONUS_PAIR) -> str:
 
 
 def _words(names: tuple[str, str]) -> dict:
-    base, cand = (ARCHITECTURES[name] for name in names)
-    return {"base": base.label, "cand": cand.label, "cand_noun": cand.noun, "base_noun": base.noun,
-            "base_short": base.label.split("-")[0], "cand_short": cand.label.split("-")[0]}
+    base, cand = names
+    return {"base": label(base), "cand": label(cand), "cand_noun": noun(cand), "base_noun": noun(base),
+            "base_short": label(base).split("-")[0], "cand_short": label(cand).split("-")[0]}
 
 
 RULE = rule()
@@ -95,7 +95,7 @@ def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3,
         GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: the candidate's gap is smaller
     }
     separated = multi[TEST_ACCURACY]["min"] > single[TEST_ACCURACY]["max"]
-    verdict, deciding, reason = classify(diffs, ARCHITECTURES[names[1]].noun)
+    verdict, deciding, reason = classify(diffs, noun(names[1]))
     confidence = rate_confidence(diffs, deciding, extra_condition=separated)
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window,
             "differences": diffs, "test_ranges_separated": separated,
@@ -173,7 +173,7 @@ def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], w
         stats.update(margin=floors[key], clear=stats["ci_low"] > 0 and stats["mean"] > floors[key],
                      strong=stats["ci_low"] > floors[key])
         diffs[key] = stats
-    verdict, deciding, reason = classify(diffs, ARCHITECTURES[names[1]].noun)
+    verdict, deciding, reason = classify(diffs, noun(names[1]))
     confidence = rate_confidence(diffs, deciding)
     reason = "across seeds " + reason
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
