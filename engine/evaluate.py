@@ -97,7 +97,7 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     recipe = history.recipe
     changed = user_nets.change(history.network)
     if changed:  # the checkpoint's load below still checks every parameter's name and shape
-        warn(f"{run_dir}: {changed}; re-testing with the file as it is now")
+        warn(f"warning: {run_dir}: {changed}; re-testing with the file as it is now")
     data = data or load_data(recipe, setup)
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).

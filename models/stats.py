@@ -98,7 +98,7 @@ def measured_receptive_field(model: nn.Module) -> MeasuredField:
         first, last = int(rows.min()), int(rows.max())
         if first > 0 and last < size - 1:
             return MeasuredField(last - first + 1)
-    return MeasuredField(None, f"one output depends on the whole image even at {PROBE_SIZES[-1]} px (a global operation)")
+    return MeasuredField(None, f"one output depends on the whole image even at {PROBE_SIZES[-1]} px: a global operation")
 
 
 def _positive_copy(model: nn.Module) -> nn.Module:

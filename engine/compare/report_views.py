@@ -11,11 +11,6 @@ from engine.compare.study_views import COLORS, more_seeds_note
 from models import ARCHITECTURES, label, noun
 
 
-def description(name: str, facts: dict) -> str:
-    """A network's one line: the registry's, or the one a report recorded of a user's network."""
-    return facts.get("description") or ARCHITECTURES[name].description
-
-
 def _pct(value: float) -> str:
     return f"{100 * value:.2f}%"
 
@@ -28,7 +23,8 @@ def _record_cell(record: dict, key: str) -> str:
 
 def title(report: dict) -> str:
     names = [label(name) for name in report["runs"]]
-    return f"{names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])} ResNet on {report['config']['dataset']}"
+    kind = " ResNet" if all(name in ARCHITECTURES for name in report["runs"]) else ""  # a user's net may be anything
+    return f"{names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])}{kind} on {report['config']['dataset']}"
 
 
 def _device_in_words(run: dict) -> str:
@@ -47,6 +43,8 @@ def _header_lines(report: dict) -> list[str]:
              f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
              f"blocks per stage {config['blocks_per_stage']}, {_device_in_words(runs[last])}"
              + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
+    users = [f"- **{name}**: {run['model']['description']}" for name, run in runs.items() if "description" in run["model"]]
+    lines += users + [""] * bool(users)
     lines += ["## Per epoch", ""]
     header = "| epoch | net | mean train loss | train-eval acc | train-eval loss | test acc | test top-5 | test loss |"
     lines += [header, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -126,8 +124,7 @@ def render_report(report: dict) -> str:
         lines.append(f"| {name} | {run['model']['parameters']:,} | {run['model']['macs_per_image'] / 1e6:.1f} M | "
                      f"{field_words(run['model'])} | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
                      f"{_pct(final[TEST_ACCURACY])} | {gap} | {verdict} |")
-    lines += [""] + [f"- **{name}**: {description(name, report['runs'][name]['model'])}" for name in names
-                     if name in ARCHITECTURES or "description" in report["runs"][name]["model"]]
+    lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
     for name, contrast in report["contrasts"].items():
         lines += _contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}")
     first = next(iter(report["contrasts"].values()))
