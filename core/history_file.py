@@ -78,9 +78,18 @@ def best_epoch(epochs: list[dict]) -> dict:
     return max(epochs, key=lambda record: (record[TEST_ACCURACY], -record[EPOCH]))
 
 
+# Every file written atomically goes first to `<its name>.tmp`, then is renamed: a kill leaves at most such a file.
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(path: str) -> str:
+    """Where an atomic write of `path` writes before it renames."""
+    return path + TEMP_SUFFIX
+
+
 def write_json(path: str, obj) -> None:
     """Write `obj` as indented JSON atomically (temp file + rename), so a crash never leaves half a file."""
-    tmp = f"{path}.tmp"
+    tmp = temp_path(path)
     try:
         with open(tmp, "w") as f:
             json.dump(obj, f, indent=2)

@@ -28,7 +28,7 @@ from engine.resume import load_checkpoint
 from engine.rundir import create_run_dir, run_dir_of
 from engine.session import load_data
 from engine.steps import create_evaluator
-from handlers.checkpointing import epoch_checkpoints
+from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
 from models import user_nets
 
 MOST_CONFUSED_SHOWN = 10
@@ -42,7 +42,7 @@ def resolve_target(target: str) -> tuple[str, str]:
         raise UserError(f"cannot evaluate: {target} is neither a run directory nor a checkpoint file")
     epochs = epoch_checkpoints(target)
     if not epochs:
-        raise UserError(f"cannot evaluate: {target} holds no checkpoint_<epoch>.pt")
+        raise UserError(f"cannot evaluate: {target} holds no {EPOCH_CHECKPOINT}")
     return target, epochs[max(epochs)]
 
 

@@ -12,29 +12,24 @@ from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe
 from engine.devices import machine, machine_in_words
 from engine.precision import Precision
-from handlers.checkpointing import CHECKPOINT_NAME
+from handlers.checkpointing import EPOCH, checkpoints
 from models import user_nets
-
-
-def checkpoint_position(path: str, epoch_length: int) -> int:
-    """The trainer iteration a checkpoint file was written at, from its name: `checkpoint_<epoch>.pt` is
-    written at the end of an epoch, `interrupted_<iteration>.pt` when a run is stopped mid-epoch."""
-    kind, number = CHECKPOINT_NAME.fullmatch(os.path.basename(path)).groups()
-    return int(number) * epoch_length if kind == "checkpoint" else int(number)
 
 
 def has_checkpoint(run_dir: str) -> bool:
     """Whether `run_dir` holds any checkpoint file."""
-    return os.path.isdir(run_dir) and any(CHECKPOINT_NAME.fullmatch(name) for name in os.listdir(run_dir))
+    return bool(checkpoints(run_dir))
 
 
 def latest_checkpoint(run_dir: str, epoch_length: int) -> str | None:
-    """The checkpoint of `run_dir` furthest into training (an epoch checkpoint wins a tie), or None."""
-    paths = [p for p in glob.glob(os.path.join(glob.escape(run_dir), "*.pt"))
-             if CHECKPOINT_NAME.fullmatch(os.path.basename(p))]
-    if not paths:
-        return None
-    return max(paths, key=lambda p: (checkpoint_position(p, epoch_length), os.path.basename(p).startswith("checkpoint")))
+    """The checkpoint of `run_dir` furthest into training (an epoch checkpoint wins a tie), or None: an epoch
+    checkpoint is numbered by its epoch, an interrupted one by its iteration."""
+    def position(entry: tuple[str, int, str]) -> tuple[int, bool]:
+        kind, number, _path = entry
+        return (number * epoch_length if kind == EPOCH else number), kind == EPOCH
+
+    found = checkpoints(run_dir)
+    return max(found, key=position)[2] if found else None
 
 
 def check_resumable(recipe: Recipe, run_dir: str) -> None:

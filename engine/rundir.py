@@ -5,19 +5,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import time
 
 import ignite.distributed as idist
 
 from core.errors import RunDirError, RunInUse
-from core.history_file import HISTORY_FILE
+from core.history_file import HISTORY_FILE, TEMP_SUFFIX
 from core.recipe import Recipe
+from handlers.tensorboard_logging import is_event_file
 from models import BONUS_PAIR, architecture, dir_name
 
 MAX_SUFFIX = 1000
 LOCK_FILE = "run.lock"
-_DISK_SAVER_TEMP = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.NamedTemporaryFile names (ignite's atomic DiskSaver)
 
 
 def run_dir_of(path: str) -> str:
@@ -235,18 +234,18 @@ def clear_unstarted_run(run_dir: str) -> None:
         return
     remove_stale_temp_files(run_dir)
     for name in os.listdir(run_dir):
-        if name.startswith("events.out.tfevents.") or name in (HISTORY_FILE, LOCK_FILE):
+        if is_event_file(name) or name in (HISTORY_FILE, LOCK_FILE):
             os.remove(os.path.join(run_dir, name))
     if not os.listdir(run_dir):
         os.rmdir(run_dir)
 
 
 def remove_stale_temp_files(run_dir: str) -> list[str]:
-    """Remove what a kill can leave half-written: the atomic checkpoint writer's temp file and history.json.tmp.
+    """Remove what a kill can leave half-written: the temp files of atomic writes (checkpoints, history.json).
     Returns the names removed."""
     removed = []
     for name in sorted(os.listdir(run_dir)):
-        if _DISK_SAVER_TEMP.fullmatch(name) or name == "history.json.tmp":
+        if name.endswith(TEMP_SUFFIX):
             os.remove(os.path.join(run_dir, name))
             removed.append(name)
     return removed

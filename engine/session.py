@@ -26,6 +26,7 @@ from engine.precision import resolve_precision
 from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint,
                            load_checkpoint, machine_change)
 from engine.rundir import claim_run_dir, default_run_dir, hold, in_use, remove_stale_temp_files, run_dir_of
+from handlers.checkpointing import EPOCH_CHECKPOINT
 from handlers.interrupts import GracefulStop
 from handlers.loss_scaling import LossScaleCollapsed
 
@@ -93,7 +94,7 @@ def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
 def check_has_checkpoint(run_dir: str, resume: str) -> None:
     """Refuse a resume of a run directory that holds no checkpoint."""
     if not os.path.isfile(resume) and not has_checkpoint(run_dir):
-        raise UserError(f"cannot resume: {run_dir} holds no checkpoint (checkpoint_<epoch>.pt)")
+        raise UserError(f"cannot resume: {run_dir} holds no checkpoint ({EPOCH_CHECKPOINT})")
 
 
 def resume_checkpoint(run_dir: str, resume: str, epoch_length: int) -> str:

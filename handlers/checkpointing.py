@@ -1,48 +1,68 @@
 """Checkpoint at the end of every epoch with Ignite's `Checkpoint` + atomic `DiskSaver`."""
 from __future__ import annotations
 
+import contextlib
 import errno
-import glob
 import math
 import os
 import re
 
 import ignite.distributed as idist
+import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
 from core.errors import no_space_left
+from core.history_file import temp_path
 from handlers.epoch_loss import EPOCH_LOSS
 
-# The names of the files below: `checkpoint_<epoch>.pt` at the end of an epoch, `interrupted_<iteration>.pt` when a
-# run is stopped in the middle of one.
-CHECKPOINT_NAME = re.compile(r"(checkpoint|interrupted)_(\d+)\.pt")
+# The names of the files below, as Ignite's Checkpoint formats them: `checkpoint_<epoch>.pt` at the end of an epoch,
+# `interrupted_<iteration>.pt` when a run is stopped in the middle of one. Every reader derives from these.
+EPOCH, INTERRUPTED = "checkpoint", "interrupted"
+FILENAME_PATTERN = "{kind}_{{global_step}}.{{ext}}"
+CHECKPOINT_NAME = re.compile(rf"({EPOCH}|{INTERRUPTED})_(\d+)\.pt")
+EPOCH_CHECKPOINT = FILENAME_PATTERN.format(kind=EPOCH).format(global_step="<epoch>", ext="pt")  # for messages
+
+
+def checkpoints(run_dir: str, kind: str | None = None) -> list[tuple[str, int, str]]:
+    """The checkpoint files of `run_dir` (of one `kind`, EPOCH or INTERRUPTED, if given): (kind, number, path), the
+    number being the epoch or the iteration it was written at."""
+    if not os.path.isdir(run_dir):
+        return []
+    found = [(match.group(1), int(match.group(2)), os.path.join(run_dir, name))
+             for name in sorted(os.listdir(run_dir)) if (match := CHECKPOINT_NAME.fullmatch(name))]
+    return [entry for entry in found if kind is None or entry[0] == kind]
 
 
 def epoch_checkpoints(run_dir: str) -> dict[int, str]:
     """The end-of-epoch checkpoints of `run_dir`: epoch -> path."""
-    found = {}
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "checkpoint_*.pt")):
-        match = CHECKPOINT_NAME.fullmatch(os.path.basename(path))
-        if match and match.group(1) == "checkpoint":
-            found[int(match.group(2))] = path
-    return found
+    return {epoch: path for _kind, epoch, path in checkpoints(run_dir, EPOCH)}
 
 
 class AtomicSaver(DiskSaver):
-    """Ignite's atomic DiskSaver (temp file + rename), whose full-disk error names the checkpoint it was writing."""
+    """Ignite's DiskSaver, writing atomically as every file of a run is written: to `<name>.tmp`, then renamed
+    (core/history_file.temp_path), so that a kill leaves no half-written checkpoint under its name and a temp file
+    whose name says what it is. A full disk's error names the checkpoint it was writing."""
 
     def __init__(self, run_dir: str):
-        super().__init__(run_dir, require_empty=False, atomic=True)
+        super().__init__(run_dir, require_empty=False, atomic=False)
 
     def __call__(self, checkpoint, filename: str, metadata=None) -> None:
+        if idist.get_rank() != self.save_on_rank:
+            return
+        path = os.path.join(self.dirname, filename)
+        temp = temp_path(path)
         try:
-            super().__call__(checkpoint, filename, metadata)
-        except Exception as exc:
+            with open(temp, "wb") as f:
+                torch.save(checkpoint, f)
+            os.replace(temp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.remove(temp)
             full = no_space_left(exc)
             if full is None:
                 raise
-            raise OSError(errno.ENOSPC, full.strerror, os.path.join(self.dirname, filename)) from exc
+            raise OSError(errno.ENOSPC, full.strerror, path) from exc
 
 
 def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Checkpoint:
@@ -54,7 +74,7 @@ def attach(trainer: Engine, to_save: dict, run_dir: str, n_saved: int = 2) -> Ch
     handler = Checkpoint(
         to_save,
         AtomicSaver(run_dir),
-        filename_prefix="",
+        filename_pattern=FILENAME_PATTERN.format(kind=EPOCH),
         n_saved=n_saved,
         global_step_transform=lambda engine, _: engine.state.epoch,
     )
@@ -73,7 +93,7 @@ def _remove_interrupted(_trainer: Engine, run_dir: str) -> None:
     # A mid-epoch checkpoint from an earlier Ctrl-C lies behind the epoch checkpoint just written.
     if idist.get_rank() != 0:
         return
-    for path in glob.glob(os.path.join(glob.escape(run_dir), "interrupted_*.pt")):
+    for _kind, _iteration, path in checkpoints(run_dir, INTERRUPTED):
         os.remove(path)
 
 
@@ -82,6 +102,6 @@ def save_interrupted(trainer: Engine, to_save: dict, run_dir: str) -> None:
     Checkpoint(
         to_save,
         AtomicSaver(run_dir),
-        filename_pattern="interrupted_{global_step}.{ext}",
+        filename_pattern=FILENAME_PATTERN.format(kind=INTERRUPTED),
         global_step_transform=lambda engine, _: engine.state.iteration,
     )(trainer)

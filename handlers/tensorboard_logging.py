@@ -49,6 +49,14 @@ def logged_epochs(log_dir: str) -> set[int]:
     return {event.step for event in events.Scalars(EPOCH_TAG)} if EPOCH_TAG in events.Tags()["scalars"] else set()
 
 
+# TensorBoard's event files: events.out.tfevents.<creation second>.<host>.<pid>.<n>
+EVENT_FILE_PREFIX = "events.out.tfevents."
+
+
+def is_event_file(name: str) -> bool:
+    return name.startswith(EVENT_FILE_PREFIX)
+
+
 def create_logger(log_dir: str, purge_step: int | None = None) -> TensorboardLogger:
     """The run's TensorBoard logger (the caller closes it). `purge_step` (a resume) hides points from that
     iteration on in older event files.
@@ -57,8 +65,8 @@ def create_logger(log_dir: str, purge_step: int | None = None) -> TensorboardLog
     the host and the process id: a resume within the same second as the killed run, by a process with a
     smaller id, would sort first and scramble the stream. So a resumed logger waits for the next second."""
     if purge_step is not None:
-        newest = max((int(name.split(".")[3]) for name in os.listdir(log_dir)
-                      if name.startswith("events.out.tfevents.") and name.split(".")[3].isdigit()), default=0)
+        seconds = (name[len(EVENT_FILE_PREFIX):].split(".")[0] for name in os.listdir(log_dir) if is_event_file(name))
+        newest = max((int(second) for second in seconds if second.isdigit()), default=0)
         while int(time.time()) <= newest:
             time.sleep(0.05)
     return TensorboardLogger(log_dir=log_dir, purge_step=purge_step)

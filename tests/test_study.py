@@ -207,7 +207,7 @@ def test_members_killed_before_their_first_checkpoint_are_trained_afresh_in_plac
     data_dir, finished = bonus_study
     study_dir = tmp_path / "study"
     shutil.copytree(finished, study_dir)
-    leftovers = {"singlestage": ["run.lock"], "multistage": ["run.lock", "events.out.tfevents.1.host.1.0", "tmpk3j9x0qa"]}
+    leftovers = {"singlestage": ["run.lock"], "multistage": ["run.lock", "events.out.tfevents.1.host.1.0", "checkpoint_1.pt.tmp"]}
     for arch, names in leftovers.items():
         shutil.rmtree(study_dir / "seed1" / arch)
         (study_dir / "seed1" / arch).mkdir()
@@ -219,7 +219,7 @@ def test_members_killed_before_their_first_checkpoint_are_trained_afresh_in_plac
     for arch in leftovers:
         member = study_dir / "seed1" / arch
         assert without_timings(read_history(str(member))) == without_timings(read_history(str(finished / "seed1" / arch)))
-        assert not {"run.lock", "tmpk3j9x0qa"} & set(os.listdir(member))
+        assert not {"run.lock", "checkpoint_1.pt.tmp"} & set(os.listdir(member))
 
 
 def snapshot(directory):

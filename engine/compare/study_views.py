@@ -111,13 +111,13 @@ def plot_study(study: dict, path: str) -> None:
     figure, loss_axes, accuracy_axes = curve_panels()
     for color, (arch, net) in zip(COLORS, study["nets"].items()):
         x = list(range(1, len(net["per_epoch"]) + 1))
-        for axes, key, scale, style, label in ((loss_axes, TRAIN_LOSS, 1, "o-", arch),
+        for axes, key, scale, style, legend in ((loss_axes, TRAIN_LOSS, 1, "o-", arch),
                                                (accuracy_axes, TEST_ACCURACY, 100, "o-", f"{arch} test"),
                                                (accuracy_axes, TRAIN_EVAL_ACCURACY, 100, "s--", f"{arch} train-eval")):
             if key not in net["per_epoch"][0]:
                 continue
             mean = [scale * e[key]["mean"] for e in net["per_epoch"]]
-            axes.plot(x, mean, style, color=color, label=label)
+            axes.plot(x, mean, style, color=color, label=legend)
             if net["per_epoch"][0][key]["sd"] is not None:
                 sd = [scale * e[key]["sd"] for e in net["per_epoch"]]
                 axes.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
