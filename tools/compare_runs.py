@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side by side, from history files: final test accuracy and mean train loss, per-epoch test accuracy, seconds.
 
-    python docs/compare_runs.py docs/results/end-to-end-cpu-xeon/*.history.json
+    python tools/compare_runs.py docs/results/end-to-end-cpu-xeon/*.history.json
 
 Prints one Markdown row per history (a run directory's history.json or a copy of it): precision, final test
 accuracy, final mean training loss, median training seconds per epoch, and the test accuracy of every epoch.
@@ -12,17 +12,17 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.history_file import read_history_file  # noqa: E402
+from core.history_file import TEST_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, read_history_file  # noqa: E402
 
 
 def row(path: str) -> str:
     history = read_history_file(path)
     epochs = history.epochs
-    precision = history.data.get("amp_dtype") or ("bfloat16" if history.data.get("amp") else "float32")
-    accuracies = " ".join(f"{100 * e['test_accuracy']:.2f}" for e in epochs)
+    precision = history.amp_dtype or ("bfloat16" if history.data.get("amp") else "float32")
+    accuracies = " ".join(f"{100 * e[TEST_ACCURACY]:.2f}" for e in epochs)
     return (f"| {os.path.basename(path)} | {history.recipe.arch} | {precision} | "
-            f"{100 * epochs[-1]['test_accuracy']:.2f}% | {epochs[-1]['train_loss']:.4f} | "
-            f"{statistics.median(e['train_seconds'] for e in epochs):.1f} | {accuracies} |")
+            f"{100 * epochs[-1][TEST_ACCURACY]:.2f}% | {epochs[-1][TRAIN_LOSS]:.4f} | "
+            f"{statistics.median(e[TRAIN_SECONDS] for e in epochs):.1f} | {accuracies} |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Screenshot TensorBoard's scalars dashboard for a log directory with headless Chromium (Debian's package).
 
-    python docs/screenshot.py runs/cifar10-bonus-e10 docs/tensorboard-scalars.png
+    python tools/screenshot.py runs/cifar10-bonus-e10 docs/tensorboard-scalars.png
 """
 import argparse
 import os
