@@ -122,8 +122,8 @@ def recorded_flags(resume: str | None) -> dict:
         return {}  # the resume itself then says what is wrong with the run, in one line
     if isinstance(history.config.get("data_dir"), str):
         recorded["data_dir"] = history.config["data_dir"]
-    if "amp_dtype" in history.data:  # the precision it trained in, not the mode that chose it on its machine
-        recorded["amp"] = recorded_mode(history.data["amp_dtype"])
+    if history.precision is not None:  # the precision it trained in, not the mode that chose it on its machine
+        recorded["amp"] = recorded_mode(history.amp_dtype)
     elif history.config.get("amp") in AMP_MODES:
         recorded["amp"] = history.config["amp"]
     return recorded

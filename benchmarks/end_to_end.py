@@ -33,6 +33,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from core.history_file import AMP_DTYPE, DEVICE_MODEL, IMAGES_PER_S, TF32, THREADS, TEST_ACCURACY, TRAIN_LOSS, is_seconds, read_history  # noqa: E402
 from engine.precision import PRECISION_MODES  # noqa: E402
 
 # auto: run.py's own choice; a named precision: the --amp mode that forces it.
@@ -41,7 +42,7 @@ PRECISION_FLAGS = {"auto": [], **{name: ["--amp", mode] for name, mode in PRECIS
 
 def epoch_seconds(record: dict) -> float:
     """Training plus every evaluation pass of one epoch."""
-    return sum(value for key, value in record.items() if key.endswith("_seconds"))
+    return sum(value for key, value in record.items() if is_seconds(key))
 
 
 def run_command(args, arch: str, mode: str, precision: str, run_dir: str) -> list[str]:
@@ -60,8 +61,7 @@ def timed_run(command: list[str], run_dir: str) -> dict:
     wall = time.perf_counter() - start
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"], "wall_seconds": wall}
-    with open(os.path.join(run_dir, "history.json")) as f:
-        history = json.load(f)
+    history = read_history(run_dir).data
     per_epoch = [epoch_seconds(record) for record in history["epochs"]]
     steady = statistics.median(per_epoch[1:]) if len(per_epoch) > 1 else per_epoch[0]
     overhead = max(0.0, per_epoch[0] - steady)
@@ -72,12 +72,12 @@ def timed_run(command: list[str], run_dir: str) -> dict:
         "first_epoch_overhead_seconds": overhead,
         "loop_excluding_compile_seconds": sum(per_epoch) - overhead,
         "median_epoch_seconds": steady,
-        "images_per_s_median": statistics.median(record["images_per_s"] for record in history["epochs"][1:] or history["epochs"]),
-        "test_accuracy": history["epochs"][-1]["test_accuracy"],
-        "final_train_loss": history["epochs"][-1]["train_loss"],
-        "amp_dtype": history.get("amp_dtype"),
-        "tf32": history.get("tf32"),
-        "machine": {key: history.get(key) for key in ("device_model", "threads")},
+        "images_per_s_median": statistics.median(record[IMAGES_PER_S] for record in history["epochs"][1:] or history["epochs"]),
+        "test_accuracy": history["epochs"][-1][TEST_ACCURACY],
+        "final_train_loss": history["epochs"][-1][TRAIN_LOSS],
+        "amp_dtype": history.get(AMP_DTYPE),
+        "tf32": history.get(TF32),
+        "machine": {key: history.get(key) for key in (DEVICE_MODEL, THREADS)},
         "first_line": result.stdout.splitlines()[0] if result.stdout else "",
     }
 

@@ -13,14 +13,21 @@ from core.errors import UserError
 from core.recipe import Recipe
 
 HISTORY_FILE = "history.json"
-COMPLETED = "completed"
+
+# The top level: a header written at the start of a run (engine/outputs.run_header), then STATUS, EPOCHS (one record
+# each) and FINAL (the last record, with EPOCHS_TRAINED), which handlers/history.History adds.
+CONFIG, PRESET, VERSIONS, DEVICE, AMP, AMP_DTYPE, TF32 = "config", "preset", "versions", "device", "amp", "amp_dtype", "tf32"
+DEVICE_MODEL, THREADS = "device_model", "threads"  # the machine (engine/devices.machine): trained numbers depend on it
+PARAMETERS, NORMALIZATION, CLASS_NAMES = "parameters", "normalization", "class_names"
 # A user's own network (models/user_nets.py): {"spec": as given, "file": the file it resolved to, "sha256": its hash}.
 NETWORK = "network"
+STATUS, EPOCHS, FINAL, EPOCHS_TRAINED = "status", "epochs", "final", "epochs_trained"
+RUNNING, COMPLETED = "running", "completed"  # the status while a run trains, and once it finished; else why it ended
 
 # Per-epoch record fields. Evaluation metrics are "<split>_<metric>" for the splits below.
 EPOCH = "epoch"
 TRAIN_LOSS = "train_loss"
-TRAIN_SECONDS = "train_seconds"
+TRAIN_SECONDS = "train_seconds"  # = metric("train", SECONDS)
 IMAGES_PER_S = "images_per_s"
 # fp16 runs only (handlers/loss_scaling.py): optimizer steps skipped for an overflow, and the loss scale, at the end of
 # each epoch.
@@ -43,10 +50,24 @@ TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS = metric(TRAIN_EVAL, ACCURACY), metric(TRAI
 GAP_ACCURACY, GAP_LOSS = "gap_accuracy", "gap_loss"
 
 
+SECONDS = "seconds"  # an evaluation pass's duration: metric(split, SECONDS)
+
+
+def is_seconds(key: str) -> bool:
+    """Whether a record key holds a duration (`train_seconds`, `test_seconds`, ...)."""
+    return key.endswith("_" + SECONDS)
+
+
+def is_loss(key: str) -> bool:
+    """Whether a record key (or a difference named after one) holds a loss: lower is better, shown as a plain
+    number rather than a percentage."""
+    return key.endswith(LOSS)
+
+
 def is_result(key: str) -> bool:
     """Whether a record key holds a trained result (a loss, an accuracy), not the epoch, a timing or fp16's
     bookkeeping."""
-    return key not in (EPOCH, IMAGES_PER_S, *LOSS_SCALING_KEYS) and not key.endswith("seconds")
+    return key not in (EPOCH, IMAGES_PER_S, *LOSS_SCALING_KEYS) and not is_seconds(key)
 
 
 def has_train_eval(record: dict) -> bool:
@@ -109,7 +130,7 @@ class RunHistory:
 
     @property
     def config(self) -> dict:
-        return self.data["config"]
+        return self.data[CONFIG]
 
     @property
     def recipe(self) -> Recipe:
@@ -117,7 +138,7 @@ class RunHistory:
 
     @property
     def status(self) -> str | None:
-        return self.data.get("status")
+        return self.data.get(STATUS)
 
     @property
     def completed(self) -> bool:
@@ -125,12 +146,27 @@ class RunHistory:
 
     @property
     def epochs(self) -> list[dict]:
-        return self.data["epochs"]
+        return self.data[EPOCHS]
+
+    @property
+    def amp_dtype(self) -> str | None:
+        """The autocast dtype the run trained in ("bfloat16", "float16"; None for fp32 or where not recorded)."""
+        return self.data.get(AMP_DTYPE)
 
     @property
     def precision(self) -> str | None:
         """'bf16 autocast', 'fp16 autocast' or 'fp32'; None for a history that recorded no `amp_dtype`."""
-        return precision_in_words(self.data["amp_dtype"]) if "amp_dtype" in self.data else None
+        return precision_in_words(self.amp_dtype) if AMP_DTYPE in self.data else None
+
+    @property
+    def machine(self) -> dict | None:
+        """{DEVICE_MODEL, THREADS} the run trained on; None where it did not record them."""
+        return {key: self.data[key] for key in (DEVICE_MODEL, THREADS)} if DEVICE_MODEL in self.data else None
+
+    @property
+    def normalization(self) -> dict:
+        """The per-channel mean and std the model was trained with."""
+        return self.data[NORMALIZATION]
 
     @property
     def network(self) -> dict | None:
@@ -139,7 +175,7 @@ class RunHistory:
 
     @property
     def num_classes(self) -> int:
-        return len(self.data["class_names"])
+        return len(self.data[CLASS_NAMES])
 
 
 def read_history(run_dir: str) -> RunHistory:
@@ -159,6 +195,6 @@ def read_history_file(path: str) -> RunHistory:
         raise UserError(f"{path}: no such history file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict) or not isinstance(data.get("epochs"), list):
+    if not isinstance(data, dict) or not isinstance(data.get(CONFIG), dict) or not isinstance(data.get(EPOCHS), list):
         raise UserError(f"cannot read {path}: not a run's history (no 'config' and 'epochs')")
     return RunHistory(run_dir, data)

@@ -8,6 +8,7 @@ import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
+from core.history_file import DEVICE_MODEL, THREADS
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -55,10 +56,10 @@ def device_model(device: torch.device) -> str:
 def machine(device: torch.device) -> dict:
     """The facts besides the seed that decide a run's trained numbers bit for bit: the device's model and torch's
     intra-op thread count (threads split the sums differently)."""
-    return {"device_model": device_model(device), "threads": torch.get_num_threads()}
+    return {DEVICE_MODEL: device_model(device), THREADS: torch.get_num_threads()}
 
 
 def machine_in_words(facts: dict) -> str:
     """'AMD EPYC, 2 threads'."""
-    threads = facts["threads"]
-    return f"{facts['device_model']}, {threads} thread{'s' if threads != 1 else ''}"
+    threads = facts[THREADS]
+    return f"{facts[DEVICE_MODEL]}, {threads} thread{'s' if threads != 1 else ''}"

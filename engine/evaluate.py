@@ -101,14 +101,14 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     data = data or load_data(recipe, setup)
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
-    precision = recorded_precision(history.data.get("amp_dtype"))
+    precision = recorded_precision(history.amp_dtype)
     state = load_checkpoint(checkpoint, device)
     model = model_on(device, recipe, data.num_classes)
     try:
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as exc:
         raise UserError(f"cannot evaluate {checkpoint}: its weights do not fit {recipe.arch} ({str(exc).splitlines()[0]})") from None
-    normalization = history.data["normalization"]  # what the model was trained with, whatever --data-dir holds
+    normalization = history.normalization  # what the model was trained with, whatever --data-dir holds
     mean, std = (torch.tensor(normalization[key], dtype=torch.float64) for key in ("mean", "std"))
     batches = DeviceBatches(data.test.images.to(device), data.test.labels.to(device), recipe.batch_size, mean, std,
                             channels_last=uses_channels_last(device))

@@ -23,7 +23,8 @@ import handlers.evaluation
 import handlers.progress
 import handlers.tensorboard_logging
 import handlers.tensorboard_summary
-from core.history_file import NETWORK, TEST
+from core.history_file import (AMP, AMP_DTYPE, CLASS_NAMES, CONFIG, DEVICE, NETWORK, NORMALIZATION, PARAMETERS, PRESET,
+                               TEST, TF32, VERSIONS)
 from core.recipe import config_dict, matching_preset
 from engine.build import Run
 from engine.devices import machine
@@ -52,23 +53,23 @@ def run_header(run: Run, run_dir: str) -> dict:
     """What history.json says about the run before its first epoch."""
     setup = run.setup
     return {
-        "config": config_dict(run.recipe, setup) | {"output_dir": run_dir},
-        "preset": matching_preset(run.recipe),  # the named recipe (--recipe) whose values the config has, or None
-        "versions": library_versions(),
-        "device": str(run.device),
+        CONFIG: config_dict(run.recipe, setup) | {"output_dir": run_dir},
+        PRESET: matching_preset(run.recipe),  # the named recipe (--recipe) whose values the config has, or None
+        VERSIONS: library_versions(),
+        DEVICE: str(run.device),
         **machine(run.device),  # the device's model and torch's thread count: trained numbers depend on both
-        "amp": run.precision.amp,
-        "amp_dtype": run.precision.dtype_name,
-        "tf32": run.precision.tf32,
+        AMP: run.precision.amp,
+        AMP_DTYPE: run.precision.dtype_name,
+        TF32: run.precision.tf32,
         "world_size": idist.get_world_size(),
         "backend": idist.backend(),
         "global_batch_size": run.recipe.batch_size,
         "per_process_batch_size": run.recipe.batch_size // idist.get_world_size(),
         "num_train": len(run.data.train),
         "num_test": len(run.data.test),
-        "parameters": count_parameters(run.model),
-        "normalization": {"mean": run.mean.tolist(), "std": run.std.tolist()},
-        "class_names": run.data.class_names,
+        PARAMETERS: count_parameters(run.model),
+        NORMALIZATION: {"mean": run.mean.tolist(), "std": run.std.tolist()},
+        CLASS_NAMES: run.data.class_names,
         **network_record(run.recipe.arch),
     }
 

@@ -47,7 +47,7 @@ def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
     """Refuse, as a changed recipe field is, to resume a run in another precision than the one it recorded (`mode`:
     the --amp mode that gave `precision`). A run resumed without --amp gets its own (run.py: recorded_flags)."""
     history = read_history(run_dir)
-    if history.precision is not None and history.data["amp_dtype"] != precision.dtype_name:
+    if history.precision is not None and history.amp_dtype != precision.dtype_name:
         was = history.precision
         raise UserError(f"cannot resume {run_dir}: it was trained in {was}, now {precision.in_words()} (--amp {mode}); "
                         f"resume without --amp to continue in {was}")
@@ -56,8 +56,8 @@ def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
 def machine_change(run_dir: str, device: torch.device) -> str | None:
     """The line a resume says when the device's model or the thread count differ from the ones the run recorded
     (its numbers then cannot repeat bit for bit); None when they are the same or were not recorded."""
-    recorded, now = read_history(run_dir).data, machine(device)
-    if any(key not in recorded for key in now) or all(recorded[key] == now[key] for key in now):
+    recorded, now = read_history(run_dir).machine, machine(device)
+    if recorded is None or recorded == now:
         return None
     return (f"note: {run_dir} was trained on {machine_in_words(recorded)}, and continues on {machine_in_words(now)}: "
             "its numbers will not repeat bit for bit")

@@ -15,7 +15,7 @@ from ignite.handlers import Checkpoint
 import handlers.checkpointing
 import handlers.tensorboard_logging
 from core.errors import DiskFull, UserError, disk_full
-from core.history_file import TEST_ACCURACY
+from core.history_file import RUNNING, TEST_ACCURACY
 from core.recipe import Recipe, Setup, recipe_line
 from engine import build
 from engine.console import say, warn
@@ -223,7 +223,7 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
 def _failed(outputs, error: BaseException) -> BaseException:
     """Record in history.json (rank 0, where it was written at all) that the run ended with `error`; return it."""
     history = outputs.history
-    if idist.get_rank() == 0 and os.path.isfile(history.path) and history.status == "running":
+    if idist.get_rank() == 0 and os.path.isfile(history.path) and history.status == RUNNING:
         if isinstance(error, KeyboardInterrupt):  # a second Ctrl-C: out at once, without a checkpoint of this point
             status = "interrupted (the last checkpoint holds the last finished epoch)"
         else:

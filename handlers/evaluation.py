@@ -7,6 +7,8 @@ from ignite.engine import Engine, Events
 from ignite.metrics import Accuracy, Loss, TopKCategoricalAccuracy
 from torch import nn
 
+from core.history_file import ACCURACY, LOSS, SUPERCLASS_ACCURACY, TOP5
+
 
 def _logits_and_labels(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return output["y_pred"], output["y"]
@@ -16,9 +18,9 @@ def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | 
     """top-1 / top-5 accuracy and mean cross-entropy; with `fine_to_coarse` (CIFAR-100), also the accuracy of
     the superclass implied by the predicted fine class."""
     metrics = {
-        "accuracy": Accuracy(output_transform=_logits_and_labels, device=device),
-        "top5": TopKCategoricalAccuracy(k=5, output_transform=_logits_and_labels, device=device),
-        "loss": Loss(nn.CrossEntropyLoss(), output_transform=_logits_and_labels, device=device),
+        ACCURACY: Accuracy(output_transform=_logits_and_labels, device=device),
+        TOP5: TopKCategoricalAccuracy(k=5, output_transform=_logits_and_labels, device=device),
+        LOSS: Loss(nn.CrossEntropyLoss(), output_transform=_logits_and_labels, device=device),
     }
     if fine_to_coarse is not None:
         lookup = fine_to_coarse.to(device)
@@ -29,7 +31,7 @@ def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | 
             # One-hot "logits" so Accuracy treats the superclass prediction as a multiclass argmax.
             return nn.functional.one_hot(predicted, num_coarse), lookup[output["y"]]
 
-        metrics["superclass_accuracy"] = Accuracy(output_transform=coarse, device=device)
+        metrics[SUPERCLASS_ACCURACY] = Accuracy(output_transform=coarse, device=device)
     return metrics
 
 

@@ -6,7 +6,7 @@ import time
 
 from ignite.engine import Engine, Events
 
-from core.history_file import (COMPLETED, EPOCH, HISTORY_FILE, IMAGES_PER_S, LOSS_SCALING_KEYS, TRAIN_LOSS,
+from core.history_file import (COMPLETED, EPOCH, EPOCHS, EPOCHS_TRAINED, FINAL, HISTORY_FILE, RUNNING, STATUS, IMAGES_PER_S, LOSS_SCALING_KEYS, SECONDS, TRAIN_LOSS,
                                TRAIN_SECONDS, metric, write_json)
 from handlers.epoch_loss import EPOCH_LOSS
 
@@ -20,7 +20,7 @@ class History:
         self.num_train = num_train
         self.epochs: list[dict] = []
         self.final: dict = {}
-        self.status = "running"
+        self.status = RUNNING
         # Training seconds of the current epoch before a mid-epoch interruption (restored from its checkpoint),
         # so that a resumed epoch's train_seconds cover the whole epoch, not only the part after the resume.
         self._seconds_before_resume = 0.0
@@ -49,7 +49,7 @@ class History:
         for split, evaluator in evaluators.items():
             record.update({metric(split, name): value for name, value in evaluator.state.metrics.items()})
         record[TRAIN_SECONDS] = train_seconds
-        record.update({metric(split, "seconds"): evaluator.state.times["COMPLETED"] for split, evaluator in evaluators.items()})
+        record.update({metric(split, SECONDS): evaluator.state.times["COMPLETED"] for split, evaluator in evaluators.items()})
         record[IMAGES_PER_S] = self.num_train / train_seconds
         self.epochs.append(record)
         self.save()
@@ -60,11 +60,11 @@ class History:
         if self.epochs:
             last = self.epochs[-1]
             self.final = {key: value for key, value in last.items() if key != EPOCH}
-            self.final["epochs_trained"] = last[EPOCH]
+            self.final[EPOCHS_TRAINED] = last[EPOCH]
         self.save()
 
     def as_dict(self) -> dict:
-        return {**self.header, "status": self.status, "epochs": self.epochs, "final": self.final}
+        return {**self.header, STATUS: self.status, EPOCHS: self.epochs, FINAL: self.final}
 
     def save(self) -> None:
         write_json(self.path, self.as_dict())

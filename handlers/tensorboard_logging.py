@@ -16,7 +16,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.history_file import EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEST, TRAIN_EVAL, TRAIN_LOSS, TRAIN_SECONDS
+from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEST, TRAIN_EVAL, TRAIN_LOSS, TRAIN_SECONDS,
+                               is_seconds)
 from handlers.history import History
 
 EPOCH_TAG = "train/loss_epoch"
@@ -30,7 +31,7 @@ def epoch_scalars(record: dict) -> dict[str, float]:
     scalars.update({f"train/{key}": record[key] for key in LOSS_SCALING_KEYS if key in record})
     for key, value in record.items():
         for prefix in (TEST, TRAIN_EVAL):
-            if key.startswith(prefix + "_") and not key.endswith("_seconds"):
+            if key.startswith(prefix + "_") and not is_seconds(key):
                 scalars[f"{prefix}/{key[len(prefix) + 1:]}"] = value
     return scalars
 

@@ -11,7 +11,8 @@ from ignite.handlers.tensorboard_logger import GradsHistHandler, TensorboardLogg
 from torch.utils.tensorboard.summary import hparams
 
 from core.figures import pyplot
-from core.history_file import EPOCH, TEST_ACCURACY, TRAIN_LOSS, gap_accuracy, has_train_eval
+from core.history_file import (AMP_DTYPE, CONFIG, DEVICE, DEVICE_MODEL, EPOCH, PARAMETERS, TEST_ACCURACY, TF32, THREADS,
+                               TRAIN_LOSS, gap_accuracy, has_train_eval)
 from core.recipe import Recipe
 from handlers.history import History
 
@@ -27,13 +28,13 @@ def config_markdown(config: dict, extra: dict) -> str:
 def write_start(logger: TensorboardLogger, history: History, recipe: Recipe) -> None:
     """Configuration text and the HPARAMS entry of the run: its recipe and precision (its metrics follow at the end)."""
     header = history.header
-    extra = {key: header[key] for key in ("device", "device_model", "threads", "amp_dtype", "tf32", "world_size",
-                                          "parameters") if key in header}
-    logger.writer.add_text("config", config_markdown(header["config"], extra), 0)
+    extra = {key: header[key] for key in (DEVICE, DEVICE_MODEL, THREADS, AMP_DTYPE, TF32, "world_size", PARAMETERS)
+             if key in header}
+    logger.writer.add_text("config", config_markdown(header[CONFIG], extra), 0)
     metrics = {"hparam/test_accuracy": 0.0, "hparam/train_loss": 0.0}
     if recipe.train_eval:
         metrics["hparam/gap_accuracy"] = 0.0
-    precision = {"precision": header.get("amp_dtype") or "float32"}
+    precision = {"precision": header.get(AMP_DTYPE) or "float32"}
     for summary in hparams(dataclasses.asdict(recipe) | precision, metrics):
         logger.writer.file_writer.add_summary(summary)
 

@@ -8,7 +8,7 @@ import dataclasses
 import os
 
 from core.errors import UserError
-from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
+from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy,
                                gap_loss, has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
@@ -75,8 +75,8 @@ def run_summary(history: RunHistory) -> dict:
         "model": run_facts(history),
         "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
         "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),
-        "device": history.data["device"],
-        "machine": machine_in_words(history.data) if "device_model" in history.data else None,
+        "device": history.data[DEVICE],
+        "machine": machine_in_words(history.machine) if history.machine else None,
         "precision": history.precision,
     }
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
-                               TRAIN_EVAL_LOSS, TRAIN_LOSS)
+                               TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
 from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
 from engine.compare.facts import field_words
 from engine.compare.gain_views import gain_markdown
@@ -18,7 +18,7 @@ def _pct(value: float) -> str:
 def _record_cell(record: dict, key: str) -> str:
     if key not in record:
         return "-"
-    return f"{record[key]:.4f}" if key.endswith("loss") else _pct(record[key])
+    return f"{record[key]:.4f}" if is_loss(key) else _pct(record[key])
 
 
 def title(report: dict) -> str:
@@ -89,8 +89,8 @@ def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> lis
                   f"{label(base)}, signed so that positive favours {noun(cand)}):",
                   "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
         for key, d in verdict["differences"].items():
-            unit = "" if "loss" in key else " pts"
-            scale = 1 if "loss" in key else 100
+            unit = "" if is_loss(key) else " pts"
+            scale = 1 if is_loss(key) else 100
             lines.append(f"| {key.replace('_', ' ')} | {scale * d['value']:+.3f}{unit} | {scale * d['margin']:.3f}{unit} | "
                          f"{'yes' if d['clear'] else 'no'} |")
         lines += ["", f"Test accuracy over the window: {base} "

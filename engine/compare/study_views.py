@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (ACCURACY, BEST_TEST_ACCURACY, GAP_ACCURACY, LOSS, SUPERCLASS_ACCURACY, TEST,
                                TEST_ACCURACY, TEST_EMA, TEST_FLIP, TOP5, TRAIN_EVAL, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
-                               metric)
+                               is_loss, metric)
 from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
@@ -28,7 +28,7 @@ LABELS = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test a
 def _number(key: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" if "loss" in key else f"{100 * value:.2f}"
+    return f"{value:.4f}" if is_loss(key) else f"{100 * value:.2f}"
 
 
 def _stats_cell(key: str, stats: dict) -> str:
