@@ -9,7 +9,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def macs_per_image(model: nn.Module, image_size: int = 32) -> int:
+# The side of CIFAR's images: what every net here takes, and what its measurements feed it.
+IMAGE_SIZE = 32
+
+
+def macs_per_image(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Multiply-accumulates of one forward pass on one image, counted by torch.utils.flop_counter."""
     was_training = model.training
     model.eval()
@@ -19,7 +23,7 @@ def macs_per_image(model: nn.Module, image_size: int = 32) -> int:
     return counter.get_total_flops() // 2
 
 
-def main_path_convolutions(model: nn.Module, image_size: int = 32) -> list[tuple[nn.Conv2d, torch.Size]]:
+def main_path_convolutions(model: nn.Module, image_size: int = IMAGE_SIZE) -> list[tuple[nn.Conv2d, torch.Size]]:
     """The convolutions on the main path (shortcut 1x1 convolutions excluded) in the order one forward pass calls
     them, each with the shape of its output."""
     calls = []
@@ -40,7 +44,7 @@ def main_path_convolutions(model: nn.Module, image_size: int = 32) -> list[tuple
     return calls
 
 
-def receptive_field(model: nn.Module, image_size: int = 32) -> int:
+def receptive_field(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Receptive field in pixels of one output position of the last convolution: along the main path (shortcut
     1x1 convolutions never widen it), r += (kernel - 1) * dilation * jump, jump *= stride."""
     field, jump = 1, 1
@@ -50,7 +54,7 @@ def receptive_field(model: nn.Module, image_size: int = 32) -> int:
     return field
 
 
-def feature_maps(model: nn.Module, image_size: int = 32) -> list[tuple[int, int]]:
+def feature_maps(model: nn.Module, image_size: int = IMAGE_SIZE) -> list[tuple[int, int]]:
     """(channels, size in px) of the feature maps the main path produces, in forward order, each distinct stretch
     once: the single-stage net gives [(32, 32)], the multi-stage net [(16, 32), (32, 16), (64, 8)]."""
     shapes = [(shape[1], shape[-1]) for _conv, shape in main_path_convolutions(model, image_size)]
@@ -58,7 +62,7 @@ def feature_maps(model: nn.Module, image_size: int = 32) -> list[tuple[int, int]
 
 
 # Input sizes tried, smallest first, until one output position's field lies inside the image.
-PROBE_SIZES = (32, 64, 128, 256)
+PROBE_SIZES = tuple(IMAGE_SIZE * factor for factor in (1, 2, 4, 8))
 # Layers through which a gradient reaches one input of several, or mixes the whole image: no exact extent.
 _ONE_INPUT_WINS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                    nn.AdaptiveMaxPool3d, nn.FractionalMaxPool2d)

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from models.stats import IMAGE_SIZE
 
 SEPARATOR = ":"
 BLOCKS_PARAMETER = "blocks_per_stage"
-IMAGE_SIZE = 32
 
 
 def is_spec(name: str) -> bool:

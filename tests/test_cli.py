@@ -251,9 +251,9 @@ def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
     # One interpreter for the rules every report prints (constants, not docstrings: they survive -OO), --help
     # and a training run.
     script = ("import contextlib, sys, run\n"
-              "from engine.compare.verdict import RULE, RULE_PAIRED\n"
-              "from engine.compare.class_gain import RULE as CLASS_RULE\n"
-              "print(RULE, RULE_PAIRED, CLASS_RULE)\n"
+              "from engine.compare.verdict import rule, rule_paired\n"
+              "from engine.compare import class_gain\n"
+              "print(rule(), rule_paired(), class_gain.rule())\n"
               "with contextlib.suppress(SystemExit):\n"
               "    run.main(['--help'])\n"
               "sys.exit(run.main(sys.argv[1:]))\n")

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from core.history_file import TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
 from engine.compare.stats import CONFIDENCE, interval
-from engine.compare.verdict import seed_window_means
+from engine.compare.verdict import WINDOW, seed_window_means
 from engine.compare.facts import model_facts
-from models.stats import feature_maps
+from models.stats import IMAGE_SIZE, feature_maps
 
-IMAGE_SIZE = 32
 # Parameter and MAC counts this close (relative to the larger) count as held equal.
 COUNT_TOLERANCE = 0.10
 HALF = 0.5
 
 ATTRIBUTION_RULE = """Properties: "resolution" is the sequence of feature-map sizes, "widths" the channel counts used (32 alone is not
-16, 32, 64), "receptive field" whether it covers the 32-px image; "parameters" and "MACs" count as equal within 10 %.
+16, 32, 64), "receptive field" whether it covers the {image_size}-px image; "parameters" and "MACs" count as equal within {tolerance} %.
 The gain to explain: G = {target} minus {baseline} in train-eval accuracy, each seed's value the mean over the last
 {window} epochs, paired by seed (the same data order), G the mean over the seeds.
 A contrast V - R (a variant V and a reference R, which differ only in the properties it names) has per seed the
@@ -40,7 +39,8 @@ its 95 % Clopper-Pearson interval (scipy.stats.binomtest): with 3 seeds even 3 w
 
 def attribution_rule(baseline: str, target: str, window: int) -> str:
     """`ATTRIBUTION_RULE` in the study's names."""
-    return ATTRIBUTION_RULE.format(baseline=baseline, target=target, window=window)
+    return ATTRIBUTION_RULE.format(baseline=baseline, target=target, window=window, image_size=IMAGE_SIZE,
+                                   tolerance=f"{100 * COUNT_TOLERANCE:.0f}")
 
 
 def network_properties(arch: str, num_classes: int, blocks_per_stage: int, network: dict | None = None) -> dict:
@@ -114,7 +114,7 @@ def contrast(variant: str, reference: str, sign: int, means: dict, properties: d
     return result
 
 
-def ablation(histories: dict[str, list[RunHistory]], window: int = 3) -> dict:
+def ablation(histories: dict[str, list[RunHistory]], window: int = WINDOW) -> dict:
     """The ablation of a study of three or more networks (`histories[arch][k]`: seed k's run, baseline first, then
     the target, then the variants): properties per network, the gain, and each variant's two contrasts."""
     names = list(histories)

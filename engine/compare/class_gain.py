@@ -25,25 +25,23 @@ def rule(nets: tuple[str, str] = BONUS_PAIR) -> str:
             f"otherwise, when at least {BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
 
 
-RULE = rule()
 
-
-def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]],
+def compare_classes(baseline: list[dict[str, float]], candidate: list[dict[str, float]],
                     nets: tuple[str, str] = BONUS_PAIR) -> dict:
-    """`single[k]`, `multi[k]`: accuracy per class name of seed k's baseline and candidate, named by `nets` (the
-    same seeds in the same order).
+    """`baseline[k]`, `candidate[k]`: accuracy per class name of seed k's baseline and candidate, named by `nets`
+    (the same seeds in the same order).
 
     Returns the per-class rows sorted from most to least improved, the mean gain, how many classes improved,
     the share of the improving classes' summed gain carried by the top fifth (losses elsewhere do not inflate
     it), and the pattern with a one-sentence summary."""
-    if not single or len(single) != len(multi):
+    if not baseline or len(baseline) != len(candidate):
         raise ValueError("compare_classes needs the same, non-zero number of seeds for both nets")
-    names = list(single[0])
+    names = list(baseline[0])
     rows = []
     for name in names:
-        gains = [m[name] - s[name] for s, m in zip(single, multi)]
-        rows.append({"class": name, nets[0]: fmean(s[name] for s in single),
-                     nets[1]: fmean(m[name] for m in multi), "gain": fmean(gains),
+        gains = [c[name] - b[name] for b, c in zip(baseline, candidate)]
+        rows.append({"class": name, nets[0]: fmean(b[name] for b in baseline),
+                     nets[1]: fmean(c[name] for c in candidate), "gain": fmean(gains),
                      "seeds_improved": sum(g > 0 for g in gains)})
     rows.sort(key=lambda row: row["gain"], reverse=True)
     gains = [row["gain"] for row in rows]
@@ -63,5 +61,5 @@ def compare_classes(single: list[dict[str, float]], multi: list[dict[str, float]
                + (f"; the top {top} carry {top_share:.0%} of what the improving classes gained" if top_share is not None else "")
                + f"; most improved: {rows[0]['class']} ({100 * rows[0]['gain']:+.1f}), least: {rows[-1]['class']} "
                f"({100 * rows[-1]['gain']:+.1f})")
-    return {"seeds": len(single), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
+    return {"seeds": len(baseline), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
             "top_share": top_share, "pattern": pattern, "summary": summary, "rule": rule(nets)}

@@ -15,7 +15,7 @@ from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.class_gain import compare_classes
 from engine.compare.facts import field_phrase, run_facts
 from engine.compare.report_views import plot_curves, render_report
-from engine.compare.verdict import decide, rule
+from engine.compare.verdict import WINDOW, decide, rule
 from engine.devices import machine_in_words
 from engine.evaluate import Retester
 from models import BONUS_PAIR, dir_name, noun
@@ -81,7 +81,7 @@ def run_summary(history: RunHistory) -> dict:
     }
 
 
-def build_report(histories: dict[str, RunHistory], window: int = 3) -> dict:
+def build_report(histories: dict[str, RunHistory], window: int = WINDOW) -> dict:
     """Everything the report shows from the histories (baseline first), as one JSON-able dict: for a pair, its
     verdict; for more networks, one contrast (verdict and explanation) per network against the baseline."""
     check_comparable(histories)

@@ -1,12 +1,12 @@
 """Does the multi-stage design help by reducing under- or overfitting? A stated rule over stated numbers, for any
 pair of architectures (a baseline and a candidate), by default the bonus pair.
 
-Every quantity is the mean over the last `window` epochs (default 3), not the last epoch alone: a single
+Every quantity is the mean over the last `window` epochs (default `WINDOW`), not the last epoch alone: a single
 epoch's test accuracy of these nets can swing by several points. "Fit" is measured on a fixed subset of
 training images in eval mode (train-eval), like the test set, so the train-test gap compares like with like.
 
-The rule itself is `RULE` below: a constant, printed in every report (and still there under `python -OO`,
-which strips docstrings).
+The rules are `rule(names)` and `rule_paired(names)`: templates filled with the constants below and the pair's
+names, printed in every report (and still there under `python -OO`, which strips docstrings).
 """
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ import math
 import statistics
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, gap_accuracy
+from engine.compare.stats import CONFIDENCE, interval
 from models import BONUS_PAIR, label, noun
 
 ACCURACY_FLOOR = 0.01
 LOSS_FLOOR = 0.02
 NOISE_FACTOR = 2.0
+STRONG_FACTOR = 2  # one seed: a difference beyond this many margins is strong (confidence "high")
+WINDOW = 3  # epochs at the end of a run whose mean each quantity is
 RULE_TEMPLATE = """Margins: a difference of window means counts as clear only if it exceeds
-  - accuracy: max(1.0 percentage point, 2 standard errors of the difference),
-  - loss:     max(0.02, 2 standard errors of the difference),
+  - accuracy: max({accuracy_floor} percentage point, {noise} standard errors of the difference),
+  - loss:     max({loss_floor}, {noise} standard errors of the difference),
 where the standard error is sqrt(s_{base_short}^2 / n + s_{cand_short}^2 / n), s being each net's sample standard
 deviation over the n epochs of the window (epoch-to-epoch noise widens the margin).
 
@@ -32,7 +35,7 @@ Rule ({cand} minus {base}):
   3. if it fits no better (train-eval accuracy not clearly higher) and its generalisation gap
      (train-eval accuracy - test accuracy) is clearly smaller -> "reducing overfitting";
   4. otherwise                                              -> "mixed".
-Confidence: "high" when every difference that decided exceeds twice its margin and the two nets' test
+Confidence: "high" when every difference that decided exceeds {strong} its margin and the two nets' test
 accuracies over the window do not overlap; "moderate" when they exceed their margins; "low" for
 "inconclusive" and "mixed"."""
 
@@ -45,10 +48,10 @@ def rule(names: tuple[str, str] = BONUS_PAIR) -> str:
 def _words(names: tuple[str, str]) -> dict:
     base, cand = names
     return {"base": label(base), "cand": label(cand), "cand_noun": noun(cand), "base_noun": noun(base),
-            "base_short": label(base).split("-")[0], "cand_short": label(cand).split("-")[0]}
-
-
-RULE = rule()
+            "base_short": label(base).split("-")[0], "cand_short": label(cand).split("-")[0],
+            "accuracy_floor": f"{100 * ACCURACY_FLOOR:.1f}", "loss_floor": f"{LOSS_FLOOR:g}",
+            "noise": f"{NOISE_FACTOR:g}", "strong": "twice" if STRONG_FACTOR == 2 else f"{STRONG_FACTOR:g} times", "window": WINDOW,
+            "confidence": f"{100 * CONFIDENCE:.0f}"}
 
 
 def summarize(values: list[float]) -> dict:
@@ -62,31 +65,31 @@ def window_stats(epochs: list[dict], key: str, window: int) -> dict:
     return summarize([e[key] for e in epochs[-window:]])
 
 
-def margin(single: dict, multi: dict, floor: float) -> float:
+def margin(baseline: dict, candidate: dict, floor: float) -> float:
     """The smallest difference of window means that counts as clear (see the rule above)."""
-    n = len(single["values"])
-    standard_error = math.sqrt(single["std"] ** 2 / n + multi["std"] ** 2 / n)
+    n = len(baseline["values"])
+    standard_error = math.sqrt(baseline["std"] ** 2 / n + candidate["std"] ** 2 / n)
     return max(floor, NOISE_FACTOR * standard_error)
 
 
-def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3,
+def decide(baseline_epochs: list[dict], candidate_epochs: list[dict], window: int = WINDOW,
            names: tuple[str, str] = BONUS_PAIR) -> dict:
     """Apply the rule to two per-epoch histories (records with train_eval_* and test_* keys): the baseline's, then
     the candidate's, named by `names`."""
-    window = max(1, min(window, len(single_epochs), len(multi_epochs)))
+    window = max(1, min(window, len(baseline_epochs), len(candidate_epochs)))
     keys = (TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TEST_ACCURACY, TEST_LOSS)
-    if not all(key in e for e in single_epochs[-window:] + multi_epochs[-window:] for key in keys):
+    if not all(key in e for e in baseline_epochs[-window:] + candidate_epochs[-window:] for key in keys):
         return {"verdict": "inconclusive", "confidence": "low", "window": window, "reason":
                 "the runs have no train-eval measurements (train with --train-eval N, as --bonus does)"}
-    single = {key: window_stats(single_epochs, key, window) for key in keys}
-    multi = {key: window_stats(multi_epochs, key, window) for key in keys}
-    for stats, epochs in ((single, single_epochs), (multi, multi_epochs)):
+    baseline = {key: window_stats(baseline_epochs, key, window) for key in keys}
+    candidate = {key: window_stats(candidate_epochs, key, window) for key in keys}
+    for stats, epochs in ((baseline, baseline_epochs), (candidate, candidate_epochs)):
         stats[GAP_ACCURACY] = summarize([gap_accuracy(e) for e in epochs[-window:]])
 
     def difference(key: str, floor: float, sign: int = 1) -> dict:
-        value = sign * (multi[key]["mean"] - single[key]["mean"])
-        needed = margin(single[key], multi[key], floor)
-        return {"value": value, "margin": needed, "clear": value > needed, "strong": value > 2 * needed}
+        value = sign * (candidate[key]["mean"] - baseline[key]["mean"])
+        needed = margin(baseline[key], candidate[key], floor)
+        return {"value": value, "margin": needed, "clear": value > needed, "strong": value > STRONG_FACTOR * needed}
 
     diffs = {
         TEST_ACCURACY: difference(TEST_ACCURACY, ACCURACY_FLOOR),
@@ -94,12 +97,12 @@ def decide(single_epochs: list[dict], multi_epochs: list[dict], window: int = 3,
         TRAIN_EVAL_LOSS: difference(TRAIN_EVAL_LOSS, LOSS_FLOOR, sign=-1),  # positive: the candidate's is lower
         GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: the candidate's gap is smaller
     }
-    separated = multi[TEST_ACCURACY]["min"] > single[TEST_ACCURACY]["max"]
+    separated = candidate[TEST_ACCURACY]["min"] > baseline[TEST_ACCURACY]["max"]
     verdict, deciding, reason = classify(diffs, noun(names[1]))
     confidence = rate_confidence(diffs, deciding, extra_condition=separated)
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window,
             "differences": diffs, "test_ranges_separated": separated,
-            "window_stats": {names[0]: single, names[1]: multi}}
+            "window_stats": {names[0]: baseline, names[1]: candidate}}
 
 
 def classify(diffs: dict, candidate: str) -> tuple[str, list[str], str]:
@@ -127,11 +130,11 @@ def rate_confidence(diffs: dict, deciding: list[str], extra_condition: bool = Tr
 
 
 RULE_PAIRED_TEMPLATE = """Several seeds (K >= 2), paired: seed k trains both nets on the same data order. For each seed, each
-quantity is its mean over the last `window` epochs (default 3); the seed's difference is {cand} minus
+quantity is its mean over the last `window` epochs (default {window}); the seed's difference is {cand} minus
 {base}, signed so that positive favours {cand_noun} (lower train-eval loss, smaller gap).
-Across the K seeds: the mean difference and its 95 % Student-t confidence interval (df = K - 1).
+Across the K seeds: the mean difference and its {confidence} % Student-t confidence interval (df = K - 1).
 A difference is clear only when its interval excludes zero AND its mean exceeds the practical margin
-(accuracy: 1.0 percentage point; loss: 0.02).
+(accuracy: {accuracy_floor} percentage point; loss: {loss_floor}).
 Rule: as for one seed -- 1. {cand_noun} does not test clearly better -> "inconclusive";
 2. it fits the training images clearly better (train-eval accuracy and loss) -> "reducing underfitting";
 3. it fits no better but its gap (train-eval accuracy - test accuracy) is clearly smaller -> "reducing
@@ -145,9 +148,6 @@ def rule_paired(names: tuple[str, str] = BONUS_PAIR) -> str:
     return RULE_PAIRED_TEMPLATE.format(**_words(names))
 
 
-RULE_PAIRED = rule_paired()
-
-
 def seed_window_means(epochs: list[dict], window: int) -> dict[str, float]:
     """One seed's deciding quantities, each the mean over the last `window` epochs."""
     last = epochs[-window:]
@@ -156,20 +156,19 @@ def seed_window_means(epochs: list[dict], window: int) -> dict[str, float]:
     return means
 
 
-def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], window: int = 3,
+def decide_paired(baseline_runs: list[list[dict]], candidate_runs: list[list[dict]], window: int = WINDOW,
                   names: tuple[str, str] = BONUS_PAIR) -> dict:
     """The K >= 2 rule (`rule_paired`) over per-seed histories of a baseline and a candidate, paired by position
     (= by seed)."""
-    from engine.compare.stats import interval  # scipy: only studies need it
-
-    window = max(1, min([window] + [len(e) for e in single_runs + multi_runs]))
+    window = max(1, min([window] + [len(e) for e in baseline_runs + candidate_runs]))
     signs = {TEST_ACCURACY: 1, TRAIN_EVAL_ACCURACY: 1, TRAIN_EVAL_LOSS: -1, GAP_ACCURACY: -1}
     floors = {TEST_ACCURACY: ACCURACY_FLOOR, TRAIN_EVAL_ACCURACY: ACCURACY_FLOOR, TRAIN_EVAL_LOSS: LOSS_FLOOR,
               GAP_ACCURACY: ACCURACY_FLOOR}
-    per_seed = [(seed_window_means(s, window), seed_window_means(m, window)) for s, m in zip(single_runs, multi_runs)]
+    per_seed = [(seed_window_means(b, window), seed_window_means(c, window))
+                for b, c in zip(baseline_runs, candidate_runs)]
     diffs = {}
     for key, sign in signs.items():
-        stats = interval([sign * (multi[key] - single[key]) for single, multi in per_seed])
+        stats = interval([sign * (candidate[key] - baseline[key]) for baseline, candidate in per_seed])
         stats.update(margin=floors[key], clear=stats["ci_low"] > 0 and stats["mean"] > floors[key],
                      strong=stats["ci_low"] > floors[key])
         diffs[key] = stats
@@ -178,4 +177,4 @@ def decide_paired(single_runs: list[list[dict]], multi_runs: list[list[dict]], w
     reason = "across seeds " + reason
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
             "paired_differences": diffs,
-            "per_seed": [{names[0]: single, names[1]: multi} for single, multi in per_seed]}
+            "per_seed": [{names[0]: baseline, names[1]: candidate} for baseline, candidate in per_seed]}

@@ -14,8 +14,9 @@ import pickle
 import numpy as np
 
 from core.errors import DataError
+from models.stats import IMAGE_SIZE
 
-IMAGE_BYTES = 3 * 32 * 32
+IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE
 # (module, name) -> what the official archives use it for.
 NUMPY_GLOBALS = {
     ("numpy", "ndarray"): "array type",

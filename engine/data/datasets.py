@@ -16,6 +16,7 @@ import torch
 
 from core.errors import DataError
 from engine.data import cifar_archive
+from models.stats import IMAGE_SIZE
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _read_batch(path: str, spec: CifarSpec, num_coarse: int) -> tuple[np.ndarray
 
 def _read_split(root: str, files: tuple[str, ...], spec: CifarSpec, num_coarse: int) -> Split:
     parts = [_read_batch(os.path.join(root, name), spec, num_coarse) for name in files]
-    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).view(-1, 3, 32, 32)
+    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
     labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     coarse = torch.from_numpy(np.concatenate([p[2] for p in parts])) if spec.coarse_label_key else None
     return Split(images, labels, coarse)
