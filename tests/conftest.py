@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from synthetic_cifar import write_cifar10, write_cifar100  # noqa: E402
+from helpers import run_cli, train_args
 
 
 def pytest_configure(config):
@@ -61,7 +62,6 @@ def cifar100_dir(tmp_path):
 def reference(tmp_path_factory):
     """An uninterrupted 3-epoch run (tests/test_resume.py: train_args) that interrupted, resumed and contested runs
     must equal: (data_dir, run_dir); it keeps checkpoint_2.pt and checkpoint_3.pt."""
-    from test_resume import run_cli, train_args
 
     root = tmp_path_factory.mktemp("resume")
     data_dir = str(root / "data")

@@ -1,10 +1,154 @@
-"""Small helpers shared by test modules."""
-import torch
+"""Helpers shared by test modules: running run.py (in this process or another), reading what a run wrote, patching the
+engines, and reference formulas."""
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import types
 
+import torch
+from ignite.engine import Events
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import engine.build
+import run
 from engine.devices import machine, machine_in_words
+from models import build_model
 
 
 def device_line(precision: str, device: str = "cpu") -> str:
     """The first line of a run on `device` in this process's thread count (a subprocess of a test inherits it through
     OMP_NUM_THREADS), e.g. device_line("fp32 (--no-amp)")."""
     return f"Device: {device} ({machine_in_words(machine(torch.device(device)))}), {precision}"
+
+
+# Only a hang should hit a subprocess timeout: a loaded 2-core machine runs these tiny runs several times slower.
+HANG_TIMEOUT = 900
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# 100 training images, batch 32: 4 iterations per epoch; 40 test images: 2 evaluation batches per epoch.
+EPOCHS = 3
+
+
+def learning_rate(schedule: str, peak: float, i: int, warmup: int, total: int) -> float:
+    """The rate of iteration i (from 0) by the formulas of handlers/lr_schedule.py's docstring."""
+    if i < warmup:
+        return peak * i / warmup
+    if schedule == "onecycle":
+        return peak * (total - i) / (total - warmup)
+    if schedule == "cosine":
+        return peak * (1 + math.cos(math.pi * (i - warmup) / (total - warmup + 1))) / 2
+    return peak
+
+
+def record_dtypes(monkeypatch):
+    """Patch the model build so that the dtypes of every convolution's output and of the trainer's losses
+    are recorded while the engines run."""
+    seen = {"conv": set(), "sample_losses": set()}
+    build_run = engine.build.build_run
+
+    def build_and_watch(recipe, setup, data):
+        built = build_run(recipe, setup, data)
+        for module in built.model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.register_forward_hook(lambda _m, _i, out: seen["conv"].add(out.dtype))
+        built.trainer.add_event_handler(
+            Events.ITERATION_COMPLETED,
+            lambda e: seen["sample_losses"].add(e.state.output["sample_losses"].dtype))
+        return built
+
+    monkeypatch.setattr(engine.build, "build_run", build_and_watch)
+    return seen
+
+
+def train_args(data_dir, run_dir):
+    """The runs these tests interrupt and resume: the multi-stage net at half width (what is resumed does not depend
+    on the net, and it trains in a quarter of the time)."""
+    return ["--dataset", "cifar10", "--data-dir", data_dir, "--arch", "multistage-narrow", "--epochs", str(EPOCHS),
+            "--batch-size", "32", "--augment", "--seed", "3", "--no-progress", "--no-amp", "--output-dir", str(run_dir)]
+
+
+def run_cli(args, fault=None):
+    command = [sys.executable, "tests/fault_injection.py", fault, "--", *args] if fault else [sys.executable, "run.py", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+
+
+def run_in_process(args):
+    """run.py in this process (saves an interpreter start per resume): an object like subprocess's result."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = run.main(args)
+    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def without_timings(history):
+    return [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in history["epochs"]]
+
+
+def tensorboard_points(run_dir):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def final_weights(run_dir):
+    return torch.load(os.path.join(run_dir, f"checkpoint_{EPOCHS}.pt"), weights_only=True)["model"]
+
+
+def assert_same_as_reference(run_dir, reference_dir):
+    assert read_history(str(run_dir))["status"] == "completed"
+    assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
+    resumed, uninterrupted = final_weights(run_dir), final_weights(reference_dir)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    points, expected = tensorboard_points(run_dir), tensorboard_points(reference_dir)
+    assert [step for step, _ in points["train/loss_iter"]] == list(range(1, 4 * EPOCHS + 1))  # no repeats, no gaps
+    assert points["train/loss_epoch"] == expected["train/loss_epoch"]
+    assert [step for step, _ in points["test/accuracy"]] == list(range(1, EPOCHS + 1))
+    assert points["train/loss_iter"] == expected["train/loss_iter"]
+
+
+def cli(*args):
+    # fp32 pinned: these tests compare with fp32 computations, whatever `--amp auto` picks on this CPU.
+    return run.main([*args, "--no-progress", "--no-amp"])
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, "history.json")) as f:
+        return json.load(f)
+
+
+def independent_eval(run_dir, arch, written, num_classes, epoch):
+    """Accuracy and mean loss of the saved checkpoint, with normalisation and forward pass done here."""
+    checkpoint = torch.load(os.path.join(run_dir, f"checkpoint_{epoch}.pt"), weights_only=True)
+    model = build_model(arch, num_classes)
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    train = written["train_x"].reshape(-1, 3, 1024) / 255.0
+    mean, std = train.mean(axis=(0, 2)), train.std(axis=(0, 2))
+    test = (written["test_x"].reshape(-1, 3, 32, 32) / 255.0 - mean[:, None, None]) / std[:, None, None]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(test).float())
+    labels = torch.from_numpy(written["test_y"])
+    predictions = logits.argmax(1).numpy()
+    return predictions, float(torch.nn.functional.cross_entropy(logits, labels))
+
+
+def hit_train_step(monkeypatch, iteration, hit):
+    """Make the trainer's step pass its output through `hit(output)` at one iteration (`hit` may raise)."""
+    create_trainer = engine.build.create_trainer
+
+    def trainer_with_a_hit(*args, **kwargs):
+        trainer = create_trainer(*args, **kwargs)
+        step = trainer._process_function
+
+        def train_step(engine_, batch):
+            output = step(engine_, batch)
+            return hit(output) if engine_.state.iteration == iteration else output
+
+        trainer._process_function = train_step
+        return trainer
+
+    monkeypatch.setattr(engine.build, "create_trainer", trainer_with_a_hit)

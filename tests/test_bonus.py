@@ -12,9 +12,8 @@ import pytest
 import engine.build
 import run
 from synthetic_cifar import write_cifar10
-from test_cli import independent_eval, read_history
 from fault_injection import with_fault
-from test_resume import run_in_process, without_timings
+from helpers import independent_eval, read_history, run_in_process, without_timings
 
 
 def bonus(*args):

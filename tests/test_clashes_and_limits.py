@@ -12,7 +12,7 @@ import torch
 
 from engine.compare.verdict import decide, decide_paired
 from synthetic_cifar import write_cifar10
-from test_cli import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history
+from helpers import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history
 
 
 def test_four_identical_launches_at_once_get_four_distinct_complete_run_directories(cifar10_dir, tmp_path):

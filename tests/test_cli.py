@@ -1,5 +1,4 @@
 """End-to-end runs on tiny synthetic data, checked against independent computations."""
-import json
 import os
 import re
 import subprocess
@@ -13,44 +12,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import engine.build
 import run
-from helpers import device_line
-from models import build_model
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Only a hang should hit a subprocess timeout: a loaded 2-core machine runs these tiny runs several times slower.
-HANG_TIMEOUT = 900
-
-
-def cli(*args):
-    # fp32 pinned: these tests compare with fp32 computations, whatever `--amp auto` picks on this CPU.
-    return run.main([*args, "--no-progress", "--no-amp"])
-
-
-def read_history(run_dir):
-    with open(os.path.join(run_dir, "history.json")) as f:
-        return json.load(f)
+from helpers import HANG_TIMEOUT, REPO, cli, device_line, hit_train_step, independent_eval, read_history
 
 
 def scalars(run_dir, tag):
     events = EventAccumulator(run_dir)
     events.Reload()
     return [(event.step, event.value) for event in events.Scalars(tag)]
-
-
-def independent_eval(run_dir, arch, written, num_classes, epoch):
-    """Accuracy and mean loss of the saved checkpoint, with normalisation and forward pass done here."""
-    checkpoint = torch.load(os.path.join(run_dir, f"checkpoint_{epoch}.pt"), weights_only=True)
-    model = build_model(arch, num_classes)
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    train = written["train_x"].reshape(-1, 3, 1024) / 255.0
-    mean, std = train.mean(axis=(0, 2)), train.std(axis=(0, 2))
-    test = (written["test_x"].reshape(-1, 3, 32, 32) / 255.0 - mean[:, None, None]) / std[:, None, None]
-    with torch.no_grad():
-        logits = model(torch.from_numpy(test).float())
-    labels = torch.from_numpy(written["test_y"])
-    predictions = logits.argmax(1).numpy()
-    return predictions, float(torch.nn.functional.cross_entropy(logits, labels))
 
 
 def test_two_epoch_run_matches_independent_computation(cifar10_dir, tmp_path):
@@ -172,24 +140,6 @@ def test_bad_flags_are_refused_by_argparse(args, message, capsys):
         run.main(args)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
-
-
-def hit_train_step(monkeypatch, iteration, hit):
-    """Make the trainer's step pass its output through `hit(output)` at one iteration (`hit` may raise)."""
-    create_trainer = engine.build.create_trainer
-
-    def trainer_with_a_hit(*args, **kwargs):
-        trainer = create_trainer(*args, **kwargs)
-        step = trainer._process_function
-
-        def train_step(engine_, batch):
-            output = step(engine_, batch)
-            return hit(output) if engine_.state.iteration == iteration else output
-
-        trainer._process_function = train_step
-        return trainer
-
-    monkeypatch.setattr(engine.build, "create_trainer", trainer_with_a_hit)
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):

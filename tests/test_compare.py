@@ -9,7 +9,7 @@ import pytest
 
 import run
 from engine.compare.verdict import decide, decide_paired
-from test_resume import run_in_process, without_timings
+from helpers import run_in_process, without_timings
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bonus-before-compare")
 COMMON = ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp"]

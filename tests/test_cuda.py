@@ -14,7 +14,7 @@ from ignite.engine import Events
 import engine.build
 import run
 from engine.precision import CUDA_TF32, resolve_precision
-from test_cli import read_history
+from helpers import read_history
 
 pytestmark = [
     pytest.mark.cuda,

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import HANG_TIMEOUT, independent_eval, read_history
 
-from test_cli import HANG_TIMEOUT, independent_eval, read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import run
-from test_cli import cli, independent_eval, read_history
+from helpers import cli, independent_eval, read_history
 
 
 def evaluate(target, *args):

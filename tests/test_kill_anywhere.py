@@ -10,9 +10,8 @@ import shutil
 import subprocess
 import sys
 import time
+from helpers import HANG_TIMEOUT, REPO, read_history, without_timings
 
-from test_cli import HANG_TIMEOUT, read_history
-from test_resume import REPO, without_timings
 
 KILLS = int(os.environ.get("KILL_ANYWHERE_KILLS", "1"))
 SEED = int(os.environ.get("KILL_ANYWHERE_SEED", "0"))

@@ -18,12 +18,9 @@ import handlers.loss_scaling
 import run
 from engine.devices import machine, machine_in_words
 from engine.precision import resolve_precision
-from helpers import device_line
+from helpers import device_line, read_history, record_dtypes, run_in_process, tensorboard_points, without_timings
 from models import build_model
-from test_cli import read_history
-from test_precision import record_dtypes
 from fault_injection import with_fault
-from test_resume import run_in_process, tensorboard_points, without_timings
 
 INITIAL = 2.0**20
 ARCH = "multistage-narrow"  # the multi-stage net at half width: a quarter of the work

@@ -9,7 +9,6 @@ import contextlib
 import copy
 import io
 import json
-import math
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from engine.data.loader import epoch_generator, random_crop_flip
 from handlers.evaluation import train_eval_indices
 from models import build_model
 from synthetic_cifar import write_cifar10, write_cifar100
+from helpers import learning_rate
 
 BATCH, EPOCHS = 32, 2
 
@@ -56,17 +56,6 @@ def evaluate(model, normalize, images, labels, fine_to_coarse=None, flip=False) 
     if fine_to_coarse is not None:
         result["superclass_accuracy"] = (fine_to_coarse[predicted] == fine_to_coarse[labels]).double().mean().item()
     return result
-
-
-def learning_rate(schedule: str, peak: float, i: int, warmup: int, total: int) -> float:
-    """The rate of iteration i (from 0) by the formulas of handlers/lr_schedule.py's docstring."""
-    if i < warmup:
-        return peak * i / warmup
-    if schedule == "onecycle":
-        return peak * (total - i) / (total - warmup)
-    if schedule == "cosine":
-        return peak * (1 + math.cos(math.pi * (i - warmup) / (total - warmup + 1))) / 2
-    return peak
 
 
 def plain_history(written: dict, arch: str, num_classes: int, *, seed: int, augment: bool, train_eval: int,

@@ -12,13 +12,11 @@ import pytest
 import torch
 
 import engine.build
-from ignite.engine import Events
 import engine.precision
 import run
 from core.recipe import Recipe, Setup
 from engine.precision import resolve_precision
-from helpers import device_line
-from test_cli import read_history
+from helpers import device_line, read_history, record_dtypes
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -190,26 +188,6 @@ def test_under_a_real_avx2_cap_onednn_has_no_bf16_path_and_auto_is_fp32():
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600).stdout
     assert out.split() == ["False", "None"]
-
-
-def record_dtypes(monkeypatch):
-    """Patch the model build so that the dtypes of every convolution's output and of the trainer's losses
-    are recorded while the engines run."""
-    seen = {"conv": set(), "sample_losses": set()}
-    build_run = engine.build.build_run
-
-    def build_and_watch(recipe, setup, data):
-        built = build_run(recipe, setup, data)
-        for module in built.model.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                module.register_forward_hook(lambda _m, _i, out: seen["conv"].add(out.dtype))
-        built.trainer.add_event_handler(
-            Events.ITERATION_COMPLETED,
-            lambda e: seen["sample_losses"].add(e.state.output["sample_losses"].dtype))
-        return built
-
-    monkeypatch.setattr(engine.build, "build_run", build_and_watch)
-    return seen
 
 
 def train(data_dir, run_dir, *flags):

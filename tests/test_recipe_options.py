@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import run
-from test_resume import run_in_process
+from helpers import learning_rate, run_in_process, tensorboard_points, without_timings
 
 COMMON = ["--dataset", "cifar10", "--batch-size", "50", "--no-progress", "--no-amp"]
 
@@ -130,7 +130,6 @@ def test_a_resume_in_the_middle_of_the_schedule_equals_the_uninterrupted_run(rec
     weights, the averaged weights and every iteration's learning rate equal those of the run that was not stopped."""
     import engine.build
     from fault_injection import with_fault
-    from test_resume import tensorboard_points, without_timings
 
     data_dir, whole = recipe_run
     monkeypatch.setattr(engine.build, "build_run", with_fault(engine.build.build_run, "sigint", 6))
@@ -149,8 +148,6 @@ def test_a_resume_in_the_middle_of_the_schedule_equals_the_uninterrupted_run(rec
 
 
 def test_the_schedules_follow_their_formulas(recipe_run, tmp_path):
-    from test_plain_reference import learning_rate
-    from test_resume import tensorboard_points
 
     data_dir, whole = recipe_run
     logged = [value for _, value in tensorboard_points(whole)["train/lr"]]

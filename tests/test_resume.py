@@ -1,73 +1,19 @@
 """Never lose a finished epoch: kill-and-resume, Ctrl-C/SIGTERM, corrupt checkpoints, full disks."""
-import contextlib
 import errno
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import types
 
 import pytest
 import torch
 from ignite.engine import Events
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import run
-from helpers import device_line
-from test_cli import HANG_TIMEOUT, read_history
+from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, device_line, read_history, run_cli, run_in_process,
+                     train_args, without_timings)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# 100 training images, batch 32: 4 iterations per epoch; 40 test images: 2 evaluation batches per epoch.
-EPOCHS = 3
-
-
-def train_args(data_dir, run_dir):
-    """The runs these tests interrupt and resume: the multi-stage net at half width (what is resumed does not depend
-    on the net, and it trains in a quarter of the time)."""
-    return ["--dataset", "cifar10", "--data-dir", data_dir, "--arch", "multistage-narrow", "--epochs", str(EPOCHS),
-            "--batch-size", "32", "--augment", "--seed", "3", "--no-progress", "--no-amp", "--output-dir", str(run_dir)]
-
-
-def run_cli(args, fault=None):
-    command = [sys.executable, "tests/fault_injection.py", fault, "--", *args] if fault else [sys.executable, "run.py", *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
-
-
-def run_in_process(args):
-    """run.py in this process (saves an interpreter start per resume): an object like subprocess's result."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = run.main(args)
-    return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
-
-
-def without_timings(history):
-    return [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in history["epochs"]]
-
-
-def tensorboard_points(run_dir):
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-
-
-def final_weights(run_dir):
-    return torch.load(os.path.join(run_dir, f"checkpoint_{EPOCHS}.pt"), weights_only=True)["model"]
-
-
-def assert_same_as_reference(run_dir, reference_dir):
-    assert read_history(str(run_dir))["status"] == "completed"
-    assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
-    resumed, uninterrupted = final_weights(run_dir), final_weights(reference_dir)
-    assert resumed.keys() == uninterrupted.keys()
-    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
-    points, expected = tensorboard_points(run_dir), tensorboard_points(reference_dir)
-    assert [step for step, _ in points["train/loss_iter"]] == list(range(1, 4 * EPOCHS + 1))  # no repeats, no gaps
-    assert points["train/loss_epoch"] == expected["train/loss_epoch"]
-    assert [step for step, _ in points["test/accuracy"]] == list(range(1, EPOCHS + 1))
-    assert points["train/loss_iter"] == expected["train/loss_iter"]
 
 
 @pytest.mark.parametrize(
@@ -323,7 +269,6 @@ def test_compiled_run_saves_the_plain_module_and_resumes_without_compile(cifar10
     monkeypatch.setattr(torch, "compile", real_compile)
     assert run.main([*args, "--epochs", "2", "--resume", str(run_dir)]) == 0  # loads into an uncompiled model
     assert [e["epoch"] for e in read_history(str(run_dir))["epochs"]] == [1, 2]
-
 
 
 def test_run_dir_of_a_checkpoint_is_its_folder_and_of_a_directory_itself(tmp_path, monkeypatch):

@@ -12,8 +12,7 @@ import pytest
 
 from core.errors import RunInUse
 from engine.rundir import hold, in_use
-from test_cli import HANG_TIMEOUT, read_history
-from test_resume import REPO, assert_same_as_reference, run_in_process, train_args
+from helpers import HANG_TIMEOUT, REPO, assert_same_as_reference, read_history, run_in_process, train_args
 
 IN_USE = r"error: {dir} is in use by process (\d+) \(started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it or stop it\n"
 

@@ -10,8 +10,7 @@ import pytest
 import run
 from engine.compare.stats import interval
 from engine.compare.verdict import decide_paired
-from test_cli import read_history
-from test_resume import without_timings
+from helpers import read_history, run_in_process, without_timings
 
 T_975_DF2 = 4.303  # Student t, two-sided 95 %, 2 degrees of freedom, from a printed table
 
@@ -154,7 +153,6 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
     import engine.build
     import engine.evaluate
     from fault_injection import with_fault
-    from test_resume import run_in_process
 
     retested = []
     real_class_accuracy = engine.evaluate.class_accuracy

@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import run
-from test_cli import read_history
+from helpers import read_history
 
 SCALAR_TAGS = {"train/loss_iter", "train/loss_epoch", "train/lr", "test/accuracy", "test/top5", "test/loss",
                "train_eval/accuracy", "train_eval/loss", "perf/images_per_s", "hparam/test_accuracy",

@@ -12,8 +12,8 @@ from torch import nn
 
 import run
 from models import ARCHITECTURES, build_model
+from helpers import run_in_process
 from models.stats import measured_receptive_field, receptive_field
-from test_resume import run_in_process
 
 COMMON = ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp"]
 
