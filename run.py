@@ -9,7 +9,6 @@ import os
 import sys
 
 import ignite.distributed as idist
-import torch
 
 from core.errors import UserError
 from core.history_file import read_history
@@ -20,7 +19,7 @@ from engine.compare.directories import check_recorded_recipe, recorded_flags_of,
 from engine.compare.report import offline
 from engine.compare.study import is_study, recorded_run, report_study, run_study
 from engine.data.datasets import DATASETS
-from engine.devices import DEVICE_CHOICES
+from engine.devices import DEVICE_CHOICES, distributed_backend
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES, recorded_mode
 from engine.rundir import run_dir_of
@@ -226,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     # ours: keep the console to our own lines. (Its loggers set their own level when created, so a level set
     # here would be undone; warnings and errors still show.)
     logging.disable(logging.INFO)
-    backend = "nccl" if torch.cuda.is_available() and getattr(args, "device", "auto") in ("auto", "cuda") else "gloo"
+    backend = distributed_backend(getattr(args, "device", Setup.device))
     exit_codes = []
 
     def run_then_wait_for_the_others(_local_rank, parsed):

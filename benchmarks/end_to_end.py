@@ -33,7 +33,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from core.history_file import AMP_DTYPE, DEVICE_MODEL, IMAGES_PER_S, TF32, THREADS, TEST_ACCURACY, TRAIN_LOSS, is_seconds, read_history  # noqa: E402
+from core.history_file import (AMP_DTYPE, DEVICE_MODEL, IMAGES_PER_S, TEST_ACCURACY, TF32, THREADS, TRAIN_LOSS,  # noqa: E402
+                               is_seconds, read_history)
 from engine.precision import PRECISION_MODES  # noqa: E402
 
 # auto: run.py's own choice; a named precision: the --amp mode that forces it.

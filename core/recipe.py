@@ -111,8 +111,8 @@ class Recipe:
                             "the mean of the logits of each image and its mirror image", choices_from="tta")
 
     def differing_field(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
-        """The first field (outside `ignore`) in which this recipe differs from a stored one, or None; fields the
-        stored dict lacks (written by an older version) are not compared."""
+        """The first field (outside `ignore`) in which this recipe differs from a stored one, or None; a field the
+        stored dict lacks is not compared."""
         for name, value in dataclasses.asdict(self).items():
             if name not in ignore and name in stored and stored[name] != value:
                 return name
@@ -246,8 +246,8 @@ class Setup:
     log_histograms: bool = flag(False, "weight and gradient histograms in TensorBoard every epoch (large event files)",
                                 action="store_true")
     runs_root: str = flag("runs", "where run directories are created when --output-dir is not given")
-    output_dir: str | None = flag(None, "the run directory itself (default: a new RUNS_ROOT/<dataset>-<arch>-<blocks>bps-"
-                                        "seed<seed>-<time>); never overwritten")
+    output_dir: str | None = flag(None, "the run directory itself (default: a new folder under RUNS_ROOT named after the "
+                                        "dataset, the net, the seed and the time); never overwritten")
     progress: bool = flag(True, "no progress bar (it is also off when stdout is not a terminal)",
                           flag="--no-progress", action="store_false")
 

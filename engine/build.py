@@ -153,7 +153,7 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
                                   crop_padding=recipe.crop_padding, **shard)
     eval_batches = {TEST: DeviceBatches(data.test.images.to(device), data.test.labels.to(device), recipe.batch_size,
                                         mean, std, **shard)}
-    metrics = {TEST: handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data))}
+    metrics = {TEST: handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data), data.num_coarse)}
     if recipe.train_eval > 0:
         index = handlers.evaluation.train_eval_indices(len(data.train), recipe.train_eval, recipe.seed).to(device)
         eval_batches[TRAIN_EVAL] = DeviceBatches(train_batches.images[index], train_batches.labels[index],

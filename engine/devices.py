@@ -17,12 +17,17 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
+def _on_cuda(name: str) -> bool:
+    """Whether --device `name` computes on a CUDA GPU of this machine: `auto` picks CUDA first."""
+    return name in ("auto", "cuda") and torch.cuda.is_available()
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA, then MPS, then CPU; naming an unavailable device is a clear error."""
     if idist.get_world_size() > 1:
         return idist.device()
     if name == "auto":
-        if torch.cuda.is_available():
+        if _on_cuda(name):
             return torch.device("cuda")
         return torch.device("mps" if _mps_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -30,6 +35,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not _mps_available():
         raise UserError("--device mps requested, but the MPS backend is not available on this machine")
     return torch.device(name)
+
+
+def distributed_backend(name: str) -> str:
+    """torchrun's process-group backend for --device `name`: nccl for processes on CUDA GPUs, else gloo."""
+    return "nccl" if _on_cuda(name) else "gloo"
 
 
 def cpu_model() -> str:

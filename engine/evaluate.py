@@ -114,7 +114,7 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
                             channels_last=uses_channels_last(device))
     evaluator = create_evaluator(model, device, precision)
     if with_metrics:
-        handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data)))
+        handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data), data.num_coarse))
     predictions, labels = [], []
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: (
         predictions.append(engine.state.output["y_pred"].argmax(dim=1).cpu()), labels.append(engine.state.output["y"].cpu())))
@@ -157,7 +157,7 @@ def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) ->
               "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
     lookup = tested.fine_to_coarse
     if lookup is not None:
-        coarse = confusion(lookup[tested.true], lookup[tested.predicted], len(tested.data.coarse_class_names))
+        coarse = confusion(lookup[tested.true], lookup[tested.predicted], tested.data.num_coarse)
         result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
     return result
 
@@ -177,7 +177,7 @@ def evaluate(target: str, setup: Setup) -> str:
               "most_confused": most_confused(classes, data.class_names)}
     if fine_to_coarse is not None:
         lookup = fine_to_coarse
-        result["superclass_confusion"] = confusion(lookup[true], lookup[predicted], len(data.coarse_class_names)).tolist()
+        result["superclass_confusion"] = confusion(lookup[true], lookup[predicted], data.num_coarse).tolist()
         result["superclass_names"] = data.coarse_class_names
         result["per_superclass_accuracy"] = per_class_accuracy(torch.tensor(result["superclass_confusion"]),
                                                                data.coarse_class_names)

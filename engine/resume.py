@@ -83,8 +83,8 @@ def _completed_history(run_dir: str) -> bool:
 
 
 class RunIdentity:
-    """The recipe, stored in every checkpoint so that loading one into another run is refused. (Checkpoints of
-    older versions stored the whole configuration; only its recipe fields are compared.)"""
+    """The recipe, stored in every checkpoint so that loading one into another run is refused. A stored
+    configuration is compared in its recipe fields only (a checkpoint may hold the whole configuration)."""
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe

@@ -14,9 +14,9 @@ def _logits_and_labels(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return output["y_pred"], output["y"]
 
 
-def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | None = None) -> dict:
-    """top-1 / top-5 accuracy and mean cross-entropy; with `fine_to_coarse` (CIFAR-100), also the accuracy of
-    the superclass implied by the predicted fine class."""
+def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | None = None, num_coarse: int = 0) -> dict:
+    """top-1 / top-5 accuracy and mean cross-entropy; with `fine_to_coarse` (CIFAR-100: fine class -> one of
+    `num_coarse` superclasses), also the accuracy of the superclass implied by the predicted fine class."""
     metrics = {
         ACCURACY: Accuracy(output_transform=_logits_and_labels, device=device),
         TOP5: TopKCategoricalAccuracy(k=5, output_transform=_logits_and_labels, device=device),
@@ -24,7 +24,6 @@ def classification_metrics(device: torch.device, fine_to_coarse: torch.Tensor | 
     }
     if fine_to_coarse is not None:
         lookup = fine_to_coarse.to(device)
-        num_coarse = int(lookup.max()) + 1
 
         def coarse(output: dict) -> tuple[torch.Tensor, torch.Tensor]:
             predicted = lookup[output["y_pred"].argmax(dim=1)]

@@ -18,7 +18,8 @@ from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import WINDOW, decide, rule
 from engine.devices import machine_in_words
 from engine.evaluate import Retester
-from models import BONUS_PAIR, dir_name, noun
+from models import BONUS_PAIR, build_model, dir_name, noun
+from models.stats import IMAGE_SIZE, feature_maps
 
 
 def check_comparable(histories: dict[str, RunHistory]) -> None:
@@ -115,8 +116,10 @@ def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) 
             f"{facts['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image and {field_phrase(facts)}. "
             for subject, facts in ((noun(names[1]), cand), (noun(names[0]), base))).rstrip()
     single, multi = base, cand
-    text += (f"Why this is plausible: the single-stage net keeps 32 channels at full 32x32 resolution, so each of its "
-             f"outputs sees only a {single['receptive_field']}-pixel window, smaller than the 32-pixel image, and it "
+    ((channels, size),) = feature_maps(build_model(names[0], num_classes=1))  # one stage; classes do not change it
+    text += (f"Why this is plausible: the single-stage net keeps {channels} channels at full {size}x{size} resolution, "
+             f"so each of its outputs sees only a {single['receptive_field']}-pixel window, smaller than the "
+             f"{IMAGE_SIZE}-pixel image, and it "
              f"spends {single['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image on that. The multi-stage net "
              f"halves the resolution twice while doubling the channels: its receptive field grows to "
              f"{multi['receptive_field']} pixels, covering the whole image, its deeper stages have more channels "

@@ -34,8 +34,12 @@ from engine.session import continued_by, load_data, train
 STUDY_FILE = "study.json"
 
 
+SEED_PREFIX = "seed"
+
+
 def seed_dir(study_dir: str, seed: int) -> str:
-    return os.path.join(study_dir, f"seed{seed}")
+    """Where a study keeps the run (or comparison) of `seed`: `seed<k>/`."""
+    return os.path.join(study_dir, f"{SEED_PREFIX}{seed}")
 
 
 def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, ...] | None = None,
@@ -92,16 +96,22 @@ def train_seeds(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str,
             train(seed_recipe, setup, data=retester.data, resume=directory if finished is False else None, into=directory)
 
 
+def seed_of(folder_name: str) -> int | None:
+    """k for a study's `seed<k>` folder name (`seed_dir`), else None."""
+    number = folder_name.removeprefix(SEED_PREFIX)
+    return int(number) if number != folder_name and number.isdigit() else None
+
+
 def study_seeds(study_dir: str) -> list[int]:
     """The seeds whose folders a study directory holds, in order."""
-    names = [name for name in os.listdir(study_dir) if name.startswith("seed") and name[4:].isdigit()]
-    if not names:
-        raise UserError(f"{study_dir} is not a study directory: it has no seed<k>/ folders")
-    return sorted(int(name[4:]) for name in names)
+    seeds = sorted(seed for seed in map(seed_of, os.listdir(study_dir)) if seed is not None)
+    if not seeds:
+        raise UserError(f"{study_dir} is not a study directory: it has no {SEED_PREFIX}<k>/ folders")
+    return seeds
 
 
 def is_study(directory: str) -> bool:
-    return os.path.isdir(directory) and any(name.startswith("seed") and name[4:].isdigit() for name in os.listdir(directory))
+    return os.path.isdir(directory) and any(seed_of(name) is not None for name in os.listdir(directory))
 
 
 def recorded_run(directory: str) -> str | None:

@@ -33,6 +33,7 @@ class CifarSpec:
     label_key: str
     names_key: str
     num_classes: int
+    num_coarse: int = 0  # superclasses (CIFAR-100's 20), each fine class belonging to one
     coarse_label_key: str | None = None
     coarse_names_key: str | None = None
 
@@ -65,6 +66,7 @@ DATASETS = {
         label_key="fine_labels",
         names_key="fine_label_names",
         num_classes=100,
+        num_coarse=20,
         coarse_label_key="coarse_labels",
         coarse_names_key="coarse_label_names",
     ),
@@ -97,6 +99,10 @@ class CifarData:
     def num_classes(self) -> int:
         return self.spec.num_classes
 
+    @property
+    def num_coarse(self) -> int:
+        return self.spec.num_coarse
+
 
 def _read_batch(path: str, spec: CifarSpec, num_coarse: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     batch = cifar_archive.read_dict(path)
@@ -128,7 +134,7 @@ def load_cifar(spec: CifarSpec, data_dir: str, download: bool = True) -> CifarDa
                 f"archive); download {spec.url} and unpack it into {os.path.abspath(data_dir)}/, or drop --no-download"
             )
         download_and_extract(spec, data_dir)
-    num_coarse = 20 if spec.coarse_label_key else 0
+    num_coarse = spec.num_coarse
     meta_path = os.path.join(root, spec.meta_file)
     meta = cifar_archive.read_dict(meta_path)
     class_names = cifar_archive.names(meta_path, meta, spec.names_key, spec.num_classes)
