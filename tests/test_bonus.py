@@ -185,8 +185,8 @@ def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
     assert "one run per architecture" in capsys.readouterr().err
 
 
-def test_report_renders_a_bonus_directory_in_the_oldest_history_layout(tmp_path, capsys):
-    """Histories in the oldest layout users may hold (one flat config, `amp` None, a `dump_samples` field), rebuilt
+def test_report_renders_a_bonus_directory_whose_histories_have_a_flat_config_and_no_precision(tmp_path, capsys):
+    """Histories with one flat config, `amp` None and a `dump_samples` field (a layout users may hold), rebuilt
     from the committed CIFAR-10 bonus report: --report gives that report's verdict and numbers again. No training:
     the verdict is arithmetic on recorded numbers, the same on every machine."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
 """`--compare A B C`: any architectures of the registry, each judged against the first; and bonus directories
-written before comparisons existed (tests/fixtures/bonus-before-compare, made by that version on tiny synthetic
-CIFAR-10: both histories, the report, and the single-stage run's final checkpoint)."""
+without a comparison.json, whose histories lack the newer recipe fields (tests/fixtures/bonus-without-record, tiny
+synthetic CIFAR-10: both histories, the report, and the single-stage run's final checkpoint)."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ import run
 from engine.compare.verdict import decide, decide_paired
 from helpers import run_in_process, without_timings
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bonus-before-compare")
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bonus-without-record")
 COMMON = ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp"]
 
 
@@ -47,7 +47,7 @@ def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus
         assert run_summary.pop("best_epoch") == {"epoch": best["epoch"], "test_accuracy": best["test_accuracy"]}
         # and the precision and machine, as far as its histories recorded them (the precision, not the machine)
         assert (run_summary.pop("precision"), run_summary.pop("machine")) == ("fp32", None)
-    assert timeless(after) == timeless(before)  # recipe fields added since are absent from old runs' records
+    assert timeless(after) == timeless(before)  # recipe fields the histories lack are absent from the records too
     # The fixture keeps the single-stage run's checkpoint only: the per-class part says what it lacked.
     assert "classes" in gain_before and "checkpoint_" in gain_after["unavailable"]
 

@@ -14,7 +14,7 @@ def history(train_eval_acc, train_eval_loss, test_acc, test_loss=None):
     ]
 
 
-def test_reference_runs_from_the_issue_are_underfitting():
+def test_reference_runs_of_the_plain_loop_are_underfitting():
     # Our plain-loop CIFAR-10 reference: single-stage test accuracy swings 61.3 -> 56.9 -> 73.0 %.
     single = history([0.70, 0.73, 0.765], [0.80, 0.72, 0.678], [0.613, 0.569, 0.730])
     multi = history([0.84, 0.855, 0.868], [0.43, 0.40, 0.375], [0.750, 0.757, 0.763])
