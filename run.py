@@ -150,7 +150,6 @@ def dispatch(args: argparse.Namespace) -> int:
 
     Under torchrun rank 0 reports; another process reports an error of its own too, marked with its rank
     (an error all processes share is said once, by rank 0)."""
-    recipe, setup = configs_from_args(args)
     nets = compared_nets(args)
     rank = idist.get_rank()
 
@@ -163,10 +162,12 @@ def dispatch(args: argparse.Namespace) -> int:
 
     seeds = args.seeds
     try:
+        recipe, setup = configs_from_args(args)
         if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
             seeds, nets = what_to_resume(args.resume, seeds, nets)
             check_recorded_recipe(args.resume, recipe)
         elif not (args.evaluate or args.report or args.resume):
+            recipe.check()
             check_networks(nets or (recipe.arch,), DATASETS[recipe.dataset].num_classes, recipe.blocks_per_stage,
                            blocks_given="blocks_per_stage" in vars(args))
         if args.evaluate:

@@ -13,6 +13,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from core.errors import UserError
+
 
 def int_at_least(minimum: int):
     """An argparse type: a whole number >= `minimum`, with a message that says what was wrong."""
@@ -109,6 +111,18 @@ class Recipe:
                            "this decay (e.g. 0.999), as test_ema_* (0: off)", type=fraction, metavar="DECAY")
     tta: str = flag("none", "test-time augmentation, evaluated as test_flip_* beside the plain test numbers: flip = "
                             "the mean of the logits of each image and its mirror image", choices_from="tta")
+
+    def check(self) -> None:
+        """Refuse, in one line, a recipe that cannot run as written (run.py asks before new work loads data or
+        writes anything; a resume refuses any changed field by name instead, and what a resume may change, more
+        epochs under a constant rate, keeps a recipe runnable)."""
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise UserError("--nesterov needs --optimizer sgd with a --momentum above 0")
+        if self.crop_padding != Recipe.crop_padding and not self.augment:
+            raise UserError("--crop-padding needs --augment (without it no image is cropped)")
+        if self.schedule != "constant" and self.warmup >= self.epochs:
+            raise UserError(f"--warmup {self.warmup} is as long as the whole run ({self.epochs} epochs): the "
+                            f"{self.schedule} schedule would never leave its warm-up")
 
     def differing_field(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
         """The first field (outside `ignore`) in which this recipe differs from a stored one, or None; a field the

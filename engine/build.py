@@ -138,10 +138,6 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         # DistributedDataParallel (BatchNorm per process unless --sync-bn); checkpoints keep the plain module.
         network = idist.auto_model(model, sync_bn=setup.sync_bn)
         model = network.module
-    if recipe.nesterov and (recipe.optimizer != "sgd" or recipe.momentum == 0):
-        raise UserError("--nesterov needs --optimizer sgd with a --momentum above 0")
-    if recipe.crop_padding != Recipe.crop_padding and not recipe.augment:
-        raise UserError("--crop-padding needs --augment (without it no image is cropped)")
     optimizer = idist.auto_optim(create_optimizer(recipe, model))
     if setup.compile:
         network = torch.compile(network)  # `model` stays the original module: it is what checkpoints hold

@@ -14,7 +14,6 @@ from ignite.engine import Engine, Events
 from ignite.handlers import CosineAnnealingScheduler, PiecewiseLinear, create_lr_scheduler_with_warmup
 from ignite.handlers.param_scheduler import ParamScheduler
 
-from core.errors import UserError
 from core.recipe import Recipe
 
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -29,9 +28,8 @@ def create(recipe: Recipe, optimizer: torch.optim.Optimizer, epoch_length: int) 
     """The recipe's scheduler of the learning rate over `recipe.epochs` epochs of `epoch_length` iterations, or None
     for a constant rate without warm-up."""
     total, warmup, peak = recipe.epochs * epoch_length, warmup_iterations(recipe, epoch_length), recipe.lr
-    if recipe.schedule != "constant" and warmup >= total:
-        raise UserError(f"--warmup {recipe.warmup} is as long as the whole run ({recipe.epochs} epochs): the "
-                        f"{recipe.schedule} schedule would never leave its warm-up")
+    if recipe.schedule != "constant":
+        warmup = min(warmup, total - 1)  # a warm-up shorter than the run (Recipe refuses longer) may round up to it
     if recipe.schedule == "constant":
         return PiecewiseLinear(optimizer, "lr", [(0, 0.0), (warmup, peak)]) if warmup else None
     if recipe.schedule == "onecycle":
