@@ -12,7 +12,8 @@ import ignite.distributed as idist
 
 from core.errors import UserError
 from core.history_file import read_history
-from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int, preset_flags
+from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int
+from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
 from engine.compare.directories import check_recorded_recipe, recorded_flags_of, what_to_resume

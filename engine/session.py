@@ -16,7 +16,8 @@ import handlers.checkpointing
 import handlers.tensorboard_logging
 from core.errors import DiskFull, UserError, disk_full
 from core.history_file import RUNNING, TEST_ACCURACY
-from core.recipe import Recipe, Setup, recipe_line
+from core.recipe import Recipe, Setup
+from core.recipe_words import recipe_line
 from engine import build
 from engine.console import say, warn
 from engine.data.datasets import DATASETS, CifarData, load_cifar
@@ -25,7 +26,8 @@ from engine.devices import machine, machine_in_words, resolve_device
 from engine.precision import resolve_precision
 from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint,
                            load_checkpoint, machine_change)
-from engine.rundir import claim_run_dir, default_run_dir, hold, in_use, remove_stale_temp_files, run_dir_of
+from engine.run_lock import hold, in_use
+from engine.rundir import claim_run_dir, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT
 from handlers.interrupts import GracefulStop
 from handlers.loss_scaling import LossScaleCollapsed
@@ -124,7 +126,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
     checkpoint file) continues a run from its checkpoint; otherwise the run directory is `into` (a comparison's or
     a study's member), else `setup.output_dir`, else a new one named after the recipe under `setup.runs_root`.
-    The process holds the run directory's lock while it trains (engine/rundir.py: hold); a resume of a run in use
+    The process holds the run directory's lock while it trains (engine/run_lock.py: hold); a resume of a run in use
     is refused before anything is loaded or written.
     """
     with contextlib.ExitStack() as held:

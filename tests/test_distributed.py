@@ -104,20 +104,20 @@ def test_the_other_ranks_follow_rank_0s_verdict_on_a_run_in_use(ddp_run, monkeyp
     too, so no process trains (the broadcast stands in for gloo's; rank 0's side is the single-process path)."""
     import ignite.distributed as idist
 
-    import engine.rundir
+    import engine.run_lock
     from core.errors import RunDirError
 
     root, _, _ = ddp_run
     run_dir = str(root / "runs" / "run")
-    with engine.rundir.hold(run_dir):  # this test process is the holder; rank 0 would be refused with this line
-        with pytest.raises(engine.rundir.RunInUse) as on_rank_0:
-            with engine.rundir.hold(run_dir):
+    with engine.run_lock.hold(run_dir):  # this test process is the holder; rank 0 would be refused with this line
+        with pytest.raises(engine.run_lock.RunInUse) as on_rank_0:
+            with engine.run_lock.hold(run_dir):
                 pass
     sent = []
     monkeypatch.setattr(idist, "get_rank", lambda: 1)
     monkeypatch.setattr(idist, "get_world_size", lambda: 2)
     monkeypatch.setattr(idist, "broadcast", lambda value, src, safe_mode: sent.append(value) or "\0" + str(on_rank_0.value))
     with pytest.raises(RunDirError, match=f"{run_dir} is in use by process {os.getpid()} "):
-        with engine.rundir.hold(run_dir):
+        with engine.run_lock.hold(run_dir):
             raise AssertionError("rank 1 must not enter the run")
     assert sent == [""]  # rank 1 tried nothing itself: it only received the verdict

@@ -198,7 +198,7 @@ def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_l
 def test_a_recipe_given_beside_a_preset_opens_with_the_preset_the_flags_that_differ_and_every_value():
     import dataclasses
 
-    from core.recipe import recipe_line
+    from core.recipe_words import recipe_line
 
     given, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast", "--lr", "0.2",
                                                                     "--crop-padding", "4"]))

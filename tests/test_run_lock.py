@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.errors import RunInUse
-from engine.rundir import hold, in_use
+from engine.run_lock import hold, in_use
 from helpers import HANG_TIMEOUT, REPO, assert_same_as_reference, read_history, run_in_process, train_args
 
 IN_USE = r"error: {dir} is in use by process (\d+) \(started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it or stop it\n"

@@ -5,14 +5,18 @@ accuracy is the gain to explain. Every further network is a variant: each is con
 the target. A contrast names the properties in which its two networks differ and those they share (measured on
 the models by models/stats.py), shows the paired difference across seeds with its 95 % interval, turns it into a
 share of the gain by `ATTRIBUTION_RULE`, and gives the probability that the variant beats the other network.
+
+What every report measures of a net (`model_facts`: parameters, MACs, receptive field) is measured here too.
 """
 from __future__ import annotations
+
+from torch import nn
 
 from core.history_file import TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
 from engine.compare.stats import CONFIDENCE, interval
 from engine.compare.verdict import WINDOW, seed_window_means
-from engine.compare.facts import model_facts
-from models.stats import IMAGE_SIZE, feature_maps
+from models import build_model, count_parameters, user_nets
+from models.stats import IMAGE_SIZE, feature_maps, macs_per_image, measured_receptive_field
 
 # Parameter and MAC counts this close (relative to the larger) count as held equal.
 COUNT_TOLERANCE = 0.10
@@ -41,6 +45,28 @@ def attribution_rule(baseline: str, target: str, window: int) -> str:
     """`ATTRIBUTION_RULE` in the study's names."""
     return ATTRIBUTION_RULE.format(baseline=baseline, target=target, window=window, image_size=IMAGE_SIZE,
                                    tolerance=f"{100 * COUNT_TOLERANCE:.0f}")
+
+
+def run_facts(history: RunHistory) -> dict:
+    """`model_facts` of the network a run trained."""
+    recipe = history.recipe
+    return model_facts(recipe.arch, history.num_classes, recipe.blocks_per_stage, history.network)[1]
+
+
+def model_facts(arch: str, num_classes: int, blocks_per_stage: int, network: dict | None = None) -> tuple[nn.Module, dict]:
+    """A fresh model of `arch` and its facts. The receptive field is measured by gradient
+    (models/stats.measured_receptive_field), so any network gets one, or None and "receptive_field_note" saying why.
+    A user's network is imported from the file a run recorded (`network`) where its spec does not resolve from here."""
+    net = user_nets.load_recorded(network) if network else user_nets.load(arch) if user_nets.is_spec(arch) else None
+    model = build_model(arch, num_classes, blocks_per_stage=blocks_per_stage)
+    field = measured_receptive_field(model)
+    facts = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model),
+             "receptive_field": field.pixels}
+    if field.pixels is None:
+        facts["receptive_field_note"] = field.why
+    if net is not None:
+        facts["description"] = net.description
+    return model, facts
 
 
 def network_properties(arch: str, num_classes: int, blocks_per_stage: int, network: dict | None = None) -> dict:

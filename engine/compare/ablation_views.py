@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY
-from engine.compare.facts import field_words
 
 
 def _points(value: float) -> str:
     return f"{100 * value:+.2f}"
+
+
+def field_words(facts: dict) -> str:
+    """A measured receptive field in a table: "53 px", or "n/a (why)" where no exact figure could be had."""
+    if facts["receptive_field"] is None:
+        return f"n/a ({facts['receptive_field_note']})"
+    return f"{facts['receptive_field']} px"
+
+
+def field_phrase(facts: dict) -> str:
+    """The same in a sentence: "a 53-pixel receptive field", or "no exact receptive field (why)"."""
+    if facts["receptive_field"] is None:
+        return f"no exact receptive field ({facts['receptive_field_note']})"
+    return f"a {facts['receptive_field']}-pixel receptive field"
 
 
 def _interval(stats: dict) -> str:

@@ -25,8 +25,9 @@ from engine.compare.report import check_comparable, offline, write_report
 from engine.console import say
 from engine.evaluate import Retester
 from engine.resume import member_is_finished
+from engine.run_lock import hold
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
-                           default_report_dir, hold)
+                           default_report_dir)
 from engine.session import continued_by, load_data, train
 from models import BONUS_PAIR, dir_name
 

@@ -12,8 +12,9 @@ from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy,
                                gap_loss, has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
+from engine.compare.ablation import run_facts
+from engine.compare.ablation_views import field_phrase
 from engine.compare.class_gain import compare_classes
-from engine.compare.facts import field_phrase, run_facts
 from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import WINDOW, decide, rule
 from engine.devices import machine_in_words

@@ -4,8 +4,9 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
-from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
-from engine.compare.facts import field_words
+from core.recipe import Recipe
+from core.recipe_words import augmentation_in_words, optimisation_in_words
+from engine.compare.ablation_views import field_words
 from engine.compare.gain_views import gain_markdown
 from engine.compare.study_views import COLORS, more_seeds_note
 from models import ARCHITECTURES, label, noun

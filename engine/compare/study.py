@@ -28,7 +28,8 @@ from engine.compare.verdict import decide, decide_paired, rule, rule_paired
 from engine.console import say
 from engine.evaluate import Retester
 from engine.resume import member_is_finished
-from engine.rundir import clear_unstarted_run, continue_or_claim, default_study_dir, hold
+from engine.run_lock import hold
+from engine.rundir import clear_unstarted_run, continue_or_claim, default_study_dir
 from engine.session import continued_by, load_data, train
 
 STUDY_FILE = "study.json"

@@ -6,7 +6,8 @@ from core.figures import curve_panels, save
 from core.history_file import (ACCURACY, BEST_TEST_ACCURACY, GAP_ACCURACY, LOSS, SUPERCLASS_ACCURACY, TEST,
                                TEST_ACCURACY, TEST_EMA, TEST_FLIP, TOP5, TRAIN_EVAL, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
                                is_loss, metric)
-from core.recipe import Recipe, augmentation_in_words, optimisation_in_words
+from core.recipe import Recipe
+from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
 from engine.compare.stats import expected_half_width
