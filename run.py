@@ -11,19 +11,17 @@ import sys
 import ignite.distributed as idist
 
 from core.errors import UserError
-from core.history_file import read_history
 from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int
 from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
-from engine.compare.directories import check_recorded_recipe, recorded_flags_of, what_to_resume
+from engine.compare.directories import check_recorded_recipe, recorded_flags, what_to_resume
 from engine.compare.report import offline
-from engine.compare.study import is_study, recorded_run, report_study, run_study
+from engine.compare.study import is_study, report_study, run_study
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend
 from engine.evaluate import evaluate
-from engine.precision import AMP_MODES, recorded_mode
-from engine.rundir import run_dir_of
+from engine.precision import AMP_MODES
 from engine.session import Interrupted, train
 from handlers.lr_schedule import SCHEDULES
 from models import ARCHITECTURES, BONUS_PAIR, check_networks, user_nets
@@ -103,30 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
                                "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run")
     commands.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return parser
-
-
-def recorded_flags(resume: str | None) -> dict:
-    """For `--resume RUN_DIR|CHECKPOINT|BONUS_DIR|STUDY_DIR`: the recorded recipe, data folder and precision mode
-    (`engine.compare.study.recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
-    bonus or study prints (`python run.py [--bonus] [--seeds ...] --resume DIR`) continues it as it was; for a
-    comparison or study none of whose runs has a history yet, what its record says. Empty for `auto`."""
-    if not resume or resume == "auto":
-        return {}
-    run_dir = recorded_run(run_dir_of(resume))
-    if run_dir is None:  # a comparison or study none of whose runs has a history yet
-        return recorded_flags_of(run_dir_of(resume))
-    try:
-        history = read_history(run_dir)
-        recorded = dataclasses.asdict(history.recipe)
-    except (UserError, TypeError, ValueError):
-        return {}  # the resume itself then says what is wrong with the run, in one line
-    if isinstance(history.config.get("data_dir"), str):
-        recorded["data_dir"] = history.config["data_dir"]
-    if history.precision is not None:  # the precision it trained in, not the mode that chose it on its machine
-        recorded["amp"] = recorded_mode(history.amp_dtype)
-    elif history.config.get("amp") in AMP_MODES:
-        recorded["amp"] = history.config["amp"]
-    return recorded
 
 
 def recorded_data_dir(args: argparse.Namespace) -> dict:

@@ -1,18 +1,22 @@
 """What a directory given to `--resume` holds (a run, a comparison or a study), as its record or else its files say;
-what `--resume DIR` alone therefore continues; and the refusal of a command that contradicts it: a resume never trains
-a bonus inside a run, nor seeds inside a bonus, nor other seeds or nets in a study."""
+what `--resume DIR` alone therefore continues, and with which recorded flags; and the refusal of a command that
+contradicts it: a resume never trains a bonus inside a run, nor seeds inside a bonus, nor other seeds or nets in a
+study."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
 from core.directory_record import COMPARISON, STUDY, read_record
 from core.errors import UserError
-from core.history_file import HISTORY_FILE
+from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe
 from engine.compare.comparison import comparison_flag, comparison_nets
-from engine.compare.study import is_study, seed_dir, study_seeds
+from engine.compare.study import is_study, recorded_run, seed_dir, study_seeds
+from engine.precision import AMP_MODES, recorded_mode
 from engine.resume import has_checkpoint
+from engine.rundir import run_dir_of
 
 
 @dataclass(frozen=True)
@@ -103,3 +107,27 @@ def recorded_flags_of(directory: str) -> dict:
     flags = dict(record.recipe)
     flags.update({name: value for name, value in (("data_dir", record.data_dir), ("amp", record.amp)) if value})
     return flags
+
+
+def recorded_flags(resume: str | None) -> dict:
+    """For `--resume RUN_DIR|CHECKPOINT|BONUS_DIR|STUDY_DIR`: the recorded recipe, data folder and precision mode
+    (`engine.compare.study.recorded_run`), which stand for any of those flags not given again, so that the command an interrupted run,
+    bonus or study prints (`python run.py [--bonus] [--seeds ...] --resume DIR`) continues it as it was; for a
+    comparison or study none of whose runs has a history yet, what its record says. Empty for `auto`."""
+    if not resume or resume == "auto":
+        return {}
+    run_dir = recorded_run(run_dir_of(resume))
+    if run_dir is None:  # a comparison or study none of whose runs has a history yet
+        return recorded_flags_of(run_dir_of(resume))
+    try:
+        history = read_history(run_dir)
+        recorded = dataclasses.asdict(history.recipe)
+    except (UserError, TypeError, ValueError):
+        return {}  # the resume itself then says what is wrong with the run, in one line
+    if isinstance(history.config.get("data_dir"), str):
+        recorded["data_dir"] = history.config["data_dir"]
+    if history.precision is not None:  # the precision it trained in, not the mode that chose it on its machine
+        recorded["amp"] = recorded_mode(history.amp_dtype)
+    elif history.config.get("amp") in AMP_MODES:
+        recorded["amp"] = history.config["amp"]
+    return recorded
