@@ -211,8 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         # group ("terminate called without an active exception"), failing a run that had succeeded.
         idist.barrier()
 
-    with idist.Parallel(backend=backend) as parallel:
-        parallel.run(run_then_wait_for_the_others, args)
+    try:
+        with idist.Parallel(backend=backend) as parallel:
+            parallel.run(run_then_wait_for_the_others, args)
+    finally:
+        logging.disable(logging.NOTSET)
     return exit_codes[0]
 
 

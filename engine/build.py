@@ -104,16 +104,18 @@ def create_optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.Opti
 
 def configure_torch(recipe: Recipe, setup: Setup, device: torch.device, precision: Precision) -> None:
     """Process-wide torch settings of a run: the seed, deterministic or autotuned kernels, and on CUDA whether fp32
-    convolutions and matmuls may use TF32."""
+    convolutions and matmuls may use TF32. Each is set, on or off, for every run, so that nothing one run set
+    carries over to the next run of the same process (a study, a comparison, the test suite)."""
     torch.manual_seed(recipe.seed)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision.tf32
     if setup.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.deterministic = True
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # picks the fastest kernels; their choice may vary run to run
+        # Required by deterministic cuBLAS, read when cuBLAS starts; left set, it changes no result of a later run.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(setup.deterministic)
+    torch.backends.cudnn.deterministic = setup.deterministic
+    # cuDNN's autotuner picks the fastest kernels; their choice may vary run to run.
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not setup.deterministic
 
 
 def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:

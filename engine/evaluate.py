@@ -16,7 +16,7 @@ from ignite.engine import Events
 import handlers.evaluation
 from core.errors import UserError
 from core.figures import pyplot, save
-from core.history_file import EPOCH, TEST, RunHistory, metric, read_history, write_json
+from core.history_file import ACCURACY, EPOCH, TEST, RunHistory, metric, read_history, write_json
 from core.recipe import Setup
 from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say, warn
@@ -47,7 +47,9 @@ def resolve_target(target: str) -> tuple[str, str]:
 
 
 def confusion(true: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
-    """n x n counts: row = true class, column = predicted class."""
+    """n x n counts: row = true class, column = predicted class. Counted from the predictions themselves rather
+    than by ignite.metrics.ConfusionMatrix, whose compute() all-reduces under torchrun: the reports' re-test runs on
+    rank 0 alone (handlers/comparison_report), where that collective would wait forever."""
     return torch.bincount(true * n + predicted, minlength=n * n).view(n, n)
 
 
@@ -121,8 +123,9 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     evaluator.run(batches)
     epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]
     metrics = {metric(TEST, name): value for name, value in evaluator.state.metrics.items()}
-    return Retest(run_dir, checkpoint, history, data, device, precision, epoch, torch.cat(labels),
-                    torch.cat(predictions), metrics)
+    return Retest(run_dir=run_dir, checkpoint=checkpoint, history=history, data=data, device=device,
+                  precision=precision, epoch=epoch, true=torch.cat(labels), predicted=torch.cat(predictions),
+                  metrics=metrics)
 
 
 @dataclass
@@ -165,19 +168,16 @@ def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) ->
 def evaluate(target: str, setup: Setup) -> str:
     """Re-test the model of `target` and write evaluation.md/.json and confusion.png; returns the folder."""
     tested = retest(target, setup)
-    run_dir, checkpoint, history, data, epoch = tested.run_dir, tested.checkpoint, tested.history, tested.data, tested.epoch
-    recipe, precision, metrics, true, predicted = history.recipe, tested.precision, tested.metrics, tested.true, tested.predicted
-    fine_to_coarse = tested.fine_to_coarse
-    recorded = next((e for e in history.epochs if e[EPOCH] == epoch), None)
-    classes = confusion(true, predicted, data.num_classes)
-    result = {"checkpoint": checkpoint, "epoch": epoch, "recipe": history.config, "device": str(tested.device),
-              "precision": precision.dtype_name or "float32", "metrics": metrics,
+    data, metrics, lookup = tested.data, tested.metrics, tested.fine_to_coarse
+    recorded = next((e for e in tested.history.epochs if e[EPOCH] == tested.epoch), None)
+    classes = confusion(tested.true, tested.predicted, data.num_classes)
+    result = {"checkpoint": tested.checkpoint, "epoch": tested.epoch, "recipe": tested.history.config,
+              "device": str(tested.device), "precision": tested.precision.dtype_name or "float32", "metrics": metrics,
               "recorded_in_history": {key: recorded[key] for key in metrics if key in recorded} if recorded else None,
               "per_class_accuracy": per_class_accuracy(classes, data.class_names),
               "most_confused": most_confused(classes, data.class_names)}
-    if fine_to_coarse is not None:
-        lookup = fine_to_coarse
-        result["superclass_confusion"] = confusion(lookup[true], lookup[predicted], data.num_coarse).tolist()
+    if lookup is not None:
+        result["superclass_confusion"] = confusion(lookup[tested.true], lookup[tested.predicted], data.num_coarse).tolist()
         result["superclass_names"] = data.coarse_class_names
         result["per_superclass_accuracy"] = per_class_accuracy(torch.tensor(result["superclass_confusion"]),
                                                                data.coarse_class_names)
@@ -186,15 +186,18 @@ def evaluate(target: str, setup: Setup) -> str:
         result["confusion"], result["class_names"] = classes.tolist(), data.class_names
         matrix, names = result["confusion"], data.class_names
 
-    stem = os.path.splitext(os.path.basename(checkpoint))[0]
-    folder = create_run_dir(setup.output_dir or os.path.join(run_dir, f"evaluation-{stem}"),
+    stem = os.path.splitext(os.path.basename(tested.checkpoint))[0]
+    folder = create_run_dir(setup.output_dir or os.path.join(tested.run_dir, f"evaluation-{stem}"),
                             numbered=setup.output_dir is None)
+    recipe = tested.history.recipe
     write_json(os.path.join(folder, "evaluation.json"), result)
     with open(os.path.join(folder, "evaluation.md"), "w") as f:
         f.write(render_evaluation(result, recipe.dataset))
     plot_confusion(matrix, names, os.path.join(folder, "confusion.png"),
-                   f"{recipe.dataset} {recipe.arch}, epoch {epoch}: {'superclass' if fine_to_coarse is not None else 'class'} confusion")
-    say(f"Test accuracy {100 * metrics[metric(TEST, 'accuracy')]:.2f}% (epoch {epoch} of {run_dir}); evaluation: {folder}")
+                   f"{recipe.dataset} {recipe.arch}, epoch {tested.epoch}: "
+                   f"{'superclass' if lookup is not None else 'class'} confusion")
+    say(f"Test accuracy {100 * metrics[metric(TEST, ACCURACY)]:.2f}% (epoch {tested.epoch} of {tested.run_dir}); "
+        f"evaluation: {folder}")
     return folder
 
 
