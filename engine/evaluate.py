@@ -17,6 +17,7 @@ import handlers.evaluation
 from core.errors import UserError
 from core.figures import pyplot, save
 from core.history_file import ACCURACY, EPOCH, TEST, RunHistory, metric, read_history, write_json
+from core.numbers import percent
 from core.recipe import Setup
 from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say, warn
@@ -196,7 +197,7 @@ def evaluate(target: str, setup: Setup) -> str:
     plot_confusion(matrix, names, os.path.join(folder, "confusion.png"),
                    f"{recipe.dataset} {recipe.arch}, epoch {tested.epoch}: "
                    f"{'superclass' if lookup is not None else 'class'} confusion")
-    say(f"Test accuracy {100 * metrics[metric(TEST, ACCURACY)]:.2f}% (epoch {tested.epoch} of {tested.run_dir}); "
+    say(f"Test accuracy {percent(metrics[metric(TEST, ACCURACY)])} (epoch {tested.epoch} of {tested.run_dir}); "
         f"evaluation: {folder}")
     return folder
 
@@ -208,12 +209,12 @@ def render_evaluation(result: dict, dataset: str) -> str:
     for key, value in result["metrics"].items():
         lines.append(f"| {key} | {value:.6f} | {recorded[key]:.6f} |" if key in recorded else f"| {key} | {value:.6f} | - |")
     lines += ["", "## Per-class accuracy (worst first)", "", "| class | accuracy | images |", "| --- | ---: | ---: |"]
-    lines += [f"| {row['class']} | {100 * row['accuracy']:.1f}% | {row['images']} |" for row in result["per_class_accuracy"]
+    lines += [f"| {row['class']} | {percent(row['accuracy'], 1)} | {row['images']} |" for row in result["per_class_accuracy"]
               if row["accuracy"] is not None]
     if "per_superclass_accuracy" in result:
         lines += ["", "## Per-superclass accuracy (worst first)", "", "| superclass | accuracy | images |",
                   "| --- | ---: | ---: |"]
-        lines += [f"| {row['class']} | {100 * row['accuracy']:.1f}% | {row['images']} |"
+        lines += [f"| {row['class']} | {percent(row['accuracy'], 1)} | {row['images']} |"
                   for row in result["per_superclass_accuracy"] if row["accuracy"] is not None]
     lines += ["", "## Most confused (true -> predicted)", "", "| true | predicted as | images |", "| --- | --- | ---: |"]
     lines += [f"| {row['true']} | {row['predicted']} | {row['images']} |" for row in result["most_confused"]]

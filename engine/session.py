@@ -16,6 +16,7 @@ import handlers.checkpointing
 import handlers.tensorboard_logging
 from core.errors import DiskFull, UserError, disk_full
 from core.history_file import RUNNING, TEST_ACCURACY
+from core.numbers import percent
 from core.recipe import Recipe, Setup
 from core.recipe_words import recipe_line
 from engine import build
@@ -217,7 +218,7 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
             f"training stopped: the loss became NaN or infinite at {at}; the last good checkpoint is in {run_dir}"
         )
     if outputs.history.epochs:  # rank 0 holds the history
-        say(f"Final test accuracy {100 * outputs.history.epochs[-1][TEST_ACCURACY]:.2f}% after {recipe.epochs} "
+        say(f"Final test accuracy {percent(outputs.history.epochs[-1][TEST_ACCURACY])} after {recipe.epochs} "
             f"epochs; run directory: {run_dir}")
     return outputs.history.as_dict()
 

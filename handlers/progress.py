@@ -9,6 +9,7 @@ from ignite.handlers import ProgressBar
 from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, SKIPPED_STEPS, TEST_ACCURACY, TEST_EMA, TEST_FLIP,
                                TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
                                TRAIN_SECONDS, metric)
+from core.numbers import percent
 from handlers.history import History
 
 
@@ -16,16 +17,16 @@ def format_epoch(record: dict, max_epochs: int) -> str:
     """One line: epoch, mean train loss, test accuracy (top-1/top-5), seconds, images per second."""
     line = (
         f"Epoch {record[EPOCH]:>3}/{max_epochs}  train loss {record[TRAIN_LOSS]:.4f}  "
-        f"test acc {100 * record[TEST_ACCURACY]:.2f}%  top-5 {100 * record[TEST_TOP5]:.2f}%  "
+        f"test acc {percent(record[TEST_ACCURACY])}  top-5 {percent(record[TEST_TOP5])}  "
         f"test loss {record[TEST_LOSS]:.4f}"
     )
     if TEST_SUPERCLASS_ACCURACY in record:
-        line += f"  superclass {100 * record[TEST_SUPERCLASS_ACCURACY]:.2f}%"
+        line += f"  superclass {percent(record[TEST_SUPERCLASS_ACCURACY])}"
     if TRAIN_EVAL_ACCURACY in record:
-        line += f"  train-eval acc {100 * record[TRAIN_EVAL_ACCURACY]:.2f}%"
+        line += f"  train-eval acc {percent(record[TRAIN_EVAL_ACCURACY])}"
     for key, label in ((metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip")):
         if key in record:
-            line += f"  {label} {100 * record[key]:.2f}%"
+            line += f"  {label} {percent(record[key])}"
     if record.get(SKIPPED_STEPS):
         line += f"  fp16 skipped {record[SKIPPED_STEPS]} step{'s' if record[SKIPPED_STEPS] != 1 else ''}"
     return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"

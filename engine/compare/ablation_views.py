@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY
-
-
-def _points(value: float) -> str:
-    return f"{100 * value:+.2f}"
+from core.numbers import points
 
 
 def field_words(facts: dict) -> str:
@@ -25,7 +22,7 @@ def field_phrase(facts: dict) -> str:
 def _interval(stats: dict) -> str:
     if stats["ci_low"] is None:
         return "-"
-    return f"[{_points(stats['ci_low'])}, {_points(stats['ci_high'])}]"
+    return f"[{points(stats['ci_low'], signed=True)}, {points(stats['ci_high'], signed=True)}]"
 
 
 def _facts(properties: dict) -> list[str]:
@@ -38,13 +35,13 @@ def _final(net: dict, key: str) -> str:
     stats = net["final"].get(key)
     if stats is None:
         return "-"
-    return f"{100 * stats['mean']:.2f}" + (f" ± {100 * stats['sd']:.2f}" if stats["sd"] is not None else "")
+    return f"{points(stats['mean'])}" + (f" ± {points(stats['sd'])}" if stats["sd"] is not None else "")
 
 
 def ablation_summary(row: dict) -> str:
     """One contrast in one line (for the console)."""
     text = (f"{row['variant']} - {row['reference']}: differs in {', '.join(row['differs_in']) or 'nothing measured'}; "
-            f"train-eval {_points(row['train_eval_accuracy']['mean'])} pts {_interval(row['train_eval_accuracy'])}")
+            f"train-eval {points(row['train_eval_accuracy']['mean'], signed=True)} pts {_interval(row['train_eval_accuracy'])}")
     if "share" in row:
         text += f", {row['share']['words']} (share {row['share']['mean']:.2f})"
     return text
@@ -68,8 +65,8 @@ def ablation_lines(study: dict) -> list[str]:
                      + f" | {cell} |")
     gain = ablation["gain"]
     lines += ["", f"The gain to explain: {target} minus {baseline} in train-eval accuracy, "
-                  f"{_points(gain['mean'])} pts {_interval(gain)} (per seed "
-                  f"{', '.join(_points(v) for v in gain['values'])})"
+                  f"{points(gain['mean'], signed=True)} pts {_interval(gain)} (per seed "
+                  f"{', '.join(points(v, signed=True) for v in gain['values'])})"
               + ("." if gain["clear"] else "; its interval contains 0, so there is no gain to explain."), "",
               f"Paired contrasts (window means of the last {ablation['window']} epochs, differences in points, "
               "95 % intervals across seeds):", "",
@@ -82,9 +79,9 @@ def ablation_lines(study: dict) -> list[str]:
         share_cell = (f"{share['mean']:.2f} [{share['ci_low']:.2f}, {share['ci_high']:.2f}]: {share['words']}"
                       if share else "-")
         lines.append(f"| {row['variant']} - {row['reference']} | {', '.join(row['differs_in']) or '-'} | "
-                     f"{', '.join(row['held_equal']) or '-'} | {', '.join(_points(v) for v in train_eval['values'])} | "
-                     f"{_points(train_eval['mean'])} {_interval(train_eval)} | {share_cell} | "
-                     f"{_points(test['mean'])} {_interval(test)} | {better['wins']} of {better['seeds']} = "
+                     f"{', '.join(row['held_equal']) or '-'} | {', '.join(points(v, signed=True) for v in train_eval['values'])} | "
+                     f"{points(train_eval['mean'], signed=True)} {_interval(train_eval)} | {share_cell} | "
+                     f"{points(test['mean'], signed=True)} {_interval(test)} | {better['wins']} of {better['seeds']} = "
                      f"{better['probability']:.2f} [{better['ci_low']:.2f}, {better['ci_high']:.2f}] |")
     lines += ["", "### The attribution rule", "", "```", ablation["rule"], "```"]
     return lines

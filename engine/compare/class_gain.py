@@ -9,6 +9,7 @@ import math
 from statistics import fmean
 
 from models import BONUS_PAIR, label
+from core.numbers import points
 
 TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
 CONCENTRATED_SHARE = 0.5  # ... carrying more than half of what the improving classes gained
@@ -57,9 +58,9 @@ def compare_classes(baseline: list[dict[str, float]], candidate: list[dict[str, 
         pattern = "broad"
     else:
         pattern = "mixed"
-    summary = (f"{pattern}: {improved} of {len(rows)} classes improve, mean gain {100 * mean_gain:+.2f} pts"
+    summary = (f"{pattern}: {improved} of {len(rows)} classes improve, mean gain {points(mean_gain, signed=True)} pts"
                + (f"; the top {top} carry {top_share:.0%} of what the improving classes gained" if top_share is not None else "")
-               + f"; most improved: {rows[0]['class']} ({100 * rows[0]['gain']:+.1f}), least: {rows[-1]['class']} "
-               f"({100 * rows[-1]['gain']:+.1f})")
+               + f"; most improved: {rows[0]['class']} ({points(rows[0]['gain'], 1, signed=True)}), least: {rows[-1]['class']} "
+               f"({points(rows[-1]['gain'], 1, signed=True)})")
     return {"seeds": len(baseline), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
             "top_share": top_share, "pattern": pattern, "summary": summary, "rule": rule(nets)}

@@ -1,6 +1,8 @@
 """How "where the gain comes from" looks in report.md and study.md (the numbers come from engine/compare/class_gain.py)."""
 from __future__ import annotations
 
+from core.numbers import percent, points
+
 ROWS_SHOWN = 5  # with more than 4 * ROWS_SHOWN classes, the most and least improved ROWS_SHOWN each
 
 
@@ -15,8 +17,8 @@ def _table(comparison: dict, what: str) -> list[str]:
         if row is None:
             lines.append(f"| ... {len(rows) - 2 * ROWS_SHOWN} more | | | |" + (" |" if seeds > 1 else ""))
             continue
-        lines.append(f"| {row['class']} | {100 * row[base]:.1f}% | {100 * row[cand]:.1f}% | "
-                     f"{100 * row['gain']:+.1f} |" + (f" {row['seeds_improved']} of {seeds} |" if seeds > 1 else ""))
+        lines.append(f"| {row['class']} | {percent(row[base], 1)} | {percent(row[cand], 1)} | "
+                     f"{points(row['gain'], 1, signed=True)} |" + (f" {row['seeds_improved']} of {seeds} |" if seeds > 1 else ""))
     return lines
 
 

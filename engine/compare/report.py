@@ -16,7 +16,7 @@ from engine.compare.ablation import run_facts
 from engine.compare.ablation_views import field_phrase
 from engine.compare.class_gain import compare_classes
 from engine.compare.report_views import plot_curves, render_report
-from engine.compare.verdict import WINDOW, decide, rule
+from engine.compare.verdict import WINDOW, contrast_layout, contrasts_of, decide, rule, verdict_lines
 from engine.devices import machine_in_words
 from engine.evaluate import Retester
 from models import BONUS_PAIR, build_model, dir_name, noun
@@ -95,16 +95,7 @@ def build_report(histories: dict[str, RunHistory], window: int = WINDOW) -> dict
         pair = (names[0], name)
         verdict = decide(histories[pair[0]].epochs, histories[name].epochs, window, names=pair)
         contrasts[name] = {"verdict": verdict, "rule": rule(pair), "explanation": explanation(verdict, runs, pair)}
-    if len(names) == 2:
-        return {"config": recipe, "runs": runs, **contrasts[names[1]]}
-    return {"config": recipe, "baseline": names[0], "runs": runs, "contrasts": contrasts}
-
-
-def contrasts_of(report: dict) -> dict:
-    """{candidate: its contrast (verdict, rule, explanation, ...)} of a report of any number of networks."""
-    if "contrasts" in report:
-        return report["contrasts"]
-    return {list(report["runs"])[1]: report}
+    return {"config": recipe, "runs": runs, **contrast_layout(names[0], contrasts)}
 
 
 def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) -> str:
@@ -157,14 +148,7 @@ def console_table(report: dict) -> str:
         if key in report["runs"][names[-1]]["final"]:
             lines.append(f"{label:<22}" + "".join(f"{fmt.format(scale * report['runs'][arch]['final'][key]):>14}"
                                                   for arch in names))
-    contrasts = contrasts_of(report)
-    for name, contrast in contrasts.items():
-        against = f" ({name} against {names[0]})" if len(contrasts) > 1 else ""
-        lines.append(f"Verdict{against}: {contrast['verdict']['verdict']} (confidence: {contrast['verdict']['confidence']})")
-        gain = contrast.get("where_the_gain_comes_from", {})
-        if "classes" in gain:
-            lines.append(f"Where the gain comes from{against}: {gain['classes']['summary']}")
-    return "\n".join(lines)
+    return "\n".join(lines + verdict_lines(report))
 
 
 def write_report(directory: str, histories: dict[str, RunHistory], retester: Retester | None = None) -> dict:

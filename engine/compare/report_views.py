@@ -4,22 +4,20 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
+from core.numbers import percent, points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import field_words
 from engine.compare.gain_views import gain_markdown
 from engine.compare.study_views import COLORS, more_seeds_note
+from engine.compare.verdict import contrasts_of
 from models import ARCHITECTURES, label, noun
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
 
 
 def _record_cell(record: dict, key: str) -> str:
     if key not in record:
         return "-"
-    return f"{record[key]:.4f}" if is_loss(key) else _pct(record[key])
+    return f"{record[key]:.4f}" if is_loss(key) else percent(record[key])
 
 
 def title(report: dict) -> str:
@@ -54,23 +52,23 @@ def _header_lines(report: dict) -> list[str]:
             if index < len(runs[arch]["epochs"]):
                 e = runs[arch]["epochs"][index]
                 lines.append(f"| {e[EPOCH]} | {arch} | {e[TRAIN_LOSS]:.4f} | {_record_cell(e, TRAIN_EVAL_ACCURACY)} | "
-                             f"{_record_cell(e, TRAIN_EVAL_LOSS)} | {_pct(e[TEST_ACCURACY])} | {_pct(e[TEST_TOP5])} | "
+                             f"{_record_cell(e, TRAIN_EVAL_LOSS)} | {percent(e[TEST_ACCURACY])} | {percent(e[TEST_TOP5])} | "
                              f"{e[TEST_LOSS]:.4f} |")
     lines += ["", "## Final numbers (last epoch)", "", "| | " + " | ".join(runs) + " |",
               "| --- |" + " ---: |" * len(runs)]
     rows = [("mean train loss (last epoch)", lambda r: f"{r['final'][TRAIN_LOSS]:.4f}")]
     if has_train_eval:
-        rows += [("train-eval accuracy", lambda r: _pct(r["final"][TRAIN_EVAL_ACCURACY])),
+        rows += [("train-eval accuracy", lambda r: percent(r["final"][TRAIN_EVAL_ACCURACY])),
                  ("train-eval loss", lambda r: f"{r['final'][TRAIN_EVAL_LOSS]:.4f}")]
-    rows += [("test accuracy", lambda r: _pct(r["final"][TEST_ACCURACY])),
-             ("test top-5", lambda r: _pct(r["final"][TEST_TOP5])),
+    rows += [("test accuracy", lambda r: percent(r["final"][TEST_ACCURACY])),
+             ("test top-5", lambda r: percent(r["final"][TEST_TOP5])),
              ("test loss", lambda r: f"{r['final'][TEST_LOSS]:.4f}")]
     if has_train_eval:
-        rows += [("gap: train-eval acc - test acc", lambda r: f"{100 * r['final'][GAP_ACCURACY]:.2f} pts"),
+        rows += [("gap: train-eval acc - test acc", lambda r: f"{points(r['final'][GAP_ACCURACY])} pts"),
                  ("gap: test loss - train-eval loss", lambda r: f"{r['final'][GAP_LOSS]:.4f}")]
     if all("best_epoch" in run for run in runs.values()):
         rows.append(("test accuracy at the best epoch (not the last)",
-                     lambda r: f"{_pct(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
+                     lambda r: f"{percent(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
     rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
              ("MACs per image", lambda r: f"{r['model']['macs_per_image'] / 1e6:.1f} M"),
              ("receptive field", lambda r: field_words(r["model"])),
@@ -95,8 +93,8 @@ def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> lis
             lines.append(f"| {key.replace('_', ' ')} | {scale * d['value']:+.3f}{unit} | {scale * d['margin']:.3f}{unit} | "
                          f"{'yes' if d['clear'] else 'no'} |")
         lines += ["", f"Test accuracy over the window: {base} "
-                  f"{', '.join(_pct(v) for v in verdict['window_stats'][base][TEST_ACCURACY]['values'])}; "
-                  f"{cand} {', '.join(_pct(v) for v in verdict['window_stats'][cand][TEST_ACCURACY]['values'])}"
+                  f"{', '.join(percent(v) for v in verdict['window_stats'][base][TEST_ACCURACY]['values'])}; "
+                  f"{cand} {', '.join(percent(v) for v in verdict['window_stats'][cand][TEST_ACCURACY]['values'])}"
                   f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", "",
                   more_seeds_note(verdict), ""]
     if "where_the_gain_comes_from" in contrast:
@@ -109,7 +107,7 @@ def render_report(report: dict) -> str:
     explanation and where the gain comes from, and the rule."""
     names = list(report["runs"])
     lines = _header_lines(report)
-    if "contrasts" not in report:  # a pair: one verdict
+    if len(contrasts_of(report)) == 1:  # a pair: one verdict
         lines += _contrast_lines(report, (names[0], names[1]), "Verdict")
         lines += ["## The rule", "", "```", report["rule"], "```", "", "![curves](curves.png)", ""]
         return "\n".join(lines)
@@ -121,10 +119,10 @@ def render_report(report: dict) -> str:
         contrast = report["contrasts"].get(name)
         verdict = f"{contrast['verdict']['verdict']} ({contrast['verdict']['confidence']})" if contrast else "baseline"
         final = run["final"]
-        gap = f"{100 * final[GAP_ACCURACY]:.2f} pts" if GAP_ACCURACY in final else "-"
+        gap = f"{points(final[GAP_ACCURACY])} pts" if GAP_ACCURACY in final else "-"
         lines.append(f"| {name} | {run['model']['parameters']:,} | {run['model']['macs_per_image'] / 1e6:.1f} M | "
                      f"{field_words(run['model'])} | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
-                     f"{_pct(final[TEST_ACCURACY])} | {gap} | {verdict} |")
+                     f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
     lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
     for name, contrast in report["contrasts"].items():
         lines += _contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}")

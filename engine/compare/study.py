@@ -17,6 +17,7 @@ from core.directory_record import STUDY, DirectoryRecord, read_record
 from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, best_epoch,
                                gap_accuracy, has_train_eval, is_result, read_history, write_json)
+from core.numbers import percent, points
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
@@ -24,7 +25,7 @@ from engine.compare.comparison import comparison_flag, comparison_nets, comparis
 from engine.compare.report import where_the_gain_comes_from
 from engine.compare.stats import interval
 from engine.compare.study_views import plot_study, render_study
-from engine.compare.verdict import decide, decide_paired, rule, rule_paired
+from engine.compare.verdict import contrast_layout, decide, decide_paired, rule, rule_paired, verdict_lines
 from engine.console import say
 from engine.evaluate import Retester
 from engine.resume import member_is_finished
@@ -185,28 +186,21 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
             contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
                 {arch: histories[arch] for arch in pair}, retester)
             contrasts[name] = contrast
-        if len(compared) == 2:
-            study.update(contrasts[compared[1]])
-        else:
-            study.update(baseline=compared[0], contrasts=contrasts)
-            if len(seeds) >= 2:  # what explains the second net's gain: its contrasts need an interval across seeds
-                study["ablation"] = ablation(histories)
+        study.update(contrast_layout(compared[0], contrasts))
+        if len(compared) > 2 and len(seeds) >= 2:
+            # What explains the second net's gain: its contrasts need an interval across seeds.
+            study["ablation"] = ablation(histories)
     write_json(os.path.join(study_dir, STUDY_FILE), study)
     with open(os.path.join(study_dir, "study.md"), "w") as f:
         f.write(render_study(study))
     plot_study(study, os.path.join(study_dir, "study.png"))
-    final = ", ".join(f"{arch} test accuracy {100 * s['final'][TEST_ACCURACY]['mean']:.2f}%"
-                      + (f" ± {100 * s['final'][TEST_ACCURACY]['sd']:.2f}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
+    final = ", ".join(f"{arch} test accuracy {percent(s['final'][TEST_ACCURACY]['mean'])}"
+                      + (f" ± {points(s['final'][TEST_ACCURACY]['sd'])}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
                       for arch, s in study["nets"].items())
     say(f"Across {len(seeds)} seed(s): {final}; mean train loss of the last epoch "
         + ", ".join(f"{s['final'][TRAIN_LOSS]['mean']:.4f}" for s in study["nets"].values()))
-    contrasts = study.get("contrasts") or ({list(study["nets"])[1]: study} if "verdict" in study else {})
-    for name, contrast in contrasts.items():
-        against = f" ({name} against {study['baseline']})" if "baseline" in study else ""
-        say(f"Verdict across seeds{against}: {contrast['verdict']['verdict']} "
-            f"(confidence: {contrast['verdict']['confidence']})")
-        if "classes" in contrast.get("where_the_gain_comes_from", {}):
-            say(f"Where the gain comes from{against}: {contrast['where_the_gain_comes_from']['classes']['summary']}")
+    for line in verdict_lines(study, "Verdict across seeds"):
+        say(line)
     for row in study.get("ablation", {}).get("contrasts", []):
         say(f"Ablation: {ablation_summary(row)}")
     say(f"Study report: {os.path.join(study_dir, 'study.md')}")

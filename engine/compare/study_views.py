@@ -6,11 +6,13 @@ from core.figures import curve_panels, save
 from core.history_file import (ACCURACY, BEST_TEST_ACCURACY, GAP_ACCURACY, LOSS, SUPERCLASS_ACCURACY, TEST,
                                TEST_ACCURACY, TEST_EMA, TEST_FLIP, TOP5, TRAIN_EVAL, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
                                is_loss, metric)
+from core.numbers import points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
 from engine.compare.gain_views import gain_markdown
 from engine.compare.stats import expected_half_width
+from engine.compare.verdict import contrasts_of
 from models import label, noun
 
 # Curve colours by position, baseline first (the bonus pair: orange, blue).
@@ -29,7 +31,7 @@ LABELS = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test a
 def _number(key: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" if is_loss(key) else f"{100 * value:.2f}"
+    return f"{value:.4f}" if is_loss(key) else points(value)
 
 
 def _stats_cell(key: str, stats: dict) -> str:
@@ -60,9 +62,9 @@ def render_study(study: dict) -> str:
             lines.append(f"| {index} | {arch} | {_stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {_stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
                          f"{_stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
     names = list(study["nets"])
-    contrasts = study.get("contrasts") or ({names[1]: study} if "verdict" in study else {})
+    contrasts = contrasts_of(study)
     for name, contrast in contrasts.items():
-        heading = f"{name} against {study['baseline']}" if "baseline" in study else "Verdict"
+        heading = f"{name} against {names[0]}" if len(contrasts) > 1 else "Verdict"
         lines += _contrast_lines(contrast, (names[0], name), heading)
     if contrasts:
         first = next(iter(contrasts.values()))
@@ -101,8 +103,8 @@ def more_seeds_note(verdict: dict) -> str:
         return "One seed: the window rule was used; more seeds (`--seeds 0 1 2`) would give a confidence interval."
     single, multi = (stats[TEST_ACCURACY]["std"] for stats in verdict["window_stats"].values())
     noise = (single**2 + multi**2) ** 0.5
-    widths = ", ".join(f"K = {k}: ± {100 * expected_half_width(noise, k):.2f} pts" for k in (3, 5, 10))
-    return (f"One seed: the window rule was used. The test-accuracy difference moved by about {100 * noise:.2f} points "
+    widths = ", ".join(f"K = {k}: ± {points(expected_half_width(noise, k))} pts" for k in (3, 5, 10))
+    return (f"One seed: the window rule was used. The test-accuracy difference moved by about {points(noise)} points "
             f"(sd) from epoch to epoch; if seeds spread it as much, a paired study's 95 % interval would be {widths} "
             f"(`--seeds`).")
 

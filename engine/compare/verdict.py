@@ -14,6 +14,7 @@ import math
 import statistics
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, gap_accuracy
+from core.numbers import points
 from engine.compare.stats import CONFIDENCE, interval
 from models import BONUS_PAIR, label, noun
 
@@ -49,9 +50,41 @@ def _words(names: tuple[str, str]) -> dict:
     base, cand = names
     return {"base": label(base), "cand": label(cand), "cand_noun": noun(cand), "base_noun": noun(base),
             "base_short": label(base).split("-")[0], "cand_short": label(cand).split("-")[0],
-            "accuracy_floor": f"{100 * ACCURACY_FLOOR:.1f}", "loss_floor": f"{LOSS_FLOOR:g}",
+            "accuracy_floor": points(ACCURACY_FLOOR, 1), "loss_floor": f"{LOSS_FLOOR:g}",
             "noise": f"{NOISE_FACTOR:g}", "strong": "twice" if STRONG_FACTOR == 2 else f"{STRONG_FACTOR:g} times", "window": WINDOW,
             "confidence": f"{100 * CONFIDENCE:.0f}"}
+
+
+def contrast_layout(baseline: str, contrasts: dict) -> dict:
+    """How a report or a study holds its contrasts (each candidate's verdict, rule, ... against `baseline`): a pair's
+    one contrast at the top level, several under "contrasts" by candidate. `contrasts_of` reads either."""
+    if len(contrasts) == 1:
+        return next(iter(contrasts.values()))
+    return {"baseline": baseline, "contrasts": contrasts}
+
+
+def contrasts_of(record: dict) -> dict:
+    """{candidate: its contrast} of a report or study laid out by `contrast_layout` (none for a study of one net)."""
+    if "contrasts" in record:
+        return record["contrasts"]
+    names = list(record.get("runs") or record.get("nets") or ())
+    return {names[1]: record} if "verdict" in record else {}
+
+
+def verdict_lines(record: dict, verdict_words: str = "Verdict") -> list[str]:
+    """The console's lines for each contrast of a report or study: the verdict and where the gain comes from,
+    naming the candidate and the baseline where there are several."""
+    contrasts = contrasts_of(record)
+    baseline = list(record.get("runs") or record.get("nets"))[0]
+    lines = []
+    for name, contrast in contrasts.items():
+        against = f" ({name} against {baseline})" if len(contrasts) > 1 else ""
+        verdict = contrast["verdict"]
+        lines.append(f"{verdict_words}{against}: {verdict['verdict']} (confidence: {verdict['confidence']})")
+        gain = contrast.get("where_the_gain_comes_from", {})
+        if "classes" in gain:
+            lines.append(f"Where the gain comes from{against}: {gain['classes']['summary']}")
+    return lines
 
 
 def summarize(values: list[float]) -> dict:
