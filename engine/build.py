@@ -22,7 +22,7 @@ from core.errors import UserError
 from core.history_file import TEST, TEST_EMA, TEST_FLIP, TRAIN_EVAL
 from core.recipe import Recipe, Setup
 from engine.data.datasets import CifarData, channel_stats
-from engine.data.loader import DeviceBatches
+from engine.data.loader import DeviceBatches, train_eval_indices
 from engine.devices import resolve_device
 from engine.precision import Precision, resolve_precision
 from engine.steps import create_evaluator, create_trainer
@@ -153,7 +153,7 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
                                         mean, std, **shard)}
     metrics = {TEST: handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data), data.num_coarse)}
     if recipe.train_eval > 0:
-        index = handlers.evaluation.train_eval_indices(len(data.train), recipe.train_eval, recipe.seed).to(device)
+        index = train_eval_indices(len(data.train), recipe.train_eval, recipe.seed).to(device)
         eval_batches[TRAIN_EVAL] = DeviceBatches(train_batches.images[index], train_batches.labels[index],
                                                  recipe.batch_size, mean, std, **shard)
         metrics[TRAIN_EVAL] = handlers.evaluation.classification_metrics(device)

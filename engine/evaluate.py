@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
 
 import torch
 from ignite.engine import Events
@@ -50,7 +49,7 @@ def resolve_target(target: str) -> tuple[str, str]:
 def confusion(true: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
     """n x n counts: row = true class, column = predicted class. Counted from the predictions themselves rather
     than by ignite.metrics.ConfusionMatrix, whose compute() all-reduces under torchrun: the reports' re-test runs on
-    rank 0 alone (handlers/comparison_report), where that collective would wait forever."""
+    rank 0 alone (engine/run_lock.write_on_rank_0), where that collective would wait forever."""
     return torch.bincount(true * n + predicted, minlength=n * n).view(n, n)
 
 
@@ -127,43 +126,6 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     return Retest(run_dir=run_dir, checkpoint=checkpoint, history=history, data=data, device=device,
                   precision=precision, epoch=epoch, true=torch.cat(labels), predicted=torch.cat(predictions),
                   metrics=metrics)
-
-
-@dataclass
-class Retester:
-    """Re-tests final models class by class for the reports: on `setup`'s device, on `data` when loaded (else the
-    dataset each run names), each run directory once per process, so that a study reuses what its comparisons'
-    reports re-tested."""
-
-    setup: Setup
-    data: CifarData | None = None
-    done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
-
-    def class_accuracy(self, run_dir: str) -> dict:
-        key = os.path.realpath(run_dir)
-        if key not in self.done:
-            self.done[key] = class_accuracy(run_dir, self.setup, self.data)
-        return self.done[key]
-
-
-def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:
-    """Test accuracy per class name (and per superclass name on CIFAR-100) of the run's newest checkpoint, which
-    must be its last epoch's: what the reports' "where the gain comes from" compares."""
-    tested = retest(run_dir, setup, data, with_metrics=False)
-    last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
-    if tested.epoch != last_epoch:
-        raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
-
-    def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
-        return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
-
-    result = {"epoch": tested.epoch,
-              "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
-    lookup = tested.fine_to_coarse
-    if lookup is not None:
-        coarse = confusion(lookup[tested.true], lookup[tested.predicted], tested.data.num_coarse)
-        result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
-    return result
 
 
 def evaluate(target: str, setup: Setup) -> str:

@@ -1,11 +1,13 @@
 """The lock of a run, bonus or study directory: one process uses it at a time (`hold`); another is refused in one
-line naming the holder. Under torchrun rank 0 decides and the other processes follow its verdict (`on_rank_0`)."""
+line naming the holder. Under torchrun rank 0 decides and the other processes follow its verdict (`on_rank_0`), and
+rank 0 alone writes what a comparison or study writes while the others wait (`write_on_rank_0`)."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
 import time
+from typing import Callable
 
 import ignite.distributed as idist
 
@@ -129,3 +131,17 @@ def hold(directory: str, members=()):
             with contextlib.suppress(FileNotFoundError):  # the directory itself may be gone
                 os.unlink(os.path.join(directory, LOCK_FILE))
             os.close(fd)
+
+
+def write_on_rank_0(write: Callable[[], object]) -> None:
+    """Call `write()` on rank 0 only; under torchrun the other processes wait until it is done. A failure is
+    raised on rank 0 after the barrier, so that no process waits forever."""
+    failure = None
+    if idist.get_rank() == 0:
+        try:
+            write()
+        except Exception as exc:
+            failure = exc
+    idist.barrier()
+    if failure is not None:
+        raise failure

@@ -43,9 +43,3 @@ def attach_metrics(evaluator: Engine, metrics: dict) -> None:
 def attach(trainer: Engine, evaluator: Engine, batches) -> None:
     """Run `evaluator` over `batches` at the end of every training epoch."""
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(batches))
-
-
-def train_eval_indices(num_train: int, size: int, seed: int) -> torch.Tensor:
-    """A fixed, seeded subset of `size` training images (sorted), the same for every architecture."""
-    generator = torch.Generator().manual_seed(seed + 12_345)
-    return torch.randperm(num_train, generator=generator)[: min(size, num_train)].sort().values

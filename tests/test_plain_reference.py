@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 import run
-from engine.data.loader import epoch_generator, random_crop_flip
-from handlers.evaluation import train_eval_indices
+from engine.data.loader import epoch_generator, random_crop_flip, train_eval_indices
 from models import build_model
 from synthetic_cifar import write_cifar10, write_cifar100
 from helpers import learning_rate

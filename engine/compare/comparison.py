@@ -21,11 +21,10 @@ from core.directory_record import COMPARISON, RECORD_FILES, DirectoryRecord, rea
 from core.errors import UserError
 from core.history_file import RunHistory, read_history
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
-from engine.compare.report import check_comparable, offline, write_report
+from engine.compare.report import Retester, check_comparable, offline, write_report
 from engine.console import say
-from engine.evaluate import Retester
 from engine.resume import member_is_finished
-from engine.run_lock import hold
+from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir)
 from engine.session import continued_by, load_data, train
@@ -110,7 +109,8 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
 
     comparison = Engine(train_one)
     comparison.logger.disabled = True  # errors are reported in one line by run.py
-    handlers.comparison_report.attach(comparison, lambda: write_report(directory, read_comparison(directory), retester))
+    handlers.comparison_report.attach(
+        comparison, lambda: write_on_rank_0(lambda: write_report(directory, read_comparison(directory), retester)))
     with continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}", directory):
         comparison.run(list(nets), max_epochs=1)
     return directory

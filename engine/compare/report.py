@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass, field
+
+import torch
 
 from core.errors import UserError
 from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
@@ -17,8 +20,9 @@ from engine.compare.ablation_views import field_phrase
 from engine.compare.class_gain import compare_classes
 from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import WINDOW, contrast_layout, contrasts_of, decide, rule, verdict_lines
+from engine.data.datasets import CifarData
 from engine.devices import machine_in_words
-from engine.evaluate import Retester
+from engine.evaluate import confusion, per_class_accuracy, retest
 from models import BONUS_PAIR, build_model, dir_name, noun
 from models.stats import IMAGE_SIZE, feature_maps
 
@@ -34,6 +38,43 @@ def check_comparable(histories: dict[str, RunHistory]) -> None:
     for arch, history in histories.items():
         if not history.completed:
             raise UserError(f"the {arch} run has not completed (status: {history.status})")
+
+
+@dataclass
+class Retester:
+    """Re-tests final models class by class for the reports: on `setup`'s device, on `data` when loaded (else the
+    dataset each run names), each run directory once per process, so that a study reuses what its comparisons'
+    reports re-tested."""
+
+    setup: Setup
+    data: CifarData | None = None
+    done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
+
+    def class_accuracy(self, run_dir: str) -> dict:
+        key = os.path.realpath(run_dir)
+        if key not in self.done:
+            self.done[key] = class_accuracy(run_dir, self.setup, self.data)
+        return self.done[key]
+
+
+def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:
+    """Test accuracy per class name (and per superclass name on CIFAR-100) of the run's newest checkpoint, which
+    must be its last epoch's: what the reports' "where the gain comes from" compares."""
+    tested = retest(run_dir, setup, data, with_metrics=False)
+    last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
+    if tested.epoch != last_epoch:
+        raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
+
+    def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
+        return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
+
+    result = {"epoch": tested.epoch,
+              "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
+    lookup = tested.fine_to_coarse
+    if lookup is not None:
+        coarse = confusion(lookup[tested.true], lookup[tested.predicted], tested.data.num_coarse)
+        result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
+    return result
 
 
 def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:

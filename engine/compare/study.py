@@ -12,7 +12,6 @@ import os
 
 import ignite.distributed as idist
 
-import handlers.comparison_report
 from core.directory_record import STUDY, DirectoryRecord, read_record
 from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, best_epoch,
@@ -22,14 +21,13 @@ from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
 from engine.compare.comparison import comparison_flag, comparison_nets, comparison_recipe, net_dir, run_comparison
-from engine.compare.report import where_the_gain_comes_from
+from engine.compare.report import Retester, where_the_gain_comes_from
 from engine.compare.stats import interval
 from engine.compare.study_views import plot_study, render_study
 from engine.compare.verdict import contrast_layout, decide, decide_paired, rule, rule_paired, verdict_lines
 from engine.console import say
-from engine.evaluate import Retester
 from engine.resume import member_is_finished
-from engine.run_lock import hold
+from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import clear_unstarted_run, continue_or_claim, default_study_dir
 from engine.session import continued_by, load_data, train
 
@@ -64,7 +62,7 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, .
         with continued_by(f"python run.py --seeds {' '.join(map(str, seeds))}{what} --resume {study_dir}", study_dir):
             train_seeds(recipe, setup, seeds, nets, study_dir, resuming=resume_dir is not None, retester=retester)
             # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
-            handlers.comparison_report.write_on_rank_0(lambda: write_study(study_dir, retester))
+            write_on_rank_0(lambda: write_study(study_dir, retester))
     return study_dir
 
 

@@ -106,3 +106,9 @@ class DeviceBatches:
             if self.world_size > 1:
                 images, index = images[self.rank::self.world_size], index[self.rank::self.world_size]
             yield self.normalize(images), self.labels[index], index
+
+
+def train_eval_indices(num_train: int, size: int, seed: int) -> torch.Tensor:
+    """A fixed, seeded subset of `size` training images (sorted), the same for every architecture."""
+    generator = torch.Generator().manual_seed(seed + 12_345)
+    return torch.randperm(num_train, generator=generator)[: min(size, num_train)].sort().values
