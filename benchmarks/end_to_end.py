@@ -113,7 +113,7 @@ def speedups_over_fp32(runs: dict) -> dict:
 
 def cpu_kernel_rates(seconds: float, small: bool = False) -> dict:
     """Best fp32 and bf16 dense-kernel GFLOP/s of this CPU (the throughput benchmark's own measurement)."""
-    from throughput import dense_kernel_rates  # benchmarks/ is on sys.path when this file runs as a script
+    from machine_peak import dense_kernel_rates  # benchmarks/ is on sys.path when this file runs as a script
     import torch
 
     return {name: dense_kernel_rates(dtype, seconds, small)
@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--json", default="benchmarks/results/end_to_end.json")
     args = parser.parse_args(argv)
     import torch
-    from throughput import cpu_facts
+    from machine_peak import cpu_facts
 
     results = {"device": args.device, "epochs": args.epochs, "train_eval": args.train_eval, "torch": torch.__version__,
                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "runs": {}}

@@ -82,7 +82,7 @@ def test_every_pipeline_in_every_precision_is_timed_and_utilisation_is_consisten
 
 def test_training_flops_are_about_three_forward_passes():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-    from throughput import training_flops_per_image
+    from machine_peak import training_flops_per_image
 
     from models import build_model
     from models.stats import macs_per_image
