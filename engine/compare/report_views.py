@@ -8,8 +8,7 @@ from core.numbers import percent, points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import field_words
-from engine.compare.gain_views import gain_markdown
-from engine.compare.study_views import COLORS, more_seeds_note
+from engine.compare.study_views import COLORS, contrast_section, more_seeds_note
 from engine.compare.verdict import contrasts_of
 from models import ARCHITECTURES, label, noun
 
@@ -79,10 +78,10 @@ def _header_lines(report: dict) -> list[str]:
 
 
 def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
+    """A comparison's contrast: its explanation and the window's numbers that decided."""
     verdict = contrast["verdict"]
     base, cand = names
-    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "",
-             contrast["explanation"], ""]
+    lines = []
     if "differences" in verdict:
         lines += [f"Numbers that decided (means over the last {verdict['window']} epochs, {label(cand)} minus "
                   f"{label(base)}, signed so that positive favours {noun(cand)}):",
@@ -97,9 +96,7 @@ def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> lis
                   f"{cand} {', '.join(percent(v) for v in verdict['window_stats'][cand][TEST_ACCURACY]['values'])}"
                   f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", "",
                   more_seeds_note(verdict), ""]
-    if "where_the_gain_comes_from" in contrast:
-        lines += gain_markdown(contrast["where_the_gain_comes_from"])
-    return lines
+    return contrast_section(contrast, heading, contrast["explanation"], lines)
 
 
 def render_report(report: dict) -> str:

@@ -76,10 +76,21 @@ def render_study(study: dict) -> str:
     return "\n".join(lines)
 
 
+def contrast_section(contrast: dict, heading: str, opening: str, body: list[str]) -> list[str]:
+    """One contrast in report.md or study.md: its heading with the verdict, an opening paragraph, the numbers that
+    decided (`body`), and where the gain comes from."""
+    verdict = contrast["verdict"]
+    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "", opening, ""] + body
+    if "where_the_gain_comes_from" in contrast:
+        lines += gain_markdown(contrast["where_the_gain_comes_from"])
+    return lines
+
+
 def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
+    """A study's contrast: the paired differences across seeds (or, with one seed, what more seeds would give)."""
     verdict = contrast["verdict"]
     base, cand = names
-    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "", verdict["reason"] + ".", ""]
+    lines = []
     if "paired_differences" in verdict:
         lines += [f"Paired differences ({label(cand)} minus {label(base)} per seed, window means of the last "
                   f"{verdict['window']} epochs; positive favours {noun(cand)}):", "",
@@ -91,9 +102,7 @@ def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> lis
         lines.append("")
     else:
         lines += [more_seeds_note(verdict), ""]
-    if "where_the_gain_comes_from" in contrast:
-        lines += gain_markdown(contrast["where_the_gain_comes_from"])
-    return lines
+    return contrast_section(contrast, heading, verdict["reason"] + ".", lines)
 
 
 def more_seeds_note(verdict: dict) -> str:
