@@ -166,12 +166,15 @@ def _search_working_directory() -> None:
 def _execute(module_part: str, path: str):
     """Run the module's file (afresh if it was loaded before) and return the module; an error inside it is one
     line naming the file and line."""
-    name = module_part if not _is_file_spec(module_part) else "user_net_" + hashlib.sha256(path.encode()).hexdigest()[:12]
-    if not _is_file_spec(module_part) and os.path.abspath(getattr(sys.modules.get(name), "__file__", "") or "") != path:
-        try:
-            importlib.import_module(name.rpartition(".")[0] or name)  # its parent packages, as an import would
-        except Exception as exc:
-            raise UserError(f"importing {module_part} failed: {_error_place(exc, path)}") from exc
+    if _is_file_spec(module_part):  # a name of its own, so that two files of one name do not meet in sys.modules
+        name = "user_net_" + hashlib.sha256(path.encode()).hexdigest()[:12]
+    else:
+        name, parent = module_part, module_part.rpartition(".")[0]
+        if parent:  # its packages first, as an import would (a relative import inside the module needs them)
+            try:
+                importlib.import_module(parent)
+            except Exception as exc:
+                raise UserError(f"importing {module_part} failed: {_error_place(exc, path)}") from exc
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     previous = sys.modules.get(name)

@@ -41,7 +41,7 @@ def own_import_state(monkeypatch):
     """A module spec puts the working directory on sys.path and the module into sys.modules: undone after each test."""
     monkeypatch.setattr(sys, "path", list(sys.path))
     yield
-    for name in [name for name in sys.modules if name == "mynets" or name.startswith("user_net_")]:
+    for name in [name for name in sys.modules if name.split(".")[0] in ("mynets", "mypkg") or name.startswith("user_net_")]:
         del sys.modules[name]
 
 
@@ -156,6 +156,18 @@ def test_debug_shows_the_traceback_of_a_broken_module():
     write("syntax.py", BROKEN["syntax.py"])
     with pytest.raises(Exception, match="SyntaxError"):
         run.main(["--arch", "syntax.py:f", *COMMON, "--debug"])
+
+
+def test_a_module_of_a_package_resolves_with_its_relative_imports():
+    from models import user_nets
+
+    write("mypkg/__init__.py", "")
+    write("mypkg/layers.py", "from torch import nn\nWIDTH = 8\n")
+    write("mypkg/nets.py", TINY_NET.replace("width=8", "width=None").replace(
+        "super().__init__()", "super().__init__()\n        from .layers import WIDTH\n        width = width or WIDTH"))
+    net = user_nets.load("mypkg.nets:TinyNet")
+    assert net.file == os.path.abspath("mypkg/nets.py") and net.description.startswith("a tiny net")
+    assert tuple(user_nets.check(net, 10)(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
 
 
 def test_blocks_per_stage_is_refused_for_a_net_without_that_parameter(capsys):
