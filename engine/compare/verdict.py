@@ -50,9 +50,9 @@ def _words(names: tuple[str, str]) -> dict:
     base, cand = names
     return {"base": label(base), "cand": label(cand), "cand_noun": noun(cand), "base_noun": noun(base),
             "base_short": label(base).split("-")[0], "cand_short": label(cand).split("-")[0],
-            "accuracy_floor": points(ACCURACY_FLOOR, 1), "loss_floor": f"{LOSS_FLOOR:g}",
-            "noise": f"{NOISE_FACTOR:g}", "strong": "twice" if STRONG_FACTOR == 2 else f"{STRONG_FACTOR:g} times", "window": WINDOW,
-            "confidence": f"{100 * CONFIDENCE:.0f}"}
+            "accuracy_floor": points(ACCURACY_FLOOR, 1), "loss_floor": f"{LOSS_FLOOR:g}", "noise": f"{NOISE_FACTOR:g}",
+            "strong": "twice" if STRONG_FACTOR == 2 else f"{STRONG_FACTOR:g} times", "window": WINDOW,
+            "confidence": points(CONFIDENCE, 0)}
 
 
 def contrast_layout(baseline: str, contrasts: dict) -> dict:
