@@ -26,7 +26,7 @@ def pytest_configure(config):
 # hands out whole files in collection order, so these start first and the workers finish close together instead of
 # one waiting for the other's last long file.
 LONGEST_FIRST = ("test_resume.py", "test_kill_anywhere.py", "test_clashes_and_limits.py", "test_run_lock.py", "test_distributed.py",
-                 "test_cli.py", "test_compare.py", "test_study.py", "test_plain_reference.py", "test_bonus.py",
+                 "test_cli.py", "test_compare.py", "test_user_nets.py", "test_study.py", "test_plain_reference.py", "test_bonus.py",
                  "test_benchmark.py")
 
 
