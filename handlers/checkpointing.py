@@ -19,9 +19,10 @@ from handlers.epoch_loss import EPOCH_LOSS
 # The names of the files below, as Ignite's Checkpoint formats them: `checkpoint_<epoch>.pt` at the end of an epoch,
 # `interrupted_<iteration>.pt` when a run is stopped in the middle of one. Every reader derives from these.
 EPOCH, INTERRUPTED = "checkpoint", "interrupted"
+EXTENSION = "pt"  # the one Ignite's Checkpoint gives torch.save's files
 FILENAME_PATTERN = "{kind}_{{global_step}}.{{ext}}"
-CHECKPOINT_NAME = re.compile(rf"({EPOCH}|{INTERRUPTED})_(\d+)\.pt")
-EPOCH_CHECKPOINT = FILENAME_PATTERN.format(kind=EPOCH).format(global_step="<epoch>", ext="pt")  # for messages
+CHECKPOINT_NAME = re.compile(rf"({EPOCH}|{INTERRUPTED})_(\d+)\.{EXTENSION}")
+EPOCH_CHECKPOINT = FILENAME_PATTERN.format(kind=EPOCH).format(global_step="<epoch>", ext=EXTENSION)  # for messages
 
 
 def checkpoints(run_dir: str, kind: str | None = None) -> list[tuple[str, int, str]]:

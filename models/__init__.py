@@ -17,11 +17,10 @@ class Architecture:
     label: str  # how a report names it, e.g. "multi-stage" ("the multi-stage net" in a sentence)
     description: str  # one line for the reports
     staged: bool = False  # whether --blocks-per-stage shapes it (and run directory names show it)
-    user: bool = False  # a user's own network (models/user_nets.py), named by its callable
 
     @property
     def noun(self) -> str:
-        return self.label if self.user else f"the {self.label} net"
+        return f"the {self.label} net"
 
 
 def _single_stage(num_classes: int, blocks_per_stage: int = 2) -> nn.Module:
@@ -77,7 +76,7 @@ def architecture(name: str) -> Architecture:
     if not user_nets.is_spec(name):
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
     net = user_nets.load(name)
-    return Architecture(net.build, user_nets.callable_name(name), net.description, staged=net.takes_blocks, user=True)
+    return Architecture(net.build, user_nets.callable_name(name), net.description, staged=net.takes_blocks)
 
 
 def label(name: str) -> str:

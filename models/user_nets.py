@@ -110,15 +110,14 @@ def load(spec: str, recorded_file: str | None = None) -> UserNet:
     module_part, _, attribute = spec.rpartition(SEPARATOR)
     if not module_part or not attribute:
         raise UserError(f"--arch {spec}: expected MODULE:CALLABLE or FILE.py:CALLABLE")
+    earlier = _LOADED.get(spec)
     try:
         path = _source_file(module_part)
     except UserError:
         # Not found from here: the file this process or the run found it in before, if it still exists.
-        path = next((file for file in (getattr(_LOADED.get(spec), "file", None), recorded_file)
-                     if file and os.path.isfile(file)), None)
+        path = next((file for file in (earlier and earlier.file, recorded_file) if file and os.path.isfile(file)), None)
         if path is None:
             raise
-    earlier = _LOADED.get(spec)
     sha256 = file_sha256(path)
     if earlier is not None and earlier.file == path and earlier.sha256 == sha256:
         return earlier
