@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -57,11 +58,11 @@ def cpu_bf16_features() -> list[str]:
     return [name for name, check in checks.items() if getattr(torch.cpu, check, lambda: False)()]
 
 
-def onednn_isa_cap() -> str | None:
-    """The instruction-set cap oneDNN was given (`ONEDNN_MAX_CPU_ISA`, or its older name `DNNL_MAX_CPU_ISA`),
-    upper-cased; None when there is none (unset, `ALL`, `DEFAULT`, or a name oneDNN does not know)."""
+def onednn_isa_cap(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The instruction-set cap oneDNN was given (`ONEDNN_MAX_CPU_ISA`, or its older name `DNNL_MAX_CPU_ISA`, in
+    `environ`), upper-cased; None when there is none (unset, `ALL`, `DEFAULT`, or a name oneDNN does not know)."""
     for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-        value = os.environ.get(variable, "").strip().upper()
+        value = environ.get(variable, "").strip().upper()
         if value:
             return value if value in ONEDNN_ISA_LEVELS else None
     return None

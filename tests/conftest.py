@@ -11,15 +11,20 @@ from helpers import run_cli, train_args
 
 def pytest_configure(config):
     """Under pytest-xdist, share the cores among the workers: a worker's torch and the interpreters it starts use
-    their share only, since oversubscribed OpenMP threads slow every process several-fold."""
+    their share only, since oversubscribed OpenMP threads slow every process several-fold.
+
+    Then start oneDNN: it reads its kernel set (`ONEDNN_MAX_CPU_ISA`) once, at the process's first primitive, and
+    the subprocesses that tests compare with read it from this environment. Started here, no test that patches the
+    environment can give this process other kernels (tests/test_one_process.py checks it)."""
+    import torch
+
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = max(1, cores // int(workers))
         os.environ["OMP_NUM_THREADS"] = str(threads)
-        import torch
-
         torch.set_num_threads(threads)
+    torch.nn.functional.conv2d(torch.zeros(1, 3, 8, 8), torch.zeros(4, 3, 3, 3))
 
 
 # The test files that take longest (about 35 to 95 s of a worker's time each on 2 cores), longest first. pytest-xdist

@@ -23,15 +23,22 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 @pytest.fixture
 def cpu_features(monkeypatch):
-    """Pretend this CPU has the given native-bf16 features and oneDNN runs bf16 kernels uncapped."""
+    """Pretend this CPU has the given native-bf16 features and oneDNN runs bf16 kernels, under the cap of the
+    environment `environ` (none by default).
 
-    def pretend(*features):
+    The cap is patched where the decision reads it, never in os.environ: oneDNN reads the variable once, at the
+    process's first primitive, and a worker whose first convolution ran with the variable removed would keep kernels
+    other than those of the subprocesses its later tests compare with."""
+
+    def pretend(*features, environ=None):
         monkeypatch.setattr(engine.precision, "cpu_bf16_features", lambda: list(features))
         monkeypatch.setattr(engine.precision, "onednn_bf16_path", lambda: True)
-        for variable in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
-            monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setattr(engine.precision, "onednn_isa_cap", lambda: read_isa_cap(environ or {}))
 
     return pretend
+
+
+read_isa_cap = engine.precision.onednn_isa_cap
 
 
 # Each capability of the table in engine/precision.py, with a GPU that has it.
@@ -154,9 +161,8 @@ def test_native_bf16_features_are_read_from_torch(monkeypatch):
     ("AVX512_CORE_AMX", "avx512_bf16, amx_bf16"), ("ALL", "avx512_bf16, amx_bf16"),
     ("no-such-isa", "avx512_bf16, amx_bf16"),
 ])
-def test_auto_follows_what_onednn_will_execute_under_its_isa_cap(cpu_features, monkeypatch, cap, expected):
-    cpu_features("avx512_bf16", "amx_bf16")
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+def test_auto_follows_what_onednn_will_execute_under_its_isa_cap(cpu_features, cap, expected):
+    cpu_features("avx512_bf16", "amx_bf16", environ={"ONEDNN_MAX_CPU_ISA": cap})
     precision = resolve_precision("auto", CPU)
     if expected is None:
         assert precision.describe() == (f"fp32 (auto: this CPU has native bf16 but oneDNN is capped below it "
@@ -168,11 +174,10 @@ def test_auto_follows_what_onednn_will_execute_under_its_isa_cap(cpu_features, m
 
 
 def test_the_older_cap_variable_counts_and_so_does_a_missing_bf16_path(cpu_features, monkeypatch):
-    cpu_features("avx512_bf16")
-    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    cpu_features("avx512_bf16", environ={"DNNL_MAX_CPU_ISA": "AVX2"})
     assert resolve_precision("auto", CPU).describe() == (
         "fp32 (auto: this CPU has native bf16 but oneDNN is capped below it (ONEDNN_MAX_CPU_ISA=AVX2))")
-    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+    cpu_features("avx512_bf16")
     monkeypatch.setattr(engine.precision, "onednn_bf16_path", lambda: False)
     assert resolve_precision("auto", CPU).describe() == (
         "fp32 (auto: this CPU has native bf16 (avx512_bf16) but oneDNN has no bf16 kernels for it)")
