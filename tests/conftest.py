@@ -1,3 +1,4 @@
+import collections
 import os
 import sys
 
@@ -27,17 +28,32 @@ def pytest_configure(config):
     torch.nn.functional.conv2d(torch.zeros(1, 3, 8, 8), torch.zeros(4, 3, 3, 3))
 
 
-# The test files that take longest (about 35 to 95 s of a worker's time each on 2 cores), longest first. pytest-xdist
-# hands out whole files in collection order, so these start first and the workers finish close together instead of
-# one waiting for the other's last long file.
-LONGEST_FIRST = ("test_resume.py", "test_kill_anywhere.py", "test_clashes_and_limits.py", "test_run_lock.py", "test_distributed.py",
-                 "test_cli.py", "test_compare.py", "test_user_nets.py", "test_study.py", "test_plain_reference.py", "test_bonus.py",
-                 "test_benchmark.py")
+# pytest-xdist hands out whole test files (--dist loadfile) in collection order, one at a time as workers free up:
+# files that take longest go first, so that the workers finish close together. How long a file takes is what it took
+# in the last whole run of the suite here (pytest's cache); a file without such a record goes first, before those
+# with one, ordered by its number of slow tests.
+FILE_SECONDS = "cifar-resnets/file-seconds"
+seconds_this_run = collections.Counter()
 
 
-def pytest_collection_modifyitems(items):
-    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+def pytest_collection_modifyitems(config, items):
+    recorded = config.cache.get(FILE_SECONDS, {}) if config.cache is not None else {}
+    slow = collections.Counter(item.path.name for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: (item.path.name in recorded, -recorded.get(item.path.name, 0), -slow[item.path.name]))
+
+
+def pytest_runtest_logreport(report):
+    """Each test's setup, call and teardown times, summed per file in the process that reports (xdist's controller)."""
+    seconds_this_run[os.path.basename(report.nodeid.split("::")[0])] += report.duration
+
+
+def pytest_sessionfinish(session):
+    """Record each file's time after a whole run of the suite (not a selection, not in an xdist worker)."""
+    config = session.config
+    whole_suite = (config.args_source is pytest.Config.ArgsSource.TESTPATHS and not config.option.markexpr
+                   and not config.option.keyword)
+    if whole_suite and config.cache is not None and not hasattr(config, "workerinput") and seconds_this_run:
+        config.cache.set(FILE_SECONDS, {name: round(seconds, 1) for name, seconds in seconds_this_run.items()})
 
 
 @pytest.fixture(autouse=True)

@@ -34,6 +34,7 @@ def quick_benchmark(tmp_path_factory):
     return results, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_machine_facts_and_peaks_are_consistent(quick_benchmark):
     results, stdout = quick_benchmark
     machine = results["machine"]
@@ -51,6 +52,7 @@ def test_machine_facts_and_peaks_are_consistent(quick_benchmark):
     assert machine["cpu_model"] in stdout
 
 
+@pytest.mark.slow
 def test_every_pipeline_in_every_precision_is_timed_and_utilisation_is_consistent(quick_benchmark):
     results, stdout = quick_benchmark
     assert results["setup"]["train_images"] == 64 and results["setup"]["timed_epochs"] == 1
@@ -93,6 +95,7 @@ def test_training_flops_are_about_three_forward_passes():
         assert 2.5 < training_flops_per_image(arch, 10, batch_size=8) / forward_flops < 3.5
 
 
+@pytest.mark.slow
 def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_path, capsys):
     """benchmarks/end_to_end.py (what gpu_check.sh times) on CPU and tiny data: the same code path, minus the GPU.
     One fp32 run forced with `--amp off` (which the run must record; bf16 and fp16 are slow on CPUs without native

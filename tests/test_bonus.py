@@ -48,6 +48,7 @@ def bonus_run(finished_bonus, tmp_path):
     return data_dir, tmp_path / "bonus", printed
 
 
+@pytest.mark.slow
 def test_bonus_trains_both_and_writes_the_report(bonus_run):
     _, bonus_dir, out = bonus_run
     assert sorted(os.listdir(bonus_dir)) == ["comparison.json", "curves.png", "multistage", "report.json", "report.md", "singlestage"]
@@ -79,6 +80,7 @@ def test_bonus_trains_both_and_writes_the_report(bonus_run):
     assert "Verdict: " in out and "== singlestage ==" in out and "== multistage ==" in out
 
 
+@pytest.mark.slow
 def test_train_eval_accuracy_is_measured_on_the_fixed_subset(bonus_run):
     _, bonus_dir, _ = bonus_run
     history = read_history(str(bonus_dir / "multistage"))
@@ -86,6 +88,7 @@ def test_train_eval_accuracy_is_measured_on_the_fixed_subset(bonus_run):
         assert round(record["train_eval_accuracy"] * 60) == pytest.approx(record["train_eval_accuracy"] * 60, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, capsys):
     data_dir, bonus_dir, _ = bonus_run
     finished = read_history(str(bonus_dir / "multistage"))
@@ -105,6 +108,7 @@ def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, c
     assert (bonus_dir / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finished_bonus, tmp_path, monkeypatch):
     """Ctrl-C in the middle of the first net: the printed command must continue the bonus (both nets and the
     report), not only the net that was training, and needs no flag repeated: the recipe comes from the record."""
@@ -128,6 +132,7 @@ def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finishe
             == json.loads((finished / "report.json").read_text())["verdict"])
 
 
+@pytest.mark.slow
 def test_resume_with_a_different_configuration_is_refused(bonus_run, capsys):
     data_dir, bonus_dir, _ = bonus_run
     os.remove(bonus_dir / "multistage" / "checkpoint_2.pt")
@@ -136,6 +141,7 @@ def test_resume_with_a_different_configuration_is_refused(bonus_run, capsys):
     assert capsys.readouterr().err == f"error: cannot resume {bonus_dir}: 'lr' was 0.001, now 0.01\n"  # by its record
 
 
+@pytest.mark.slow
 def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, capsys, tmp_path):
     data_dir, bonus_dir, _ = bonus_run
     before = json.loads((bonus_dir / "report.json").read_text())
@@ -167,6 +173,7 @@ def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, ca
     assert not empty.exists()
 
 
+@pytest.mark.slow
 def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     common = ["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "50", "--train-eval", "40"]
@@ -217,6 +224,7 @@ def per_class_here(predictions, truth, names):
     return {name: float(np.mean(predictions[truth == c] == c)) for c, name in enumerate(names) if (truth == c).any()}
 
 
+@pytest.mark.slow
 def test_where_the_gain_comes_from_is_the_per_class_accuracy_of_the_final_models(finished_bonus):
     _, bonus_dir, out, written = finished_bonus
     truth = written["test_y"]
@@ -237,6 +245,7 @@ def test_where_the_gain_comes_from_is_the_per_class_accuracy_of_the_final_models
             f"{100 * top['gain']:+.1f} |") in markdown
 
 
+@pytest.mark.slow
 def test_cifar100_report_compares_superclasses_too(cifar100_dir, tmp_path):
     data_dir, written = cifar100_dir
     common = ["--data-dir", data_dir, "--epochs", "1", "--batch-size", "50", "--output-dir"]

@@ -15,6 +15,7 @@ from synthetic_cifar import write_cifar10
 from helpers import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history
 
 
+@pytest.mark.slow
 def test_four_identical_launches_at_once_get_four_distinct_complete_run_directories(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     args = [sys.executable, "run.py", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size",
@@ -35,6 +36,7 @@ def test_four_identical_launches_at_once_get_four_distinct_complete_run_director
         assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
 
 
+@pytest.mark.slow
 def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path):
     """`--bonus --seeds 0 1` under torchrun: each seed's bonus and the study summary are written by rank 0 alone."""
     written = write_cifar10(str(tmp_path / "data"))
@@ -131,6 +133,7 @@ def as_nobody():
         shutil.rmtree(shared, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_unwritable_output_folder_is_one_line(as_nobody):
     results, places, _ = as_nobody
     result = results["unwritable output"]
@@ -138,6 +141,7 @@ def test_unwritable_output_folder_is_one_line(as_nobody):
     assert result["stderr"] == f"error: cannot create run directory {os.path.join(places['locked'], 'run')}: Permission denied\n"
 
 
+@pytest.mark.slow
 def test_unreadable_data_folder_is_one_line_naming_the_file(as_nobody):
     results, places, _ = as_nobody
     result = results["unreadable data"]
@@ -145,6 +149,7 @@ def test_unreadable_data_folder_is_one_line_naming_the_file(as_nobody):
     assert result["stderr"] == f"error: {os.path.join(places['unreadable'], 'batches.meta')}: cannot be read (permission denied)\n"
 
 
+@pytest.mark.slow
 def test_unwritable_data_dir_for_the_download_is_one_line_before_any_download(as_nobody):
     results, places, left_in_the_folder = as_nobody
     result = results["unwritable download"]

@@ -54,6 +54,7 @@ def test_two_epoch_run_matches_independent_computation(cifar10_dir, tmp_path):
     assert [step for step, _ in scalars(run_dir, "test/accuracy")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_cifar100_superclass_accuracy(cifar100_dir, tmp_path):
     data_dir, written = cifar100_dir
     run_dir = str(tmp_path / "run")
@@ -67,6 +68,7 @@ def test_cifar100_superclass_accuracy(cifar100_dir, tmp_path):
     assert record["test_top5"] >= record["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_bit_identical_history(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     records = []
@@ -166,6 +168,7 @@ def test_help_documents_every_flag_with_default():
     assert "(default: 10)" in words and "(default: 0.001)" in words and "(default: cifar100)" in words
 
 
+@pytest.mark.slow
 def test_command_line_end_to_end(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     run_dir = tmp_path / "run"
@@ -184,6 +187,7 @@ def test_command_line_end_to_end(cifar10_dir, tmp_path):
     assert lines[-1].endswith(f"run directory: {run_dir}")
 
 
+@pytest.mark.slow
 def test_default_run_directory_name_tells_runs_apart(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     for arch in ("multistage", "singlestage"):
@@ -195,9 +199,14 @@ def test_default_run_directory_name_tells_runs_apart(cifar10_dir, tmp_path, caps
     assert f"Run directory: {tmp_path / 'runs' / names[0]}" in capsys.readouterr().out
 
 
-def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
+@pytest.mark.slow
+def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path, request):
     """-OO strips docstrings: nothing the program says may be built from one."""
     data_dir, _ = cifar10_dir
+    # Bytecode compiled under -OO is kept in pytest's cache folder: compiling torch's modules again would take most of
+    # the test's time, and a venv holds none of it.
+    bytecode = {"PYTHONPYCACHEPREFIX": str(request.config.cache.mkdir("bytecode-OO"))} if request.config.cache else {}
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
     # One interpreter for the rules every report prints (constants, not docstrings: they survive -OO), --help
     # and a training run.
     script = ("import contextlib, sys, run\n"
@@ -210,7 +219,7 @@ def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path):
     result = subprocess.run([sys.executable, "-OO", "-c", script, "--dataset", "cifar10", "--data-dir", data_dir,
                              "--epochs", "1", "--batch-size", "50", "--no-progress", "--no-amp",
                              "--output-dir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
-                            timeout=HANG_TIMEOUT)
+                            timeout=HANG_TIMEOUT, env={**environment, **bytecode})
     assert result.returncode == 0, result.stderr
     assert "--blocks-per-stage" in result.stdout
     assert "Rule (multi-stage minus single-stage)" in result.stdout and "Several seeds" in result.stdout

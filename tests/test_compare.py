@@ -78,6 +78,7 @@ def test_a_report_header_names_the_optimisation_its_runs_had():
             "epochs, label smoothing 0.1, EMA 0.99, test-time flips, seed 0, augmentation on (crop padding 2)") in header
 
 
+@pytest.mark.slow
 def test_a_bonus_written_before_compare_resumes(old_bonus, tmp_path):
     """The bonus stopped after its single-stage run: `--bonus --resume` trains the multi-stage net, which ends as a
     fresh multi-stage run of the recorded recipe does, and writes the report; the finished run is not touched."""
@@ -108,6 +109,7 @@ def histories(directory):
     return {net: json.loads((directory / net / "history.json").read_text()) for net in NETS}
 
 
+@pytest.mark.slow
 def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(cifar10_dir, tmp_path, monkeypatch):
     """`--compare` with three nets and two seeds, stopped by Ctrl-C in seed 1's second run and continued with the
     printed command: each seed's report and the summary judge every net against the first, with verdicts equal to
@@ -194,6 +196,7 @@ def assert_ablation_from_histories(ablation, seeds):
     assert ablation["contrasts"][1]["differs_in"] == ["widths", "parameters", "MACs"]  # the layout is held equal
 
 
+@pytest.mark.slow
 def test_a_cifar100_ablation_study_adopts_finished_runs_by_their_history_alone(cifar100_dir, tmp_path):
     """Three nets, two seeds on the CIFAR-100 layout. A second study that holds only the first study's baseline and
     target histories (no checkpoints: runs copied in from elsewhere) trains only the variant and reaches the same

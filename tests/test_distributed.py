@@ -36,6 +36,7 @@ def ddp_run(tmp_path_factory):
     return root, written, result
 
 
+@pytest.mark.slow
 def test_exits_0_and_only_rank_0_writes(ddp_run):
     root, _, result = ddp_run
     assert result.returncode == 0, result.stderr
@@ -46,6 +47,7 @@ def test_exits_0_and_only_rank_0_writes(ddp_run):
     assert sorted(f for f in os.listdir(root / "runs" / "run") if f.endswith(".pt")) == ["checkpoint_1.pt", "checkpoint_2.pt"]
 
 
+@pytest.mark.slow
 def test_every_sample_once_per_epoch_and_the_epoch_loss_is_the_all_process_mean(ddp_run):
     root, _, _ = ddp_run
     history = read_history(str(root / "runs" / "run"))
@@ -59,6 +61,7 @@ def test_every_sample_once_per_epoch_and_the_epoch_loss_is_the_all_process_mean(
         assert history["epochs"][epoch - 1]["train_loss"] == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_test_accuracy_equals_a_single_process_evaluation_of_the_saved_model(ddp_run):
     root, written, _ = ddp_run
     run_dir = str(root / "runs" / "run")
@@ -68,6 +71,7 @@ def test_test_accuracy_equals_a_single_process_evaluation_of_the_saved_model(ddp
     assert final["test_loss"] == pytest.approx(loss, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_processes_agree_on_a_stop_every_log_every_iterations_and_it_resumes_exactly(ddp_run, tmp_path):
     """log_every 3 (a GPU's cadence, scaled to 4 iterations an epoch): the processes agree, with one collective, after
     iterations 3 and 6 inside the epochs and after each epoch's end, never after every iteration. Rank 1 alone gets a
@@ -99,6 +103,7 @@ def test_processes_agree_on_a_stop_every_log_every_iterations_and_it_resumes_exa
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
+@pytest.mark.slow
 def test_the_other_ranks_follow_rank_0s_verdict_on_a_run_in_use(ddp_run, monkeypatch):
     """What rank 1 of a torchrun job does when rank 0 finds the run locked: it receives the refusal and raises it
     too, so no process trains (the broadcast stands in for gloo's; rank 0's side is the single-process path)."""

@@ -13,6 +13,7 @@ def evaluate(target, *args):
     return run.main(["--evaluate", str(target), "--no-progress", *args])
 
 
+@pytest.mark.slow
 def test_evaluating_the_final_checkpoint_gives_the_last_history_record_and_per_class_accuracy(cifar10_dir, tmp_path, capsys):
     data_dir, written = cifar10_dir
     run_dir = tmp_path / "run"
@@ -46,6 +47,7 @@ def test_evaluating_the_final_checkpoint_gives_the_last_history_record_and_per_c
     assert again["metrics"] == result["metrics"]
 
 
+@pytest.mark.slow
 def test_cifar100_evaluation_has_a_20_by_20_superclass_confusion(cifar100_dir, tmp_path):
     data_dir, written = cifar100_dir
     run_dir = tmp_path / "run"

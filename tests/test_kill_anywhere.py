@@ -10,6 +10,9 @@ import shutil
 import subprocess
 import sys
 import time
+
+import pytest
+
 from helpers import HANG_TIMEOUT, REPO, read_history, without_timings
 
 
@@ -31,6 +34,7 @@ def run_py(args, kill_after=None):
     return process.returncode, err
 
 
+@pytest.mark.slow
 def test_a_study_killed_at_random_moments_and_resumed_each_time_ends_as_an_uninterrupted_one(tmp_path):
     from synthetic_cifar import write_cifar10
 

@@ -50,6 +50,7 @@ def fp16_run(tmp_path_factory):
     return str(root / "data"), root / "run", result, seen
 
 
+@pytest.mark.slow
 def test_fp16_trains_with_loss_scaling_and_records_it(fp16_run):
     _, run_dir, result, seen = fp16_run
     assert result.stdout.splitlines()[0] == device_line("fp16 autocast with loss scaling (--amp fp16: forced on a CPU)")
@@ -68,6 +69,7 @@ def test_fp16_trains_with_loss_scaling_and_records_it(fp16_run):
     assert points["train/skipped_steps"] == [(1, skipped[0]), (2, skipped[1])]
 
 
+@pytest.mark.slow
 def test_fp16_run_stopped_mid_epoch_resumes_bit_for_bit_in_fp16(fp16_run, tmp_path, monkeypatch):
     data_dir, reference, _, _ = fp16_run
     run_dir = tmp_path / "run"
@@ -93,6 +95,7 @@ def test_fp16_run_stopped_mid_epoch_resumes_bit_for_bit_in_fp16(fp16_run, tmp_pa
     assert ours["loss_scaling"] == theirs["loss_scaling"]
 
 
+@pytest.mark.slow
 def test_overflowing_steps_are_skipped_and_do_not_stop_the_run(cifar10_dir, tmp_path, monkeypatch):
     """A scale so large that every fp16 gradient overflows: each step is skipped (the weights stay as initialised),
     the scale halves each time, and the run completes: a skipped step is no NaN stop."""
@@ -109,6 +112,7 @@ def test_overflowing_steps_are_skipped_and_do_not_stop_the_run(cifar10_dir, tmp_
     assert all(torch.equal(trained[name], initial[name]) for name in parameters)
 
 
+@pytest.mark.slow
 def test_a_collapsing_scale_stops_the_run_and_keeps_its_last_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
     """From epoch 2 on every gradient is made infinite: every step is skipped, the scale falls below 2^-10 and stays
     there for the whole epoch, and the run stops with one line, before that epoch is recorded or saved."""
@@ -135,6 +139,7 @@ def test_a_collapsing_scale_stops_the_run_and_keeps_its_last_checkpoint(cifar10_
     assert history["status"] == f"failed: {message}" and [e["epoch"] for e in history["epochs"]] == [1]
 
 
+@pytest.mark.slow
 def test_a_resume_keeps_the_recorded_precision_and_refuses_another(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     run_dir = tmp_path / "run"

@@ -70,6 +70,7 @@ def test_build_model_unknown_name():
         build_model("resnet50", 10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", BONUS_PAIR)
 def test_overfits_a_tiny_batch(arch):
     """Proof that the net learns: 8 random images with fixed labels are memorised. (The variants are built from the

@@ -158,6 +158,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_history_equals_a_plain_loop_of_the_same_recipe(name, tmp_path):
     write, num_classes, flags, recipe = CASES[name]

@@ -183,6 +183,7 @@ def test_the_older_cap_variable_counts_and_so_does_a_missing_bf16_path(cpu_featu
         "fp32 (auto: this CPU has native bf16 (avx512_bf16) but oneDNN has no bf16 kernels for it)")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA=AVX2 caps x86 only")
 def test_under_a_real_avx2_cap_onednn_has_no_bf16_path_and_auto_is_fp32():
     # Nothing patched: a fresh interpreter, since oneDNN reads its cap once, when it starts.
@@ -200,6 +201,7 @@ def train(data_dir, run_dir, *flags):
                      "--no-progress", "--output-dir", str(run_dir), *flags])
 
 
+@pytest.mark.slow
 def test_forced_amp_runs_bf16_convolutions_keeps_losses_fp32_and_says_so(cifar10_dir, tmp_path, capsys, monkeypatch,
                                                                            cpu_features):
     data_dir, _ = cifar10_dir
@@ -225,6 +227,7 @@ def test_no_amp_runs_fp32(cifar10_dir, tmp_path, capsys, monkeypatch):
     assert (history["amp"], history["amp_dtype"], history["config"]["amp"]) == (False, None, "off")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("features, dtype", [((), torch.float32), (("amx_bf16",), torch.bfloat16)])
 def test_default_follows_the_cpu(cifar10_dir, tmp_path, capsys, monkeypatch, cpu_features, features, dtype):
     data_dir, _ = cifar10_dir

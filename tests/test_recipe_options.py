@@ -53,6 +53,7 @@ def test_a_resume_with_another_value_is_refused_and_auto_does_not_pick_the_run(s
     assert json.loads((run_dir / "history.json").read_text())["config"]["label_smoothing"] == 0.1
 
 
+@pytest.mark.slow
 def test_runs_with_different_values_are_not_compared(smoothed_run, tmp_path):
     data_dir, run_dir = smoothed_run
     other = tmp_path / "runs" / "plain"
@@ -96,6 +97,7 @@ def recipe_run(tmp_path_factory):
     return data_dir, root / "whole"
 
 
+@pytest.mark.slow
 def test_each_field_is_recorded_logged_and_evaluated(recipe_run):
     _, run_dir = recipe_run
     history = json.loads((run_dir / "history.json").read_text())
@@ -169,6 +171,7 @@ def test_an_option_that_would_do_nothing_is_refused(cifar10_dir, tmp_path, flags
     assert (refused.returncode, refused.stderr) == (1, f"error: {message}\n")
 
 
+@pytest.mark.slow
 def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_line_show(cifar10_dir, tmp_path, capsys):
     from core.recipe import PRESETS, Recipe, matching_preset
 

@@ -16,6 +16,7 @@ from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, devic
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fault",
     ["kill-iteration:6",  # in the middle of epoch 2
@@ -38,6 +39,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     assert_same_as_reference(run_dir, reference_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, code", [("sigint:6", 130), ("sigterm:7", 143)])
 def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp_path, fault, code):
     data_dir, reference_dir = reference
@@ -63,6 +65,7 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     assert not os.path.exists(run_dir / f"interrupted_{iteration}.pt")  # superseded by later epoch checkpoints
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tmp_path):
     """Also where SIGINT was inherited ignored (a background launch: nohup, `cmd &` in a script): the second
     Ctrl-C must still end the run at once rather than restore 'ignored'."""
@@ -91,6 +94,7 @@ def copy_run(src, dst, upto_epoch):
     (dst / "history.json").write_text(json.dumps(history))
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
@@ -100,6 +104,7 @@ def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, cap
     assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
 
 
+@pytest.mark.slow
 def test_resume_auto_picks_the_newest_matching_run(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     root = tmp_path / "runs"
@@ -125,6 +130,7 @@ def test_resume_auto_without_a_matching_run(tmp_path, cifar10_dir, capsys):
     assert "--resume auto: no run under" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_with_another_architecture_is_refused(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
@@ -133,6 +139,7 @@ def test_resume_with_another_architecture_is_refused(reference, tmp_path, capsys
     assert capsys.readouterr().err == f"error: cannot resume {run_dir}: 'arch' was 'multistage-narrow', now 'singlestage'\n"
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_run_is_refused_by_its_stored_configuration(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
@@ -145,6 +152,7 @@ def test_checkpoint_of_another_run_is_refused_by_its_stored_configuration(refere
     assert capsys.readouterr().err == "error: checkpoint belongs to a different run: 'seed' was 3, now 4\n"
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_a_clear_error(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
@@ -182,6 +190,7 @@ class FillsUp:
         return getattr(self.f, name)
 
 
+@pytest.mark.slow
 def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_previous_checkpoint(reference, tmp_path, capsys,
                                                                                      monkeypatch):
     data_dir, _ = reference
@@ -217,6 +226,7 @@ def tiny_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
+@pytest.mark.slow
 def test_a_really_full_disk_is_one_line_and_the_resume_after_freeing_it_is_exact(reference, tiny_disk, capsys,
                                                                                  monkeypatch):
     """The disk fills up once epoch 1 is saved: epoch 2's history.json is the first write that fails (it is written
@@ -250,6 +260,7 @@ def test_a_really_full_disk_is_one_line_and_the_resume_after_freeing_it_is_exact
     assert_same_as_reference(run_dir, reference_dir)
 
 
+@pytest.mark.slow
 def test_compiled_run_saves_the_plain_module_and_resumes_without_compile(cifar10_dir, tmp_path, monkeypatch):
     data_dir, _ = cifar10_dir
     real_compile = torch.compile

@@ -46,6 +46,7 @@ def snapshot(directory):
             for root, _, names in os.walk(directory) for name in names}
 
 
+@pytest.mark.slow
 def test_two_simultaneous_resumes_one_trains_the_other_is_refused(reference, tmp_path):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
@@ -74,6 +75,7 @@ def test_two_simultaneous_resumes_one_trains_the_other_is_refused(reference, tmp
     assert_same_as_reference(run_dir, reference_dir)
 
 
+@pytest.mark.slow
 def test_a_resume_while_the_run_trains_is_refused_and_a_killed_holder_leaves_no_lock(reference, tmp_path):
     data_dir, reference_dir = reference
     run_dir, pause_dir = tmp_path / "run", tmp_path / "pause"
@@ -141,6 +143,7 @@ def test_a_lock_won_on_a_file_its_holder_removed_is_tried_again_on_the_file_of_t
     assert os.listdir(directory) == []
 
 
+@pytest.mark.slow
 def test_a_study_and_its_report_are_refused_while_one_of_its_runs_trains_elsewhere(reference, tmp_path):
     data_dir, _ = reference
     study = tmp_path / "study"
@@ -162,6 +165,7 @@ def test_a_study_and_its_report_are_refused_while_one_of_its_runs_trains_elsewhe
     assert read_history(str(study / "seed1"))["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_history_never_says_running_after_a_failure(reference, tmp_path, monkeypatch):
     """An error that ends the training (here: a bug in a handler at epoch 2) is recorded as the run's status."""
     import engine.build

@@ -74,6 +74,7 @@ def study_args(data_dir):
             "--batch-size", "32", "--train-eval", "40", "--no-progress", "--no-amp"]
 
 
+@pytest.mark.slow
 def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     _, study_dir = bonus_study
     assert sorted(os.listdir(study_dir)) == ["seed0", "seed1", "study-plan.json", "study.json", "study.md", "study.png"]
@@ -119,6 +120,7 @@ def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     assert "|\n\n## Where the gain comes from\n" in markdown  # a table needs a blank line before the next heading
 
 
+@pytest.mark.slow
 def test_report_on_a_study_rebuilds_it(bonus_study):
     data_dir, study_dir = bonus_study
     before = json.loads((study_dir / "study.json").read_text())
@@ -127,6 +129,7 @@ def test_report_on_a_study_rebuilds_it(bonus_study):
     assert json.loads((study_dir / "study.json").read_text()) == before
 
 
+@pytest.mark.slow
 def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_study, tmp_path, capsys):
     data_dir, finished = bonus_study
     study_dir = tmp_path / "study"
@@ -147,6 +150,7 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
     assert rebuilt["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_study, tmp_path, monkeypatch):
     """Ctrl-C in seed 0's first net: the printed command continues every seed and the summary, as they would have
     been, without repeating a recipe flag; the summary reuses the per-class re-tests of the seeds' reports."""
@@ -180,6 +184,7 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
                                       for arch in ("singlestage", "multistage"))  # each once, for its seed's report
 
 
+@pytest.mark.slow
 def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     study_dir = tmp_path / "study"
@@ -198,6 +203,7 @@ def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys)
         run.main(["--seeds", "1", "--seed", "2"])
 
 
+@pytest.mark.slow
 def test_members_killed_before_their_first_checkpoint_are_trained_afresh_in_place(bonus_study, tmp_path, capsys):
     """What a SIGKILL between a member's creation and its first checkpoint leaves: its lock (held by nobody), an
     event file, a half-written checkpoint's temp file. A resume trains such members in place, as they would have
@@ -224,6 +230,7 @@ def snapshot(directory):
     return {str(path): path.stat().st_mtime_ns for path in sorted(directory.rglob("*"))}
 
 
+@pytest.mark.slow
 def test_a_resume_that_contradicts_the_directory_is_refused_in_one_line_and_writes_nothing(bonus_study, capsys):
     data_dir, study = bonus_study
     common = ["--dataset", "cifar10", "--data-dir", str(data_dir), "--epochs", "2", "--batch-size", "32", "--no-progress"]
@@ -249,6 +256,7 @@ def test_a_resume_that_contradicts_the_directory_is_refused_in_one_line_and_writ
     assert snapshot(study) == before
 
 
+@pytest.mark.slow
 def test_resume_alone_continues_a_study_as_it_was_started(bonus_study, tmp_path, capsys):
     data_dir, finished = bonus_study
     study_dir = tmp_path / "study"

@@ -35,6 +35,7 @@ def logdir(tmp_path_factory):
     return logs
 
 
+@pytest.mark.slow
 def test_event_files_hold_every_kind_of_summary(logdir):
     events = EventAccumulator(str(logdir / "cifar10-multistage-full"), size_guidance={"scalars": 0})
     events.Reload()
@@ -64,6 +65,7 @@ def get(url, body=None):
         return json.loads(response.read())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")
 def test_what_the_real_tensorboard_server_shows(logdir):
     port = free_port()

@@ -77,6 +77,7 @@ def test_gradient_receptive_field_of_plain_stacks():
     assert measured_receptive_field(stack(nn.Conv2d(3, 4, 3, dilation=4, padding=4))).pixels == 9
 
 
+@pytest.mark.slow
 def test_no_receptive_field_where_none_can_be_measured_exactly():
     pooled = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                            nn.Linear(4, 10))
@@ -261,6 +262,7 @@ def test_ema_tta_and_the_graph_work_on_a_users_net(cifar10_dir, tmp_path):
     assert {"test_ema_accuracy", "test_flip_accuracy"} <= set(record)
 
 
+@pytest.mark.slow
 def test_a_three_net_study_with_a_users_net_has_its_ablation(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
     write("nets/tiny.py", TINY_NET)
