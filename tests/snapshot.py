@@ -23,7 +23,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-TIMING = re.compile(r"\d+(\.\d+)?s\b|\d+ img/s|\(started [^)]*\)")
+TIMING = re.compile(r"\d+(\.\d+)?s\b|\d+ img/s|\(started [^)]*\)|\d{8}-\d{6}")
+TIMING_ROW = re.compile(r"^\| (seconds|images per second)\b.*$", re.MULTILINE)
+EVENT_FILE = re.compile(r"events\.out\.tfevents\..*")
 TIMING_KEYS = ("seconds", "images_per_s", "started")
 
 
@@ -93,7 +95,7 @@ def run_command(args: list[str], fault: str | None) -> tuple[int, str, str]:
 
 
 def masked_text(text: str, root: str) -> str:
-    return TIMING.sub("<t>", text.replace(root, "<root>"))
+    return TIMING.sub("<t>", TIMING_ROW.sub("<timing row>", text.replace(root, "<root>")))
 
 
 def masked_data(value, root: str):
@@ -109,10 +111,12 @@ def write(folder: str) -> None:
     """Run every command in `folder`/work and write what it showed and wrote to `folder`/snapshot.json."""
     from synthetic_cifar import write_cifar10
 
-    root = os.path.join(os.path.abspath(folder), "work")
+    folder = os.path.abspath(folder)
+    root = os.path.join(folder, "work")
     shutil.rmtree(root, ignore_errors=True)
     os.makedirs(root)
     write_cifar10(os.path.join(root, "data"))
+    os.chdir(root)  # where a command without --output-dir writes its runs/
     snapshot = {"commands": {}, "files": {}}
     for name, args, fault in commands(root):
         code, out, err = run_command(args, fault)
@@ -121,13 +125,16 @@ def write(folder: str) -> None:
     for directory, _, files in sorted(os.walk(root)):
         for file in sorted(files):
             path = os.path.join(directory, file)
-            key = os.path.relpath(path, root)
+            key = masked_text(os.path.relpath(path, root), root)
             if file.endswith(".json"):
                 with open(path) as f:
                     snapshot["files"][key] = masked_data(json.load(f), root)
             elif file.endswith(".md"):
                 with open(path) as f:
                     snapshot["files"][key] = masked_text(f.read(), root)
+            elif EVENT_FILE.fullmatch(file):  # named by time and process: counted per folder
+                events = os.path.join(os.path.dirname(key), "events.out.tfevents.*")
+                snapshot["files"][events] = snapshot["files"].get(events, 0) + 1
             elif not key.startswith("data"):
                 snapshot["files"][key] = "present"
     with open(os.path.join(folder, "snapshot.json"), "w") as f:
