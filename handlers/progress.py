@@ -9,16 +9,16 @@ from ignite.handlers import ProgressBar
 from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, SKIPPED_STEPS, TEST_ACCURACY, TEST_EMA, TEST_FLIP,
                                TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
                                TRAIN_SECONDS, metric)
-from core.numbers import percent
+from core.numbers import loss, percent
 from handlers.history import History
 
 
 def format_epoch(record: dict, max_epochs: int) -> str:
     """One line: epoch, mean train loss, test accuracy (top-1/top-5), seconds, images per second."""
     line = (
-        f"Epoch {record[EPOCH]:>3}/{max_epochs}  train loss {record[TRAIN_LOSS]:.4f}  "
+        f"Epoch {record[EPOCH]:>3}/{max_epochs}  train loss {loss(record[TRAIN_LOSS])}  "
         f"test acc {percent(record[TEST_ACCURACY])}  top-5 {percent(record[TEST_TOP5])}  "
-        f"test loss {record[TEST_LOSS]:.4f}"
+        f"test loss {loss(record[TEST_LOSS])}"
     )
     if TEST_SUPERCLASS_ACCURACY in record:
         line += f"  superclass {percent(record[TEST_SUPERCLASS_ACCURACY])}"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY
-from core.numbers import points
+from core.numbers import millions, points
 
 
 def field_words(facts: dict) -> str:
@@ -28,7 +28,7 @@ def _interval(stats: dict) -> str:
 def _facts(properties: dict) -> list[str]:
     field = field_words(properties) + ("" if properties["covers_image"] is not False else " (less than the image)")
     return [" → ".join(map(str, properties["resolution"])) + " px", " → ".join(map(str, properties["widths"])), field,
-            f"{properties['parameters']:,}", f"{properties['macs_per_image'] / 1e6:.1f} M"]
+            f"{properties['parameters']:,}", millions(properties['macs_per_image'])]
 
 
 def _final(net: dict, key: str) -> str:

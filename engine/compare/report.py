@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.errors import UserError
+from core.numbers import loss, millions, points
 from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy,
                                gap_loss, has_train_eval, write_json)
@@ -146,18 +147,18 @@ def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) 
     if tuple(names) != BONUS_PAIR:
         return text + "".join(
             f"{subject[0].upper() + subject[1:]} has {facts['parameters']:,} parameters, "
-            f"{facts['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image and {field_phrase(facts)}. "
+            f"{millions(facts['macs_per_image'], 0)} multiply-accumulates per image and {field_phrase(facts)}. "
             for subject, facts in ((noun(names[1]), cand), (noun(names[0]), base))).rstrip()
     single, multi = base, cand
     ((channels, size),) = feature_maps(build_model(names[0], num_classes=1))  # one stage; classes do not change it
     text += (f"Why this is plausible: the single-stage net keeps {channels} channels at full {size}x{size} resolution, "
              f"so each of its outputs sees only a {single['receptive_field']}-pixel window, smaller than the "
              f"{IMAGE_SIZE}-pixel image, and it "
-             f"spends {single['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image on that. The multi-stage net "
+             f"spends {millions(single['macs_per_image'], 0)} multiply-accumulates per image on that. The multi-stage net "
              f"halves the resolution twice while doubling the channels: its receptive field grows to "
              f"{multi['receptive_field']} pixels, covering the whole image, its deeper stages have more channels "
              f"({multi['parameters']:,} vs {single['parameters']:,} parameters) to combine what they see, and it needs "
-             f"only {multi['macs_per_image'] / 1e6:.0f} M multiply-accumulates per image.")
+             f"only {millions(multi['macs_per_image'], 0)} multiply-accumulates per image.")
     if verdict["verdict"] == "reducing underfitting":
         text += (" Its extra capacity and global view let it fit the training images better, and that better fit "
                  "carries over to the test images; the problem it solves is underfitting, not overfitting.")
@@ -182,13 +183,11 @@ def console_table(report: dict) -> str:
     """A compact table for the terminal: final numbers and the verdict(s)."""
     names = list(report["runs"])
     lines = [f"{'':<22}" + "".join(f"{dir_name(name):>14}" for name in names)]
-    keys = [("train loss", TRAIN_LOSS, 1, "{:.4f}"), ("train-eval acc %", TRAIN_EVAL_ACCURACY, 100, "{:.2f}"),
-            ("test acc %", TEST_ACCURACY, 100, "{:.2f}"), ("test loss", TEST_LOSS, 1, "{:.4f}"),
-            ("gap acc (pts)", GAP_ACCURACY, 100, "{:.2f}")]
-    for label, key, scale, fmt in keys:
+    keys = [("train loss", TRAIN_LOSS, loss), ("train-eval acc %", TRAIN_EVAL_ACCURACY, points),
+            ("test acc %", TEST_ACCURACY, points), ("test loss", TEST_LOSS, loss), ("gap acc (pts)", GAP_ACCURACY, points)]
+    for label, key, written in keys:
         if key in report["runs"][names[-1]]["final"]:
-            lines.append(f"{label:<22}" + "".join(f"{fmt.format(scale * report['runs'][arch]['final'][key]):>14}"
-                                                  for arch in names))
+            lines.append(f"{label:<22}" + "".join(f"{written(report['runs'][arch]['final'][key]):>14}" for arch in names))
     return "\n".join(lines + verdict_lines(report))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from core.figures import curve_panels, save
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5, TRAIN_EVAL_ACCURACY,
                                TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
-from core.numbers import percent, points
+from core.numbers import loss, millions, percent, points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import field_words
@@ -16,7 +16,7 @@ from models import ARCHITECTURES, label, noun
 def _record_cell(record: dict, key: str) -> str:
     if key not in record:
         return "-"
-    return f"{record[key]:.4f}" if is_loss(key) else percent(record[key])
+    return loss(record[key]) if is_loss(key) else percent(record[key])
 
 
 def title(report: dict) -> str:
@@ -50,26 +50,26 @@ def _header_lines(report: dict) -> list[str]:
         for arch in runs:
             if index < len(runs[arch]["epochs"]):
                 e = runs[arch]["epochs"][index]
-                lines.append(f"| {e[EPOCH]} | {arch} | {e[TRAIN_LOSS]:.4f} | {_record_cell(e, TRAIN_EVAL_ACCURACY)} | "
+                lines.append(f"| {e[EPOCH]} | {arch} | {loss(e[TRAIN_LOSS])} | {_record_cell(e, TRAIN_EVAL_ACCURACY)} | "
                              f"{_record_cell(e, TRAIN_EVAL_LOSS)} | {percent(e[TEST_ACCURACY])} | {percent(e[TEST_TOP5])} | "
-                             f"{e[TEST_LOSS]:.4f} |")
+                             f"{loss(e[TEST_LOSS])} |")
     lines += ["", "## Final numbers (last epoch)", "", "| | " + " | ".join(runs) + " |",
               "| --- |" + " ---: |" * len(runs)]
-    rows = [("mean train loss (last epoch)", lambda r: f"{r['final'][TRAIN_LOSS]:.4f}")]
+    rows = [("mean train loss (last epoch)", lambda r: loss(r['final'][TRAIN_LOSS]))]
     if has_train_eval:
         rows += [("train-eval accuracy", lambda r: percent(r["final"][TRAIN_EVAL_ACCURACY])),
-                 ("train-eval loss", lambda r: f"{r['final'][TRAIN_EVAL_LOSS]:.4f}")]
+                 ("train-eval loss", lambda r: loss(r['final'][TRAIN_EVAL_LOSS]))]
     rows += [("test accuracy", lambda r: percent(r["final"][TEST_ACCURACY])),
              ("test top-5", lambda r: percent(r["final"][TEST_TOP5])),
-             ("test loss", lambda r: f"{r['final'][TEST_LOSS]:.4f}")]
+             ("test loss", lambda r: loss(r['final'][TEST_LOSS]))]
     if has_train_eval:
         rows += [("gap: train-eval acc - test acc", lambda r: f"{points(r['final'][GAP_ACCURACY])} pts"),
-                 ("gap: test loss - train-eval loss", lambda r: f"{r['final'][GAP_LOSS]:.4f}")]
+                 ("gap: test loss - train-eval loss", lambda r: loss(r['final'][GAP_LOSS]))]
     if all("best_epoch" in run for run in runs.values()):
         rows.append(("test accuracy at the best epoch (not the last)",
                      lambda r: f"{percent(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
     rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
-             ("MACs per image", lambda r: f"{r['model']['macs_per_image'] / 1e6:.1f} M"),
+             ("MACs per image", lambda r: millions(r['model']['macs_per_image'])),
              ("receptive field", lambda r: field_words(r["model"])),
              ("seconds per epoch (training)", lambda r: f"{r['seconds_per_epoch']:.1f}"),
              ("images per second (training)", lambda r: f"{r['images_per_s']:.0f}")]
@@ -117,7 +117,7 @@ def render_report(report: dict) -> str:
         verdict = f"{contrast['verdict']['verdict']} ({contrast['verdict']['confidence']})" if contrast else "baseline"
         final = run["final"]
         gap = f"{points(final[GAP_ACCURACY])} pts" if GAP_ACCURACY in final else "-"
-        lines.append(f"| {name} | {run['model']['parameters']:,} | {run['model']['macs_per_image'] / 1e6:.1f} M | "
+        lines.append(f"| {name} | {run['model']['parameters']:,} | {millions(run['model']['macs_per_image'])} | "
                      f"{field_words(run['model'])} | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
                      f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
     lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]

@@ -16,7 +16,7 @@ from core.directory_record import STUDY, DirectoryRecord, read_record
 from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, TEST_ACCURACY, TRAIN_LOSS, best_epoch,
                                gap_accuracy, has_train_eval, is_result, read_history, write_json)
-from core.numbers import percent, points
+from core.numbers import loss, percent, points
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
@@ -196,7 +196,7 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
                       + (f" ± {points(s['final'][TEST_ACCURACY]['sd'])}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
                       for arch, s in study["nets"].items())
     say(f"Across {len(seeds)} seed(s): {final}; mean train loss of the last epoch "
-        + ", ".join(f"{s['final'][TRAIN_LOSS]['mean']:.4f}" for s in study["nets"].values()))
+        + ", ".join(loss(s['final'][TRAIN_LOSS]['mean']) for s in study["nets"].values()))
     for line in verdict_lines(study, "Verdict across seeds"):
         say(line)
     for row in study.get("ablation", {}).get("contrasts", []):

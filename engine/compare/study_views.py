@@ -6,7 +6,7 @@ from core.figures import curve_panels, save
 from core.history_file import (ACCURACY, BEST_TEST_ACCURACY, GAP_ACCURACY, LOSS, SUPERCLASS_ACCURACY, TEST,
                                TEST_ACCURACY, TEST_EMA, TEST_FLIP, TOP5, TRAIN_EVAL, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
                                is_loss, metric)
-from core.numbers import points
+from core.numbers import loss, points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation_views import ablation_lines
@@ -31,7 +31,7 @@ LABELS = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test a
 def _number(key: str, value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:.4f}" if is_loss(key) else points(value)
+    return loss(value) if is_loss(key) else points(value)
 
 
 def _stats_cell(key: str, stats: dict) -> str:
