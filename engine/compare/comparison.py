@@ -1,11 +1,11 @@
 """`run.py --compare A B [C ...]` and `--bonus` (the pair singlestage, multistage): train every named architecture
 with one recipe, then compare each with the first (the baseline); and `--report`, the comparison alone.
 
-A comparison is itself an Ignite engine whose iterations are the architectures: each iteration trains one net
-through engine/session.py, or skips it when a resumed comparison finds it finished. The report is a handler on that
-engine's COMPLETED event, so it is written once every net has run, on one code path whether or not anything trained,
-after each run's own TensorBoard writer is closed. The directory holds one ordinary run per net (`<dir>/<arch>/`)
-and `comparison.json`, which names the nets in order (a directory without it is a bonus: the default pair).
+Each net is trained through engine/session.py by `train_member`, the one loop body of comparisons and studies, which
+keeps a member a resume finds finished. The report follows once every net has run, on one code path whether or not
+anything trained, after each run's own TensorBoard writer is closed. The directory holds one ordinary run per net
+(`<dir>/<arch>/`) and `comparison.json`, which names the nets in order (a directory without it is a bonus: the
+default pair).
 """
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import dataclasses
 import os
 
 import ignite.distributed as idist
-from ignite.engine import Engine
 
-import handlers.comparison_report
 from core.directory_record import COMPARISON, RECORD_FILES, DirectoryRecord, read_record
 from core.errors import UserError
 from core.history_file import RunHistory, read_history
@@ -94,26 +92,28 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
                        retester: Retester | None) -> str:
     say(f"{'Bonus' if nets == BONUS_PAIR else 'Comparison'} directory: {directory}")
     retester = retester or Retester(setup, load_data(recipe, setup))
-
-    def train_one(_engine: Engine, arch: str) -> None:
-        arch_dir = net_dir(directory, arch)
-        arch_recipe = dataclasses.replace(recipe, arch=arch)
-        finished = member_is_finished(arch_recipe, arch_dir) if resuming else None
-        if finished:
-            say(f"{arch}: already trained in {arch_dir}, not training again")
-            return
-        if resuming and finished is None:
-            clear_unstarted_run(arch_dir)
-        say(f"== {arch} ==")
-        train(arch_recipe, setup, data=retester.data, resume=arch_dir if finished is False else None, into=arch_dir)
-
-    comparison = Engine(train_one)
-    comparison.logger.disabled = True  # errors are reported in one line by run.py
-    handlers.comparison_report.attach(
-        comparison, lambda: write_on_rank_0(lambda: write_report(directory, read_comparison(directory), retester)))
     with continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}", directory):
-        comparison.run(list(nets), max_epochs=1)
+        for arch in nets:
+            train_member(dataclasses.replace(recipe, arch=arch), setup, retester.data, net_dir(directory, arch),
+                         resuming, name=arch, heading=f"== {arch} ==")
+        write_on_rank_0(lambda: write_report(directory, read_comparison(directory), retester))
     return directory
+
+
+def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: bool, name: str,
+                 heading: str | None = None) -> None:
+    """Train one run of a comparison or study in `member_dir` on `data`. When `resuming`, a finished run is kept (said
+    under `name`), an interrupted one continues, and one killed before its first checkpoint starts afresh in place;
+    `heading` is printed before training."""
+    finished = member_is_finished(recipe, member_dir) if resuming else None
+    if finished:
+        say(f"{name}: already trained in {member_dir}, not training again")
+        return
+    if resuming and finished is None:
+        clear_unstarted_run(member_dir)
+    if heading:
+        say(heading)
+    train(recipe, setup, data=data, resume=member_dir if finished is False else None, into=member_dir)
 
 
 def report_only(directories: list[str], setup: Setup) -> str:

@@ -20,16 +20,16 @@ from core.numbers import loss, percent, points
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
-from engine.compare.comparison import comparison_flag, comparison_nets, comparison_recipe, net_dir, run_comparison
+from engine.compare.comparison import (comparison_flag, comparison_nets, comparison_recipe, net_dir, run_comparison,
+                                      train_member)
 from engine.compare.report import Retester, where_the_gain_comes_from
 from engine.compare.stats import interval
 from engine.compare.study_views import plot_study, render_study
 from engine.compare.verdict import contrast_layout, decide, decide_paired, rule, rule_paired, verdict_lines
 from engine.console import say
-from engine.resume import member_is_finished
 from engine.run_lock import hold, write_on_rank_0
-from engine.rundir import clear_unstarted_run, continue_or_claim, default_study_dir
-from engine.session import continued_by, load_data, train
+from engine.rundir import continue_or_claim, default_study_dir
+from engine.session import continued_by, load_data
 
 STUDY_FILE = "study.json"
 
@@ -87,13 +87,7 @@ def train_seeds(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str,
             run_comparison(seed_recipe, setup, nets, resume_dir=directory if exists else None, retester=retester,
                            into=directory)
             continue
-        finished = member_is_finished(seed_recipe, directory) if resuming else None
-        if finished:
-            say(f"seed {seed}: already trained in {directory}, not training again")
-        else:
-            if resuming and finished is None:
-                clear_unstarted_run(directory)
-            train(seed_recipe, setup, data=retester.data, resume=directory if finished is False else None, into=directory)
+        train_member(seed_recipe, setup, retester.data, directory, resuming, name=f"seed {seed}")
 
 
 def seed_of(folder_name: str) -> int | None:
