@@ -27,7 +27,7 @@ class RunInUse(RunDirError):
 class DiskFull(UserError):
     """The disk filled up while a run, comparison or study wrote `path`; what was complete before is intact. The
     message ends with the command that continues the work; a bonus or a study that was running the run names its own
-    (`continued_by`)."""
+    (`continuing_with`)."""
 
     def __init__(self, path: str, command: str):
         super().__init__(f"no space left on device while writing {path}; free space and resume with: {command}")

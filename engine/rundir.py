@@ -42,6 +42,18 @@ def comparison_label(nets: tuple[str, ...]) -> str:
     return "bonus" if tuple(nets) == BONUS_PAIR else "compare-" + "-".join(map(dir_name, nets))
 
 
+def comparison_flag(nets: tuple[str, ...]) -> str:
+    """The flag that asks for this comparison: `--bonus`, or `--compare A B ...`."""
+    return "--bonus" if tuple(nets) == BONUS_PAIR else "--compare " + " ".join(nets)
+
+
+def continuing_command(directory: str, nets: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None) -> str:
+    """The command that continues `directory`: a run, a comparison of `nets`, or a study of `seeds` (of `nets`)."""
+    seeds_flag = f" --seeds {' '.join(map(str, seeds))}" if seeds else ""
+    nets_flag = f" {comparison_flag(nets)}" if nets else ""
+    return f"python run.py{seeds_flag}{nets_flag} --resume {directory}"
+
+
 def default_comparison_dir(root: str, recipe: Recipe, nets: tuple[str, ...]) -> str:
     """`root/<dataset>-<bonus|compare-...>-<time>`: a comparison directory (one run per network inside)."""
     return os.path.join(root, f"{recipe.dataset}-{comparison_label(nets)}-{timestamp()}")

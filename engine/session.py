@@ -28,7 +28,7 @@ from engine.precision import resolve_precision
 from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint,
                            load_checkpoint, machine_change)
 from engine.run_lock import hold, in_use
-from engine.rundir import claim_run_dir, default_run_dir, remove_stale_temp_files, run_dir_of
+from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT
 from handlers.interrupts import GracefulStop
 from handlers.loss_scaling import LossScaleCollapsed
@@ -41,7 +41,7 @@ class TrainingDiverged(UserError):
 class Interrupted(UserError):
     """Stopped by SIGINT/SIGTERM after writing a checkpoint; `exit_code` is 130 or 143. The message ends with the
     command that continues the work; a bonus or a study that was running the run names its own command instead
-    (`continued_by`), since resuming the run alone would not finish the comparison."""
+    (`continuing_with`), since resuming the run alone would not finish the comparison."""
 
     def __init__(self, exit_code: int, at: str, command: str):
         super().__init__(f"interrupted at {at}; checkpoint written. Continue with: {command}")
@@ -52,7 +52,7 @@ class Interrupted(UserError):
 
 
 @contextlib.contextmanager
-def continued_by(command: str, directory: str):
+def continuing_with(command: str, directory: str):
     """Inside a bonus or a study: an error that ends the work with the command that continues it (an interruption,
     a full disk, also while its report is written into `directory`) names `command`, not that of the run it was
     training."""
@@ -195,7 +195,7 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     except LossScaleCollapsed as exc:
         raise _failed(outputs, LossScaleCollapsed(f"{exc}; the last good checkpoint is in {run_dir}")) from None
     except BaseException as exc:
-        full = disk_full(exc, run_dir, f"python run.py --resume {run_dir}")  # a checkpoint, history.json, TensorBoard
+        full = disk_full(exc, run_dir, continuing_command(run_dir))  # a checkpoint, history.json, TensorBoard
         if full is not None:
             raise _failed(outputs, full) from None
         if isinstance(exc, OSError):
@@ -210,7 +210,7 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     if stop.signum is not None:
         if rank0:
             outputs.history.finish(f"interrupted at {at}")
-        raise Interrupted(stop.exit_code, at, f"python run.py --resume {run_dir}")
+        raise Interrupted(stop.exit_code, at, continuing_command(run_dir))
     if diverged:
         if rank0:
             outputs.history.finish(f"stopped: loss became NaN or infinite at {at}")

@@ -23,9 +23,9 @@ from engine.compare.report import Retester, check_comparable, offline, write_rep
 from engine.console import say
 from engine.resume import member_is_finished
 from engine.run_lock import hold, write_on_rank_0
-from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
-                           default_report_dir)
-from engine.session import continued_by, load_data, train
+from engine.rundir import (clear_unstarted_run, continue_or_claim, continuing_command, create_run_dir,
+                           default_comparison_dir, default_report_dir)
+from engine.session import continuing_with, load_data, train
 from models import BONUS_PAIR, dir_name
 
 COMPARISON_FILE = RECORD_FILES[COMPARISON]
@@ -60,11 +60,6 @@ def read_comparison(directory: str) -> dict[str, RunHistory]:
     return {arch: read_history(net_dir(directory, arch)) for arch in nets}
 
 
-def comparison_flag(nets: tuple[str, ...]) -> str:
-    """The flag that asks for this comparison: `--bonus`, or `--compare A B ...`."""
-    return "--bonus" if tuple(nets) == BONUS_PAIR else "--compare " + " ".join(nets)
-
-
 def run_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...] = BONUS_PAIR, resume_dir: str | None = None,
                    retester: Retester | None = None, into: str | None = None) -> str:
     """Train `nets` in order under one directory (`into`, else `--output-dir`, else a new one under RUNS_ROOT; or
@@ -92,7 +87,7 @@ def _run_comparison_in(directory: str, nets: tuple[str, ...], recipe: Recipe, se
                        retester: Retester | None) -> str:
     say(f"{'Bonus' if nets == BONUS_PAIR else 'Comparison'} directory: {directory}")
     retester = retester or Retester(setup, load_data(recipe, setup))
-    with continued_by(f"python run.py {comparison_flag(nets)} --resume {directory}", directory):
+    with continuing_with(continuing_command(directory, nets), directory):
         for arch in nets:
             train_member(dataclasses.replace(recipe, arch=arch), setup, retester.data, net_dir(directory, arch),
                          resuming, name=arch, heading=f"== {arch} ==")

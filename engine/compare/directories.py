@@ -12,11 +12,11 @@ from core.directory_record import COMPARISON, STUDY, read_record
 from core.errors import UserError
 from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe
-from engine.compare.comparison import comparison_flag, comparison_nets
+from engine.compare.comparison import comparison_nets
 from engine.compare.study import is_study, recorded_run, seed_dir, study_seeds
 from engine.precision import AMP_MODES, recorded_mode
 from engine.resume import has_checkpoint
-from engine.rundir import run_dir_of
+from engine.rundir import comparison_flag, continuing_command, run_dir_of
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ class Holding:
 
     def command(self, directory: str) -> str:
         """The command that continues it."""
-        seeds = f" --seeds {' '.join(map(str, self.seeds))}" if self.kind == STUDY else ""
-        nets = f" {comparison_flag(self.nets)}" if self.nets else ""
-        return f"python run.py{seeds}{nets} --resume {directory}"
+        return continuing_command(directory, self.nets, self.seeds if self.kind == STUDY else None)
 
 
 def holding(directory: str) -> Holding | None:

@@ -27,6 +27,9 @@ from engine.evaluate import confusion, per_class_accuracy, retest
 from models import BONUS_PAIR, build_model, dir_name, noun
 from models.stats import IMAGE_SIZE, feature_maps
 
+# What a comparison directory holds beside its runs, written by write_report.
+REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE = "report.json", "report.md", "curves.png"
+
 
 def check_comparable(histories: dict[str, RunHistory]) -> None:
     """Refuse, naming the field, runs whose recipes differ in more than the architecture, or that did not finish."""
@@ -192,18 +195,18 @@ def console_table(report: dict) -> str:
 
 
 def write_report(directory: str, histories: dict[str, RunHistory], retester: Retester | None = None) -> dict:
-    """Write report.json, report.md and curves.png into `directory` (which exists), print the table, return the
+    """Write report.json, report.md and curves.png (REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE) into `directory` (which exists), print the table, return the
     report. With a `retester`, the final checkpoints are re-tested class by class."""
     report = build_report(histories)  # checks first that the runs are comparable, before any re-test
     base = list(histories)[0]
     for name, contrast in contrasts_of(report).items():
         contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
             {base: [histories[base]], name: [histories[name]]}, retester)
-    write_json(os.path.join(directory, "report.json"), report)
-    with open(os.path.join(directory, "report.md"), "w") as f:
+    write_json(os.path.join(directory, REPORT_JSON), report)
+    with open(os.path.join(directory, REPORT_MARKDOWN), "w") as f:
         f.write(render_report(report))
-    plot_curves(report, os.path.join(directory, "curves.png"))
+    plot_curves(report, os.path.join(directory, REPORT_FIGURE))
     write_verdict_text(report)
     print(console_table(report))
-    print(f"Report: {os.path.join(directory, 'report.md')}", flush=True)
+    print(f"Report: {os.path.join(directory, REPORT_MARKDOWN)}", flush=True)
     return report

@@ -20,18 +20,18 @@ from core.numbers import loss, percent, points
 from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation
 from engine.compare.ablation_views import ablation_summary
-from engine.compare.comparison import (comparison_flag, comparison_nets, comparison_recipe, net_dir, run_comparison,
-                                      train_member)
+from engine.compare.comparison import comparison_nets, comparison_recipe, net_dir, run_comparison, train_member
 from engine.compare.report import Retester, where_the_gain_comes_from
 from engine.compare.stats import interval
 from engine.compare.study_views import plot_study, render_study
 from engine.compare.verdict import contrast_layout, decide, decide_paired, rule, rule_paired, verdict_lines
 from engine.console import say
 from engine.run_lock import hold, write_on_rank_0
-from engine.rundir import continue_or_claim, default_study_dir
-from engine.session import continued_by, load_data
+from engine.rundir import continue_or_claim, continuing_command, default_study_dir
+from engine.session import continuing_with, load_data
 
-STUDY_FILE = "study.json"
+# What a study directory holds beside its seeds, written by write_study.
+STUDY_JSON, STUDY_MARKDOWN, STUDY_FIGURE = "study.json", "study.md", "study.png"
 
 
 SEED_PREFIX = "seed"
@@ -58,8 +58,7 @@ def run_study(recipe: Recipe, setup: Setup, seeds: list[int], nets: tuple[str, .
         say(f"Study directory: {study_dir} (seeds {', '.join(map(str, seeds))})")
         # One dataset for every seed; the seeds' reports re-test each final model per class, the summary reuses that.
         retester = Retester(setup, load_data(recipe, setup))
-        what = f" {comparison_flag(nets)}" if nets else ""
-        with continued_by(f"python run.py --seeds {' '.join(map(str, seeds))}{what} --resume {study_dir}", study_dir):
+        with continuing_with(continuing_command(study_dir, nets, seeds), study_dir):
             train_seeds(recipe, setup, seeds, nets, study_dir, resuming=resume_dir is not None, retester=retester)
             # Rank 0 writes the summary; under torchrun the other processes wait (two writers would race on one file).
             write_on_rank_0(lambda: write_study(study_dir, retester))
@@ -182,10 +181,10 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
         if len(compared) > 2 and len(seeds) >= 2:
             # What explains the second net's gain: its contrasts need an interval across seeds.
             study["ablation"] = ablation(histories)
-    write_json(os.path.join(study_dir, STUDY_FILE), study)
-    with open(os.path.join(study_dir, "study.md"), "w") as f:
+    write_json(os.path.join(study_dir, STUDY_JSON), study)
+    with open(os.path.join(study_dir, STUDY_MARKDOWN), "w") as f:
         f.write(render_study(study))
-    plot_study(study, os.path.join(study_dir, "study.png"))
+    plot_study(study, os.path.join(study_dir, STUDY_FIGURE))
     final = ", ".join(f"{arch} test accuracy {percent(s['final'][TEST_ACCURACY]['mean'])}"
                       + (f" ± {points(s['final'][TEST_ACCURACY]['sd'])}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
                       for arch, s in study["nets"].items())
@@ -195,6 +194,6 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
         say(line)
     for row in study.get("ablation", {}).get("contrasts", []):
         say(f"Ablation: {ablation_summary(row)}")
-    say(f"Study report: {os.path.join(study_dir, 'study.md')}")
+    say(f"Study report: {os.path.join(study_dir, STUDY_MARKDOWN)}")
     return study_dir
 
