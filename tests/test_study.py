@@ -8,7 +8,7 @@ import statistics
 import pytest
 
 import run
-from engine.compare.stats import interval
+from engine.compare.verdict import interval
 from engine.compare.verdict import decide_paired
 from helpers import read_history, run_in_process, without_timings
 

@@ -6,15 +6,16 @@ the target. A contrast names the properties in which its two networks differ and
 the models by models/stats.py), shows the paired difference across seeds with its 95 % interval, turns it into a
 share of the gain by `ATTRIBUTION_RULE`, and gives the probability that the variant beats the other network.
 
-What every report measures of a net (`model_facts`: parameters, MACs, receptive field) is measured here too.
+What every report measures of a net (`model_facts`: parameters, MACs, receptive field) is measured here too, and
+written in words here (`field_words`, `field_phrase`, the ablation's lines in study.md).
 """
 from __future__ import annotations
 
 from torch import nn
 
-from core.history_file import TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
-from engine.compare.stats import CONFIDENCE, interval
-from engine.compare.verdict import WINDOW, seed_window_means
+from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
+from core.numbers import millions, points
+from engine.compare.verdict import CONFIDENCE, WINDOW, interval, seed_window_means
 from models import build_model, count_parameters, user_nets
 from models.stats import IMAGE_SIZE, feature_maps, macs_per_image, measured_receptive_field
 
@@ -156,3 +157,85 @@ def ablation(histories: dict[str, list[RunHistory]], window: int = WINDOW) -> di
                  for variant in variants for reference, sign in ((baseline, 1), (target, -1))]
     return {"baseline": baseline, "target": target, "window": window, "properties": properties, "gain": gain,
             "contrasts": contrasts, "rule": attribution_rule(baseline, target, window)}
+
+
+def field_words(facts: dict) -> str:
+    """A measured receptive field in a table: "53 px", or "n/a (why)" where no exact figure could be had."""
+    if facts["receptive_field"] is None:
+        return f"n/a ({facts['receptive_field_note']})"
+    return f"{facts['receptive_field']} px"
+
+
+def field_phrase(facts: dict) -> str:
+    """The same in a sentence: "a 53-pixel receptive field", or "no exact receptive field (why)"."""
+    if facts["receptive_field"] is None:
+        return f"no exact receptive field ({facts['receptive_field_note']})"
+    return f"a {facts['receptive_field']}-pixel receptive field"
+
+
+def _interval(stats: dict) -> str:
+    if stats["ci_low"] is None:
+        return "-"
+    return f"[{points(stats['ci_low'], signed=True)}, {points(stats['ci_high'], signed=True)}]"
+
+
+def _facts(properties: dict) -> list[str]:
+    field = field_words(properties) + ("" if properties["covers_image"] is not False else " (less than the image)")
+    return [" → ".join(map(str, properties["resolution"])) + " px", " → ".join(map(str, properties["widths"])), field,
+            f"{properties['parameters']:,}", millions(properties['macs_per_image'])]
+
+
+def _final(net: dict, key: str) -> str:
+    stats = net["final"].get(key)
+    if stats is None:
+        return "-"
+    return f"{points(stats['mean'])}" + (f" ± {points(stats['sd'])}" if stats["sd"] is not None else "")
+
+
+def ablation_summary(row: dict) -> str:
+    """One contrast in one line (for the console)."""
+    text = (f"{row['variant']} - {row['reference']}: differs in {', '.join(row['differs_in']) or 'nothing measured'}; "
+            f"train-eval {points(row['train_eval_accuracy']['mean'], signed=True)} pts {_interval(row['train_eval_accuracy'])}")
+    if "share" in row:
+        text += f", {row['share']['words']} (share {row['share']['mean']:.2f})"
+    return text
+
+
+def ablation_lines(study: dict) -> list[str]:
+    """The section of study.md: one row per network, the gain, one row per contrast, the rule."""
+    ablation, nets = study["ablation"], study["nets"]
+    baseline, target = ablation["baseline"], ablation["target"]
+    contrasts = study.get("contrasts", {})
+    lines = ["", "## What explains the gain (ablation)", "",
+             f"Last epoch, mean ± sd over {len(study['seeds'])} seeds; verdicts against {baseline} by the rule above.", "",
+             "| network | resolution | widths | receptive field | parameters | MACs per image | train-eval acc | "
+             "test acc | gap (pts) | verdict |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, properties in ablation["properties"].items():
+        verdict = contrasts[name]["verdict"] if name in contrasts else None
+        cell = f"{verdict['verdict']} ({verdict['confidence']})" if verdict else "baseline"
+        lines.append(f"| {name} | " + " | ".join(_facts(properties)) + " | "
+                     + " | ".join(_final(nets[name], key) for key in (TRAIN_EVAL_ACCURACY, TEST_ACCURACY, GAP_ACCURACY))
+                     + f" | {cell} |")
+    gain = ablation["gain"]
+    lines += ["", f"The gain to explain: {target} minus {baseline} in train-eval accuracy, "
+                  f"{points(gain['mean'], signed=True)} pts {_interval(gain)} (per seed "
+                  f"{', '.join(points(v, signed=True) for v in gain['values'])})"
+              + ("." if gain["clear"] else "; its interval contains 0, so there is no gain to explain."), "",
+              f"Paired contrasts (window means of the last {ablation['window']} epochs, differences in points, "
+              "95 % intervals across seeds):", "",
+              "| contrast | differs in | held equal | train-eval acc, per seed | mean [95 %] | share of the gain | "
+              "test acc, mean [95 %] | P(variant > reference), test [95 %] |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in ablation["contrasts"]:
+        train_eval, test, better = row["train_eval_accuracy"], row["test_accuracy"], row["p_better"]
+        share = row.get("share")
+        share_cell = (f"{share['mean']:.2f} [{share['ci_low']:.2f}, {share['ci_high']:.2f}]: {share['words']}"
+                      if share else "-")
+        lines.append(f"| {row['variant']} - {row['reference']} | {', '.join(row['differs_in']) or '-'} | "
+                     f"{', '.join(row['held_equal']) or '-'} | {', '.join(points(v, signed=True) for v in train_eval['values'])} | "
+                     f"{points(train_eval['mean'], signed=True)} {_interval(train_eval)} | {share_cell} | "
+                     f"{points(test['mean'], signed=True)} {_interval(test)} | {better['wins']} of {better['seeds']} = "
+                     f"{better['probability']:.2f} [{better['ci_low']:.2f}, {better['ci_high']:.2f}] |")
+    lines += ["", "### The attribution rule", "", "```", ablation["rule"], "```"]
+    return lines

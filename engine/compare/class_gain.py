@@ -1,19 +1,21 @@
 """Where a candidate net's gain over a baseline comes from: per-class test accuracy of both, paired by seed, and whether
 the gain is broad (most classes improve) or concentrated (a few classes carry it).
 
-Pure arithmetic on {class name: accuracy} dicts, so that a bonus (one seed) and a study (several) share it.
+Pure arithmetic on {class name: accuracy} dicts, so that a bonus (one seed) and a study (several) share it; and
+how the section looks in report.md and study.md (`gain_markdown`).
 """
 from __future__ import annotations
 
 import math
 from statistics import fmean
 
+from core.numbers import percent, points
 from models import BONUS_PAIR, label
-from core.numbers import points
 
 TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
 CONCENTRATED_SHARE = 0.5  # ... carrying more than half of what the improving classes gained
 BROAD_FRACTION = 0.75  # "broad" = at least three classes in four improve
+ROWS_SHOWN = 5  # with more than 4 * ROWS_SHOWN classes, the most and least improved ROWS_SHOWN each
 
 
 
@@ -64,3 +66,37 @@ def compare_classes(baseline: list[dict[str, float]], candidate: list[dict[str, 
                f"({points(rows[-1]['gain'], 1, signed=True)})")
     return {"seeds": len(baseline), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
             "top_share": top_share, "pattern": pattern, "summary": summary, "rule": rule(nets)}
+
+
+
+
+def _table(comparison: dict, what: str) -> list[str]:
+    rows = comparison["classes"]
+    seeds = comparison["seeds"]
+    base, cand = (key for key in rows[0] if key not in ("class", "gain", "seeds_improved"))  # the two nets, in order
+    shown = rows if len(rows) <= 4 * ROWS_SHOWN else rows[:ROWS_SHOWN] + [None] + rows[-ROWS_SHOWN:]
+    lines = [f"| {what} | {base} | {cand} | gain (pts) |" + (" seeds improved |" if seeds > 1 else ""),
+             "| --- | ---: | ---: | ---: |" + (" ---: |" if seeds > 1 else "")]
+    for row in shown:
+        if row is None:
+            lines.append(f"| ... {len(rows) - 2 * ROWS_SHOWN} more | | | |" + (" |" if seeds > 1 else ""))
+            continue
+        lines.append(f"| {row['class']} | {percent(row[base], 1)} | {percent(row[cand], 1)} | "
+                     f"{points(row['gain'], 1, signed=True)} |" + (f" {row['seeds_improved']} of {seeds} |" if seeds > 1 else ""))
+    return lines
+
+
+def gain_markdown(gain: dict) -> list[str]:
+    """The section's lines: the pattern in one sentence, the per-class (and per-superclass) table, the rule."""
+    lines = ["## Where the gain comes from", ""]
+    if "unavailable" in gain:
+        return lines + [f"Not available: {gain['unavailable']}.", ""]
+    classes = gain["classes"]
+    seeds = f" (test accuracy of the final models, mean over {classes['seeds']} seeds)" if classes["seeds"] > 1 else \
+        " (test accuracy of the final models)"
+    lines += [f"Per class{seeds}: **{classes['summary']}**.", ""] + _table(classes, "class") + [""]
+    if "superclasses" in gain:
+        lines += [f"Per superclass: **{gain['superclasses']['summary']}**.", ""]
+        lines += _table(gain["superclasses"], "superclass") + [""]
+    lines += [f"Rule: {classes['rule']}", ""]
+    return lines

@@ -17,7 +17,7 @@ from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER
                                gap_loss, has_train_eval, write_json)
 from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.ablation import run_facts
-from engine.compare.ablation_views import field_phrase
+from engine.compare.ablation import field_phrase
 from engine.compare.class_gain import compare_classes
 from engine.compare.report_views import plot_curves, render_report
 from engine.compare.verdict import WINDOW, contrast_layout, contrasts_of, decide, rule, verdict_lines

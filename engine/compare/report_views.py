@@ -7,7 +7,7 @@ from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TES
 from core.numbers import loss, millions, percent, points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
-from engine.compare.ablation_views import field_words
+from engine.compare.ablation import field_words
 from engine.compare.study_views import COLORS, contrast_section, more_seeds_note
 from engine.compare.verdict import contrasts_of
 from models import ARCHITECTURES, label, noun

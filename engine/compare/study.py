@@ -18,13 +18,11 @@ from core.history_file import (BEST_TEST_ACCURACY, GAP_ACCURACY, HISTORY_FILE, T
                                gap_accuracy, has_train_eval, is_result, read_history, write_json)
 from core.numbers import loss, percent, points
 from core.recipe import Recipe, Setup
-from engine.compare.ablation import ablation
-from engine.compare.ablation_views import ablation_summary
+from engine.compare.ablation import ablation, ablation_summary
 from engine.compare.comparison import comparison_nets, comparison_recipe, net_dir, run_comparison, train_member
 from engine.compare.report import Retester, where_the_gain_comes_from
-from engine.compare.stats import interval
 from engine.compare.study_views import plot_study, render_study
-from engine.compare.verdict import contrast_layout, decide, decide_paired, rule, rule_paired, verdict_lines
+from engine.compare.verdict import contrast_layout, decide, decide_paired, interval, rule, rule_paired, verdict_lines
 from engine.console import say
 from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import continue_or_claim, continuing_command, default_study_dir

@@ -9,10 +9,9 @@ from core.history_file import (ACCURACY, BEST_TEST_ACCURACY, GAP_ACCURACY, LOSS,
 from core.numbers import loss, points
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
-from engine.compare.ablation_views import ablation_lines
-from engine.compare.gain_views import gain_markdown
-from engine.compare.stats import expected_half_width
-from engine.compare.verdict import contrasts_of
+from engine.compare.ablation import ablation_lines
+from engine.compare.class_gain import gain_markdown
+from engine.compare.verdict import contrasts_of, expected_half_width
 from models import label, noun
 
 # Curve colours by position, baseline first (the bonus pair: orange, blue).

@@ -6,7 +6,8 @@ epoch's test accuracy of these nets can swing by several points. "Fit" is measur
 training images in eval mode (train-eval), like the test set, so the train-test gap compares like with like.
 
 The rules are `rule(names)` and `rule_paired(names)`: templates filled with the constants below and the pair's
-names, printed in every report (and still there under `python -OO`, which strips docstrings).
+names, printed in every report (and still there under `python -OO`, which strips docstrings). Across seeds, the
+statistics are the mean, the sample standard deviation and a Student-t interval (`interval`, scipy.stats).
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import statistics
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, gap_accuracy
 from core.numbers import points
-from engine.compare.stats import CONFIDENCE, interval
 from models import BONUS_PAIR, label, noun
 
+CONFIDENCE = 0.95  # of every interval across seeds
 ACCURACY_FLOOR = 0.01
 LOSS_FLOOR = 0.02
 NOISE_FACTOR = 2.0
@@ -211,3 +212,29 @@ def decide_paired(baseline_runs: list[list[dict]], candidate_runs: list[list[dic
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
             "paired_differences": diffs,
             "per_seed": [{names[0]: baseline, names[1]: candidate} for baseline, candidate in per_seed]}
+
+
+
+
+def t_quantile(k: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student-t quantile for `k` values (df = k - 1)."""
+    from scipy import stats  # imported here: a second of start-up that only studies need
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df=k - 1))
+
+
+def interval(values: list[float], confidence: float = CONFIDENCE) -> dict:
+    """Mean, sample standard deviation and the t-interval of the mean of `values` (K >= 2); with one value the
+    spread is unknown, so sd and the interval are None."""
+    k = len(values)
+    mean = statistics.fmean(values)
+    if k < 2:
+        return {"k": k, "mean": mean, "sd": None, "ci_low": None, "ci_high": None, "values": list(values)}
+    sd = statistics.stdev(values)
+    half = t_quantile(k, confidence) * sd / math.sqrt(k)
+    return {"k": k, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "values": list(values)}
+
+
+def expected_half_width(sd: float, k: int, confidence: float = CONFIDENCE) -> float:
+    """The CI half-width that K seeds would give if the per-seed spread were `sd`."""
+    return t_quantile(k, confidence) * sd / math.sqrt(k)
