@@ -93,6 +93,15 @@ def precision_in_words(amp_dtype: str | None) -> str:
 # The best epoch's test accuracy: reported beside the last epoch's numbers, never instead of them.
 BEST_TEST_ACCURACY = "best_test_accuracy"
 
+# Every record key in words, as the rows of report tables name them ("test accuracy, with test-time flips").
+_SPLITS = {TEST: "test", TRAIN_EVAL: "train-eval", TEST_EMA: "test", TEST_FLIP: "test"}
+_SPLIT_SUFFIXES = {TEST_EMA: ", EMA weights", TEST_FLIP: ", with test-time flips"}
+_METRICS = {ACCURACY: "accuracy", TOP5: "top-5", LOSS: "loss", SUPERCLASS_ACCURACY: "superclass accuracy"}
+RECORD_LABELS = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test accuracy",
+                 BEST_TEST_ACCURACY: "test accuracy at each seed's best epoch (not the last)",
+                 **{metric(split, name): f"{word} {words}{_SPLIT_SUFFIXES.get(split, '')}"
+                    for split, word in _SPLITS.items() for name, words in _METRICS.items()}}
+
 
 def best_epoch(epochs: list[dict]) -> dict:
     """The record with the highest test accuracy (the earliest of equals)."""

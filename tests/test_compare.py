@@ -63,7 +63,7 @@ def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus
 
 
 def test_a_report_header_names_the_optimisation_its_runs_had():
-    from engine.compare.report_views import render_report
+    from engine.compare.render import render_report
 
     with open(os.path.join(FIXTURE, "report.json")) as handle:
         report = json.load(handle)

@@ -19,7 +19,7 @@ from core.recipe import COMPARED, Recipe, Setup
 from engine.compare.ablation import run_facts
 from engine.compare.ablation import field_phrase
 from engine.compare.class_gain import compare_classes
-from engine.compare.report_views import plot_curves, render_report
+from engine.compare.render import plot_curves, render_report
 from engine.compare.verdict import WINDOW, contrast_layout, contrasts_of, decide, rule, verdict_lines
 from engine.data.datasets import CifarData
 from engine.devices import machine_in_words

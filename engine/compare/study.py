@@ -21,7 +21,7 @@ from core.recipe import Recipe, Setup
 from engine.compare.ablation import ablation, ablation_summary
 from engine.compare.comparison import comparison_nets, comparison_recipe, net_dir, run_comparison, train_member
 from engine.compare.report import Retester, where_the_gain_comes_from
-from engine.compare.study_views import plot_study, render_study
+from engine.compare.render import plot_study, render_study
 from engine.compare.verdict import contrast_layout, decide, decide_paired, interval, rule, rule_paired, verdict_lines
 from engine.console import say
 from engine.run_lock import hold, write_on_rank_0

@@ -1,0 +1,247 @@
+"""How comparisons and studies look: report.md and curves.png from the dict engine/compare/report.py builds, study.md
+and study.png from the one engine/compare/study.py builds. A contrast has one section layout in both, and both
+figures are one drawing (a study's curves are means across seeds, with ±1 sd bands)."""
+from __future__ import annotations
+
+from core.figures import curve_panels, save
+from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, RECORD_LABELS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
+                               TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
+from core.numbers import loss, millions, percent, points
+from core.recipe import Recipe
+from core.recipe_words import augmentation_in_words, optimisation_in_words
+from engine.compare.ablation import ablation_lines, field_words
+from engine.compare.class_gain import gain_markdown
+from engine.compare.verdict import contrasts_of, expected_half_width
+from models import ARCHITECTURES, label, noun
+
+# Curve colours by position, baseline first (the bonus pair: orange, blue).
+COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+
+
+def _number(key: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return loss(value) if is_loss(key) else points(value)
+
+
+def _stats_cell(key: str, stats: dict) -> str:
+    if stats["sd"] is None:
+        return _number(key, stats["mean"])
+    return (f"{_number(key, stats['mean'])} ± {_number(key, stats['sd'])} "
+            f"[{_number(key, stats['ci_low'])}, {_number(key, stats['ci_high'])}]")
+
+
+def _record_cell(record: dict, key: str) -> str:
+    if key not in record:
+        return "-"
+    return loss(record[key]) if is_loss(key) else percent(record[key])
+
+
+def _header_lines(report: dict) -> list[str]:
+    runs, config = report["runs"], report["config"]
+    last = list(runs)[-1]
+    has_train_eval = TRAIN_EVAL_ACCURACY in runs[last]["final"]
+    recipe = Recipe.from_dict(config)
+    names = [label(name) for name in runs]
+    kind = " ResNet" if all(name in ARCHITECTURES for name in runs) else ""  # a user's net may be anything
+    device = f"device {runs[last]['device']}" + (f" ({runs[last]['machine']})" if runs[last].get("machine") else "")
+    device += f", precision {runs[last]['precision']}" if runs[last].get("precision") else ""
+    lines = [f"# {names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])}{kind} on {config['dataset']}", "",
+             f"{'Both' if len(runs) == 2 else 'All'} runs: {config['epochs']} epochs, batch {config['batch_size']}, "
+             f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
+             f"blocks per stage {config['blocks_per_stage']}, {device}"
+             + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
+    users = [f"- **{name}**: {run['model']['description']}" for name, run in runs.items() if "description" in run["model"]]
+    lines += users + [""] * bool(users)
+    lines += ["## Per epoch", ""]
+    header = "| epoch | net | mean train loss | train-eval acc | train-eval loss | test acc | test top-5 | test loss |"
+    lines += [header, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for index in range(max(len(r["epochs"]) for r in runs.values())):
+        for arch in runs:
+            if index < len(runs[arch]["epochs"]):
+                e = runs[arch]["epochs"][index]
+                lines.append(f"| {e[EPOCH]} | {arch} | {loss(e[TRAIN_LOSS])} | {_record_cell(e, TRAIN_EVAL_ACCURACY)} | "
+                             f"{_record_cell(e, TRAIN_EVAL_LOSS)} | {percent(e[TEST_ACCURACY])} | {percent(e[TEST_TOP5])} | "
+                             f"{loss(e[TEST_LOSS])} |")
+    lines += ["", "## Final numbers (last epoch)", "", "| | " + " | ".join(runs) + " |",
+              "| --- |" + " ---: |" * len(runs)]
+    rows = [("mean train loss (last epoch)", lambda r: loss(r['final'][TRAIN_LOSS]))]
+    if has_train_eval:
+        rows += [("train-eval accuracy", lambda r: percent(r["final"][TRAIN_EVAL_ACCURACY])),
+                 ("train-eval loss", lambda r: loss(r['final'][TRAIN_EVAL_LOSS]))]
+    rows += [("test accuracy", lambda r: percent(r["final"][TEST_ACCURACY])),
+             ("test top-5", lambda r: percent(r["final"][TEST_TOP5])),
+             ("test loss", lambda r: loss(r['final'][TEST_LOSS]))]
+    if has_train_eval:
+        rows += [("gap: train-eval acc - test acc", lambda r: f"{points(r['final'][GAP_ACCURACY])} pts"),
+                 ("gap: test loss - train-eval loss", lambda r: loss(r['final'][GAP_LOSS]))]
+    if all("best_epoch" in run for run in runs.values()):
+        rows.append(("test accuracy at the best epoch (not the last)",
+                     lambda r: f"{percent(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
+    rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
+             ("MACs per image", lambda r: millions(r['model']['macs_per_image'])),
+             ("receptive field", lambda r: field_words(r["model"])),
+             ("seconds per epoch (training)", lambda r: f"{r['seconds_per_epoch']:.1f}"),
+             ("images per second (training)", lambda r: f"{r['images_per_s']:.0f}")]
+    lines += [f"| {name} | " + " | ".join(cell(run) for run in runs.values()) + " |" for name, cell in rows]
+    return lines
+
+
+def render_report(report: dict) -> str:
+    """report.md: per-epoch tables, final numbers side by side, then each verdict against the baseline with its
+    explanation and where the gain comes from, and the rule."""
+    names, contrasts = list(report["runs"]), contrasts_of(report)
+    lines = _header_lines(report)
+    if len(contrasts) > 1:
+        lines += ["", "## Against the baseline", "",
+                  f"Every network is judged against {names[0]} by the same rule (below).", "",
+                  "| network | parameters | MACs per image | receptive field | train-eval acc | test acc | gap | verdict |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for name, run in report["runs"].items():
+            contrast = contrasts.get(name)
+            verdict = f"{contrast['verdict']['verdict']} ({contrast['verdict']['confidence']})" if contrast else "baseline"
+            final = run["final"]
+            gap = f"{points(final[GAP_ACCURACY])} pts" if GAP_ACCURACY in final else "-"
+            lines.append(f"| {name} | {run['model']['parameters']:,} | {millions(run['model']['macs_per_image'])} | "
+                         f"{field_words(run['model'])} | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
+                         f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
+        lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
+    lines += _contrasts_and_rule(contrasts, names, _window_contrast_lines)
+    return "\n".join(lines + ["", "![curves](curves.png)", ""])
+
+
+def _contrasts_and_rule(contrasts: dict, names: list[str], contrast_lines) -> list[str]:
+    """Each contrast against the baseline (headed "Verdict" where there is one), then the rule that decided them."""
+    lines = []
+    for name, contrast in contrasts.items():
+        lines += contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}" if len(contrasts) > 1 else "Verdict")
+    if contrasts:
+        shown = [f"Shown for {names[1]}; every other network takes its place in turn.", ""] if len(contrasts) > 1 else []
+        lines += ["## The rule", "", *shown, "```", next(iter(contrasts.values()))["rule"], "```"]
+    return lines
+
+
+def _window_contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
+    """A contrast decided by the window rule (one seed): its explanation and the window's numbers that decided."""
+    verdict = contrast["verdict"]
+    base, cand = names
+    lines = []
+    if "differences" in verdict:
+        lines += [f"Numbers that decided (means over the last {verdict['window']} epochs, {label(cand)} minus "
+                  f"{label(base)}, signed so that positive favours {noun(cand)}):",
+                  "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
+        for key, d in verdict["differences"].items():
+            unit, scale = ("", 1) if is_loss(key) else (" pts", 100)
+            lines.append(f"| {key.replace('_', ' ')} | {scale * d['value']:+.3f}{unit} | {scale * d['margin']:.3f}{unit} | "
+                         f"{'yes' if d['clear'] else 'no'} |")
+        lines += ["", f"Test accuracy over the window: {base} "
+                  f"{', '.join(percent(v) for v in verdict['window_stats'][base][TEST_ACCURACY]['values'])}; "
+                  f"{cand} {', '.join(percent(v) for v in verdict['window_stats'][cand][TEST_ACCURACY]['values'])}"
+                  f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", "",
+                  more_seeds_note(verdict), ""]
+    return contrast_section(contrast, heading, contrast["explanation"], lines)
+
+
+def render_study(study: dict) -> str:
+    """study.md: final numbers across seeds per net, per-epoch means, the paired differences and the verdict."""
+    seeds, recipe = study["seeds"], Recipe.from_dict(study["recipe"])
+    lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {len(seeds)} seed(s)", "",
+             f"Seeds {', '.join(map(str, seeds))}; {recipe.epochs} epochs, batch {recipe.batch_size}, "
+             f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
+             f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}"
+             + (f", precision {study['precision']}." if study.get("precision") else "."), "",
+             "Accuracies in %, losses as they are: mean ± sample sd [95 % Student-t interval, df = K - 1].", "",
+             "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",
+             "| --- |" + " ---: |" * len(study["nets"])]
+    for key in study["nets"][next(iter(study["nets"]))]["final"]:
+        lines.append(f"| {RECORD_LABELS.get(key, key)} | " + " | ".join(_stats_cell(key, net["final"][key]) for net in study["nets"].values()) + " |")
+    lines += ["", "## Per epoch (mean across seeds)", "",
+              "| epoch | net | mean train loss | test acc | train-eval acc |", "| ---: | --- | ---: | ---: | ---: |"]
+    for arch, net in study["nets"].items():
+        for index, epoch in enumerate(net["per_epoch"], start=1):
+            train_eval = epoch.get(TRAIN_EVAL_ACCURACY)
+            lines.append(f"| {index} | {arch} | {_stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {_stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
+                         f"{_stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
+    lines += _contrasts_and_rule(contrasts_of(study), list(study["nets"]), _paired_contrast_lines)
+    if "ablation" in study:
+        lines += ablation_lines(study)
+    lines += ["", "![curves](study.png)", ""]
+    return "\n".join(lines)
+
+
+def _paired_contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
+    """A study's contrast: the paired differences across seeds (or, with one seed, what more seeds would give)."""
+    verdict = contrast["verdict"]
+    base, cand = names
+    lines = []
+    if "paired_differences" in verdict:
+        lines += [f"Paired differences ({label(cand)} minus {label(base)} per seed, window means of the last "
+                  f"{verdict['window']} epochs; positive favours {noun(cand)}):", "",
+                  "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
+        for key, d in verdict["paired_differences"].items():
+            lines.append(f"| {RECORD_LABELS.get(key, key)} | {', '.join(_number(key, v) for v in d['values'])} | "
+                         f"{_number(key, d['mean'])} | [{_number(key, d['ci_low'])}, {_number(key, d['ci_high'])}] | "
+                         f"{_number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
+        lines.append("")
+    else:
+        lines += [more_seeds_note(verdict), ""]
+    return contrast_section(contrast, heading, verdict["reason"] + ".", lines)
+
+
+def contrast_section(contrast: dict, heading: str, opening: str, body: list[str]) -> list[str]:
+    """One contrast in report.md or study.md: its heading with the verdict, an opening paragraph, the numbers that
+    decided (`body`), and where the gain comes from."""
+    verdict = contrast["verdict"]
+    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "", opening, ""] + body
+    if "where_the_gain_comes_from" in contrast:
+        lines += gain_markdown(contrast["where_the_gain_comes_from"])
+    return lines
+
+
+def more_seeds_note(verdict: dict) -> str:
+    """With one seed: how much firmer more seeds would make the test-accuracy difference, from the observed
+    epoch-to-epoch noise of the two nets over the window (a stand-in for the seed-to-seed spread)."""
+    if "window_stats" not in verdict:
+        return "One seed: the window rule was used; more seeds (`--seeds 0 1 2`) would give a confidence interval."
+    single, multi = (stats[TEST_ACCURACY]["std"] for stats in verdict["window_stats"].values())
+    noise = (single**2 + multi**2) ** 0.5
+    widths = ", ".join(f"K = {k}: ± {points(expected_half_width(noise, k))} pts" for k in (3, 5, 10))
+    return (f"One seed: the window rule was used. The test-accuracy difference moved by about {points(noise)} points "
+            f"(sd) from epoch to epoch; if seeds spread it as much, a paired study's 95 % interval would be {widths} "
+            f"(`--seeds`).")
+
+
+def plot_curves(report: dict, path: str) -> None:
+    """curves.png: mean train loss per epoch; train-eval (dashed) and test (solid) accuracy per epoch; every net."""
+    verdicts = "; ".join(c["verdict"]["verdict"] for c in contrasts_of(report).values())
+    _plot({arch: run["epochs"] for arch, run in report["runs"].items()}, path,
+          f"{report['config']['dataset']}: {' vs '.join(label(name) for name in report['runs'])} ResNet — {verdicts}")
+
+
+def plot_study(study: dict, path: str) -> None:
+    """study.png: mean training loss and test (solid) / train-eval (dashed) accuracy per epoch, ±1 sd bands."""
+    verdict = "; ".join(c["verdict"]["verdict"] for c in contrasts_of(study).values() if "verdict" in c)
+    _plot({arch: net["per_epoch"] for arch, net in study["nets"].items()}, path,
+          f"{study['recipe']['dataset']}, seeds {', '.join(map(str, study['seeds']))}: mean ± sd across seeds"
+          + (f" — {verdict}" if verdict else ""))
+
+
+def _plot(nets: dict[str, list[dict]], path: str, heading: str) -> None:
+    """Loss and accuracy per epoch of every net, from its records: numbers, or {mean, sd, ...} across seeds."""
+    figure, loss_axes, accuracy_axes = curve_panels()
+    for color, (arch, epochs) in zip(COLORS, nets.items()):
+        x = list(range(1, len(epochs) + 1))
+        for axes, key, scale, style, legend in ((loss_axes, TRAIN_LOSS, 1, "o-", arch),
+                                               (accuracy_axes, TEST_ACCURACY, 100, "o-", f"{arch} test"),
+                                               (accuracy_axes, TRAIN_EVAL_ACCURACY, 100, "s--", f"{arch} train-eval")):
+            if key not in epochs[0]:
+                continue
+            across_seeds = isinstance(epochs[0][key], dict)
+            mean = [scale * (e[key]["mean"] if across_seeds else e[key]) for e in epochs]
+            axes.plot(x, mean, style, color=color, label=legend)
+            if across_seeds and epochs[0][key]["sd"] is not None:
+                sd = [scale * e[key]["sd"] for e in epochs]
+                axes.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                                  color=color, alpha=0.15)
+    figure.suptitle(heading)
+    save(figure, path, legends=(loss_axes, accuracy_axes))
