@@ -11,7 +11,7 @@ import sys
 import ignite.distributed as idist
 
 from core.errors import UserError
-from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, non_negative_int
+from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, flag_name, non_negative_int
 from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
@@ -50,7 +50,8 @@ def add_field_flags(parser: argparse.ArgumentParser, config_type) -> None:
     leaves the field at its dataclass default, which the help text shows once."""
     for field in dataclasses.fields(config_type):
         options = dict(field.metadata)
-        name = options.pop("flag", "--" + field.name.replace("_", "-"))
+        name = flag_name(field)
+        options.pop("flag", None)
         help_text = options.pop("help")
         negation = options.pop("negation", None)
         if "choices_from" in options:

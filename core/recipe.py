@@ -72,6 +72,11 @@ def flag(default, help: str, **argparse_options):
     return field(default=default, metadata={"help": help, **argparse_options})
 
 
+def flag_name(config_field: dataclasses.Field) -> str:
+    """The option string that sets a field: its `flag=` where it has one, else --<field-name>."""
+    return config_field.metadata.get("flag", "--" + config_field.name.replace("_", "-"))
+
+
 # A comparison evaluates this many fixed training images each epoch unless --train-eval says otherwise.
 BONUS_TRAIN_EVAL = 10_000
 

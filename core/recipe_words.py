@@ -1,7 +1,11 @@
 """A recipe in words and flags: the lines runs open with and reports head with, and a named recipe as its flags."""
 from __future__ import annotations
 
-from core.recipe import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, Recipe
+import dataclasses
+
+from core.recipe import DEFAULT_PRESET, PRESET_FIELDS, PRESETS, Recipe, flag_name
+
+RECIPE_FIELDS = {config_field.name: config_field for config_field in dataclasses.fields(Recipe)}
 
 
 def as_flags(values: dict, spell_false: bool = False) -> str:
@@ -9,11 +13,11 @@ def as_flags(values: dict, spell_false: bool = False) -> str:
     left out, or with `spell_false` written "without --nesterov"."""
     words = []
     for name_of_field, value in values.items():
-        flag_name = "--" + name_of_field.replace("_", "-")
+        option = flag_name(RECIPE_FIELDS[name_of_field])
         if isinstance(value, bool):
-            words += [flag_name] if value else [f"without {flag_name}"] if spell_false else []
+            words += [option] if value else [f"without {option}"] if spell_false else []
         else:
-            words += [flag_name, str(value)]
+            words += [option, str(value)]
     return " ".join(words)
 
 
