@@ -66,10 +66,10 @@ def test_bonus_trains_both_and_writes_the_report(bonus_run):
     assert report["runs"]["singlestage"]["model"] == {"parameters": 113_034, "macs_per_image": 114_131_264,
                                                       "receptive_field": 27}
     assert report["runs"]["multistage"]["model"]["receptive_field"] == 53
-    assert report["verdict"]["verdict"] in ("reducing underfitting", "reducing overfitting", "inconclusive", "mixed")
+    assert report["contrasts"]["multistage"]["verdict"]["verdict"] in ("reducing underfitting", "reducing overfitting", "inconclusive", "mixed")
 
     markdown = (bonus_dir / "report.md").read_text()
-    assert f"## Verdict: {report['verdict']['verdict']}" in markdown
+    assert f"## Verdict: {report['contrasts']['multistage']['verdict']['verdict']}" in markdown
     single_epoch_2 = histories["singlestage"]["epochs"][1]
     assert f"| 2 | singlestage | {single_epoch_2['train_loss']:.4f} |" in markdown
     assert "Rule (multi-stage minus single-stage)" in markdown
@@ -128,8 +128,8 @@ def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finishe
     assert resumed.returncode == 0, resumed.stderr
     for arch in ("singlestage", "multistage"):
         assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
-    assert (json.loads((bonus_dir / "report.json").read_text())["verdict"]
-            == json.loads((finished / "report.json").read_text())["verdict"])
+    assert (json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["verdict"]
+            == json.loads((finished / "report.json").read_text())["contrasts"]["multistage"]["verdict"])
 
 
 @pytest.mark.slow
@@ -145,7 +145,7 @@ def test_resume_with_a_different_configuration_is_refused(bonus_run, capsys):
 def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, capsys, tmp_path):
     data_dir, bonus_dir, _ = bonus_run
     before = json.loads((bonus_dir / "report.json").read_text())
-    assert "classes" in before["where_the_gain_comes_from"]
+    assert "classes" in before["contrasts"]["multistage"]["where_the_gain_comes_from"]
     os.remove(bonus_dir / "report.md")
     events = lambda: [n for n in os.listdir(bonus_dir / "multistage") if n.startswith("events.out.tfevents.")]  # noqa: E731
     for name in events():
@@ -158,17 +158,20 @@ def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, ca
     assert rebuilt["runs"]["multistage"]["run_dir"] == str(bonus_dir / "multistage")
     assert len(events()) == 1
     same = lambda report: {k: v for k, v in report["runs"]["multistage"].items() if k != "run_dir"}  # noqa: E731
-    assert same(rebuilt) == same(before) and rebuilt["where_the_gain_comes_from"] == before["where_the_gain_comes_from"]
-    assert rebuilt["verdict"] == before["verdict"]
+    assert same(rebuilt) == same(before) and (rebuilt["contrasts"]["multistage"]["where_the_gain_comes_from"]
+                                              == before["contrasts"]["multistage"]["where_the_gain_comes_from"])
+    assert rebuilt["contrasts"]["multistage"]["verdict"] == before["contrasts"]["multistage"]["verdict"]
     assert (bonus_dir / "report.md").exists()
     # Without the dataset the report is still rebuilt; only the per-class section says what it lacks (and
     # nothing is downloaded).
     empty = tmp_path / "no-data"
     assert run.main(["--report", str(bonus_dir), "--data-dir", str(empty)]) == 0
     without_data = json.loads((bonus_dir / "report.json").read_text())
-    assert without_data["where_the_gain_comes_from"]["unavailable"].startswith(f"cifar10 not found: expected the folder {empty}")
-    assert {k: v for k, v in without_data.items() if k != "where_the_gain_comes_from"} == \
-        {k: v for k, v in rebuilt.items() if k != "where_the_gain_comes_from"}
+    assert without_data["contrasts"]["multistage"]["where_the_gain_comes_from"]["unavailable"].startswith(
+        f"cifar10 not found: expected the folder {empty}")
+    without_gain = lambda report: {**report, "contrasts": {name: {k: v for k, v in contrast.items() if k != "where_the_gain_comes_from"}  # noqa: E731
+                                                          for name, contrast in report["contrasts"].items()}}
+    assert without_gain(without_data) == without_gain(rebuilt)
     assert "## Where the gain comes from\n\nNot available: cifar10 not found" in (bonus_dir / "report.md").read_text()
     assert not empty.exists()
 
@@ -212,7 +215,9 @@ def test_report_renders_a_bonus_directory_whose_histories_have_a_flat_config_and
     # No dataset (whatever a data/ folder in the working directory holds): the report comes from the histories alone.
     assert run.main(["--report", str(bonus_dir), "--data-dir", str(tmp_path / "no-data")]) == 0
     rebuilt = json.loads((bonus_dir / "report.json").read_text())
-    assert rebuilt["verdict"] == old["verdict"] and rebuilt["rule"] == old["rule"]
+    # The committed report holds a pair's contrast at the top level, as reports did before comparisons of any nets.
+    rebuilt_contrast = rebuilt["contrasts"]["multistage"]
+    assert rebuilt_contrast["verdict"] == old["verdict"] and rebuilt_contrast["rule"] == old["rule"]
     for arch in ("singlestage", "multistage"):
         assert rebuilt["runs"][arch]["epochs"] == old["runs"][arch]["epochs"]
         assert rebuilt["runs"][arch]["final"] == old["runs"][arch]["final"]
@@ -230,7 +235,7 @@ def test_where_the_gain_comes_from_is_the_per_class_accuracy_of_the_final_models
     truth = written["test_y"]
     accuracy = {arch: per_class_here(independent_eval(str(bonus_dir / arch), arch, written, 10, epoch=2)[0], truth,
                                      written["names"]) for arch in ("singlestage", "multistage")}
-    gain = json.loads((bonus_dir / "report.json").read_text())["where_the_gain_comes_from"]["classes"]
+    gain = json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["where_the_gain_comes_from"]["classes"]
     assert {row["class"]: row["gain"] for row in gain["classes"]} == pytest.approx(
         {name: accuracy["multistage"][name] - accuracy["singlestage"][name] for name in accuracy["multistage"]})
     assert {row["class"]: row["singlestage"] for row in gain["classes"]} == pytest.approx(accuracy["singlestage"])
@@ -253,7 +258,7 @@ def test_cifar100_report_compares_superclasses_too(cifar100_dir, tmp_path):
     assert bonus(*common, str(tmp_path / "m"), "--arch", "multistage") == 0
     assert run.main(["--report", str(tmp_path / "s"), str(tmp_path / "m"), "--data-dir", data_dir,
                      "--output-dir", str(tmp_path / "r")]) == 0
-    gain = json.loads((tmp_path / "r" / "report.json").read_text())["where_the_gain_comes_from"]
+    gain = json.loads((tmp_path / "r" / "report.json").read_text())["contrasts"]["multistage"]["where_the_gain_comes_from"]
     coarse_truth = written["fine_to_coarse"][written["test_y"]]
     expected = {}
     for arch in ("singlestage", "multistage"):

@@ -65,10 +65,10 @@ def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path
         for arch, history in histories[seed].items():
             assert history["world_size"] == 2 and report["runs"][arch]["epochs"] == history["epochs"]
         # The verdict is the rule applied to exactly the recorded histories, as a single-process bonus computes it.
-        assert report["verdict"] == json.loads(json.dumps(decide(histories[seed]["singlestage"]["epochs"],
+        assert report["contrasts"]["multistage"]["verdict"] == json.loads(json.dumps(decide(histories[seed]["singlestage"]["epochs"],
                                                                  histories[seed]["multistage"]["epochs"])))
     study = json.loads((study_dir / "study.json").read_text())
-    assert study["verdict"] == json.loads(json.dumps(decide_paired(
+    assert study["contrasts"]["multistage"]["verdict"] == json.loads(json.dumps(decide_paired(
         [histories[s]["singlestage"]["epochs"] for s in (0, 1)], [histories[s]["multistage"]["epochs"] for s in (0, 1)])))
 
 

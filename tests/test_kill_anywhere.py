@@ -64,5 +64,5 @@ def test_a_study_killed_at_random_moments_and_resumed_each_time_ends_as_an_unint
         for net in NETS:
             assert (without_timings(read_history(str(study / seed / net)))
                     == without_timings(read_history(str(reference / seed / net)))), (seed, net, kills)
-    verdict = [json.loads((directory / "study.json").read_text())["verdict"] for directory in (study, reference)]
+    verdict = [json.loads((directory / "study.json").read_text())["contrasts"][NETS[1]]["verdict"] for directory in (study, reference)]
     assert verdict[0] == verdict[1]

@@ -83,11 +83,11 @@ def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     for s in (0, 1):  # each seed's runs: that seed, the same data order for both nets, an ordinary bonus directory
         assert {runs[arch][s]["config"]["seed"] for arch in runs} == {s}
         assert (study_dir / f"seed{s}" / "report.json").exists()
-    window = study["verdict"]["window"]
+    window = study["contrasts"]["multistage"]["verdict"]["window"]
     assert window == 2
     expected = [statistics.fmean(e["test_accuracy"] for e in runs["multistage"][s]["epochs"][-window:])
                 - statistics.fmean(e["test_accuracy"] for e in runs["singlestage"][s]["epochs"][-window:]) for s in (0, 1)]
-    assert study["verdict"]["paired_differences"]["test_accuracy"]["values"] == pytest.approx(expected)
+    assert study["contrasts"]["multistage"]["verdict"]["paired_differences"]["test_accuracy"]["values"] == pytest.approx(expected)
     final = study["nets"]["multistage"]["final"]["test_accuracy"]
     values = [runs["multistage"][s]["epochs"][-1]["test_accuracy"] for s in (0, 1)]
     assert final["mean"] == pytest.approx(statistics.fmean(values))
@@ -108,8 +108,8 @@ def test_bonus_study_pairs_the_nets_by_seed(bonus_study):
     # Where the gain comes from, across seeds: each class's gain is the mean of the seeds' own per-class gains
     # (each seed's bonus report re-tested its two final models), and "seeds improved" counts them.
     per_seed = [{row["class"]: row["gain"] for row in json.loads((study_dir / f"seed{s}" / "report.json").read_text())
-                 ["where_the_gain_comes_from"]["classes"]["classes"]} for s in (0, 1)]
-    gain = study["where_the_gain_comes_from"]["classes"]
+                 ["contrasts"]["multistage"]["where_the_gain_comes_from"]["classes"]["classes"]} for s in (0, 1)]
+    gain = study["contrasts"]["multistage"]["where_the_gain_comes_from"]["classes"]
     assert gain["seeds"] == 2
     assert {row["class"]: row["gain"] for row in gain["classes"]} == pytest.approx(
         {name: (per_seed[0][name] + per_seed[1][name]) / 2 for name in per_seed[0]})
@@ -146,8 +146,8 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
     assert out.count("already trained") == 3 and out.count("Epoch   2/2") == 1 and "Epoch   1/2" not in out
     assert without_timings(read_history(str(unfinished))) == without_timings(history)  # continued bit for bit
     rebuilt = json.loads((study_dir / "study.json").read_text())
-    assert rebuilt["verdict"]["paired_differences"] == expected["verdict"]["paired_differences"]
-    assert rebuilt["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
+    assert rebuilt["contrasts"]["multistage"]["verdict"]["paired_differences"] == expected["contrasts"]["multistage"]["verdict"]["paired_differences"]
+    assert rebuilt["contrasts"]["multistage"]["where_the_gain_comes_from"] == expected["contrasts"]["multistage"]["where_the_gain_comes_from"]
 
 
 @pytest.mark.slow
@@ -178,8 +178,8 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
         assert (without_timings(read_history(str(study_dir / run_dir)))
                 == without_timings(read_history(str(finished / run_dir))))
     study, expected = (json.loads((d / "study.json").read_text()) for d in (study_dir, finished))
-    assert study["verdict"] == expected["verdict"]
-    assert study["where_the_gain_comes_from"] == expected["where_the_gain_comes_from"]
+    assert study["contrasts"]["multistage"]["verdict"] == expected["contrasts"]["multistage"]["verdict"]
+    assert study["contrasts"]["multistage"]["where_the_gain_comes_from"] == expected["contrasts"]["multistage"]["where_the_gain_comes_from"]
     assert sorted(retested) == sorted(str(study_dir / f"seed{s}" / arch) for s in (0, 1)
                                       for arch in ("singlestage", "multistage"))  # each once, for its seed's report
 
@@ -266,8 +266,8 @@ def test_resume_alone_continues_a_study_as_it_was_started(bonus_study, tmp_path,
     assert run.main(["--resume", str(study_dir), "--no-progress"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert out.count("already trained") == 4 and "Study directory:" in out and "(seeds 0, 1)" in out
-    assert json.loads((study_dir / "study.json").read_text())["verdict"] == json.loads(
-        (finished / "study.json").read_text())["verdict"]
+    assert json.loads((study_dir / "study.json").read_text())["contrasts"]["multistage"]["verdict"] == json.loads(
+        (finished / "study.json").read_text())["contrasts"]["multistage"]["verdict"]
 
 
 def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(tmp_path, capsys):

@@ -11,7 +11,7 @@ from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from engine.compare.ablation import ablation_lines, field_words
 from engine.compare.class_gain import gain_markdown
-from engine.compare.verdict import contrasts_of, expected_half_width
+from engine.compare.verdict import expected_half_width
 from models import ARCHITECTURES, label, noun
 
 # Curve colours by position, baseline first (the bonus pair: orange, blue).
@@ -90,7 +90,7 @@ def _header_lines(report: dict) -> list[str]:
 def render_report(report: dict) -> str:
     """report.md: per-epoch tables, final numbers side by side, then each verdict against the baseline with its
     explanation and where the gain comes from, and the rule."""
-    names, contrasts = list(report["runs"]), contrasts_of(report)
+    names, contrasts = list(report["runs"]), report["contrasts"]
     lines = _header_lines(report)
     if len(contrasts) > 1:
         lines += ["", "## Against the baseline", "",
@@ -162,7 +162,7 @@ def render_study(study: dict) -> str:
             train_eval = epoch.get(TRAIN_EVAL_ACCURACY)
             lines.append(f"| {index} | {arch} | {_stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {_stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
                          f"{_stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
-    lines += _contrasts_and_rule(contrasts_of(study), list(study["nets"]), _paired_contrast_lines)
+    lines += _contrasts_and_rule(study.get("contrasts", {}), list(study["nets"]), _paired_contrast_lines)
     if "ablation" in study:
         lines += ablation_lines(study)
     lines += ["", "![curves](study.png)", ""]
@@ -213,14 +213,14 @@ def more_seeds_note(verdict: dict) -> str:
 
 def plot_curves(report: dict, path: str) -> None:
     """curves.png: mean train loss per epoch; train-eval (dashed) and test (solid) accuracy per epoch; every net."""
-    verdicts = "; ".join(c["verdict"]["verdict"] for c in contrasts_of(report).values())
+    verdicts = "; ".join(c["verdict"]["verdict"] for c in report["contrasts"].values())
     _plot({arch: run["epochs"] for arch, run in report["runs"].items()}, path,
           f"{report['config']['dataset']}: {' vs '.join(label(name) for name in report['runs'])} ResNet — {verdicts}")
 
 
 def plot_study(study: dict, path: str) -> None:
     """study.png: mean training loss and test (solid) / train-eval (dashed) accuracy per epoch, ±1 sd bands."""
-    verdict = "; ".join(c["verdict"]["verdict"] for c in contrasts_of(study).values() if "verdict" in c)
+    verdict = "; ".join(c["verdict"]["verdict"] for c in study.get("contrasts", {}).values())
     _plot({arch: net["per_epoch"] for arch, net in study["nets"].items()}, path,
           f"{study['recipe']['dataset']}, seeds {', '.join(map(str, study['seeds']))}: mean ± sd across seeds"
           + (f" — {verdict}" if verdict else ""))

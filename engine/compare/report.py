@@ -20,7 +20,7 @@ from engine.compare.ablation import run_facts
 from engine.compare.ablation import field_phrase
 from engine.compare.class_gain import compare_classes
 from engine.compare.render import plot_curves, render_report
-from engine.compare.verdict import WINDOW, contrast_layout, contrasts_of, decide, rule, verdict_lines
+from engine.compare.verdict import WINDOW, decide, rule, verdict_lines
 from engine.data.datasets import CifarData
 from engine.devices import machine_in_words
 from engine.evaluate import confusion, per_class_accuracy, retest
@@ -129,8 +129,8 @@ def run_summary(history: RunHistory) -> dict:
 
 
 def build_report(histories: dict[str, RunHistory], window: int = WINDOW) -> dict:
-    """Everything the report shows from the histories (baseline first), as one JSON-able dict: for a pair, its
-    verdict; for more networks, one contrast (verdict and explanation) per network against the baseline."""
+    """Everything the report shows from the histories (baseline first), as one JSON-able dict: one contrast (verdict,
+    rule and explanation) per network against the baseline, under "contrasts", for a pair as for more networks."""
     check_comparable(histories)
     names = list(histories)
     runs = {arch: run_summary(history) for arch, history in histories.items()}
@@ -140,7 +140,7 @@ def build_report(histories: dict[str, RunHistory], window: int = WINDOW) -> dict
         pair = (names[0], name)
         verdict = decide(histories[pair[0]].epochs, histories[name].epochs, window, names=pair)
         contrasts[name] = {"verdict": verdict, "rule": rule(pair), "explanation": explanation(verdict, runs, pair)}
-    return {"config": recipe, "runs": runs, **contrast_layout(names[0], contrasts)}
+    return {"config": recipe, "runs": runs, "baseline": names[0], "contrasts": contrasts}
 
 
 def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) -> str:
@@ -175,7 +175,7 @@ def write_verdict_text(report: dict) -> None:
     """Each verdict paragraph in TensorBoard's TEXT tab, in the folder of the network it judges."""
     from torch.utils.tensorboard import SummaryWriter
 
-    for name, contrast in contrasts_of(report).items():
+    for name, contrast in report["contrasts"].items():
         run_dir = report["runs"][name]["run_dir"]
         if run_dir and os.path.isdir(run_dir):
             with SummaryWriter(run_dir) as writer:
@@ -199,7 +199,7 @@ def write_report(directory: str, histories: dict[str, RunHistory], retester: Ret
     report. With a `retester`, the final checkpoints are re-tested class by class."""
     report = build_report(histories)  # checks first that the runs are comparable, before any re-test
     base = list(histories)[0]
-    for name, contrast in contrasts_of(report).items():
+    for name, contrast in report["contrasts"].items():
         contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
             {base: [histories[base]], name: [histories[name]]}, retester)
     write_json(os.path.join(directory, REPORT_JSON), report)

@@ -22,7 +22,7 @@ from engine.compare.ablation import ablation, ablation_summary
 from engine.compare.comparison import comparison_nets, comparison_recipe, net_dir, run_comparison, train_member
 from engine.compare.report import Retester, where_the_gain_comes_from
 from engine.compare.render import plot_study, render_study
-from engine.compare.verdict import contrast_layout, decide, decide_paired, interval, rule, rule_paired, verdict_lines
+from engine.compare.verdict import decide, decide_paired, interval, rule, rule_paired, verdict_lines
 from engine.console import say
 from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import continue_or_claim, continuing_command, default_study_dir
@@ -175,7 +175,7 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
             contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
                 {arch: histories[arch] for arch in pair}, retester)
             contrasts[name] = contrast
-        study.update(contrast_layout(compared[0], contrasts))
+        study.update(baseline=compared[0], contrasts=contrasts)
         if len(compared) > 2 and len(seeds) >= 2:
             # What explains the second net's gain: its contrasts need an interval across seeds.
             study["ablation"] = ablation(histories)

@@ -56,26 +56,10 @@ def _words(names: tuple[str, str]) -> dict:
             "confidence": points(CONFIDENCE, 0)}
 
 
-def contrast_layout(baseline: str, contrasts: dict) -> dict:
-    """How a report or a study holds its contrasts (each candidate's verdict, rule, ... against `baseline`): a pair's
-    one contrast at the top level, several under "contrasts" by candidate. `contrasts_of` reads either."""
-    if len(contrasts) == 1:
-        return next(iter(contrasts.values()))
-    return {"baseline": baseline, "contrasts": contrasts}
-
-
-def contrasts_of(record: dict) -> dict:
-    """{candidate: its contrast} of a report or study laid out by `contrast_layout` (none for a study of one net)."""
-    if "contrasts" in record:
-        return record["contrasts"]
-    names = list(record.get("runs") or record.get("nets") or ())
-    return {names[1]: record} if "verdict" in record else {}
-
-
 def verdict_lines(record: dict, verdict_words: str = "Verdict") -> list[str]:
     """The console's lines for each contrast of a report or study: the verdict and where the gain comes from,
     naming the candidate and the baseline where there are several."""
-    contrasts = contrasts_of(record)
+    contrasts = record.get("contrasts", {})
     baseline = list(record.get("runs") or record.get("nets"))[0]
     lines = []
     for name, contrast in contrasts.items():
