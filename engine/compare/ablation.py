@@ -15,7 +15,7 @@ from torch import nn
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
 from core.numbers import millions, points
-from engine.compare.verdict import CONFIDENCE, WINDOW, interval, seed_window_means
+from engine.compare.verdict import CONFIDENCE, WINDOW, fitting_window, interval, seed_window_means
 from models import build_model, count_parameters, user_nets
 from models.stats import IMAGE_SIZE, feature_maps, macs_per_image, measured_receptive_field
 
@@ -146,7 +146,7 @@ def ablation(histories: dict[str, list[RunHistory]], window: int = WINDOW) -> di
     the target, then the variants): properties per network, the gain, and each variant's two contrasts."""
     names = list(histories)
     baseline, target, variants = names[0], names[1], names[2:]
-    window = max(1, min([window] + [len(h.epochs) for runs in histories.values() for h in runs]))
+    window = fitting_window(window, [h.epochs for runs in histories.values() for h in runs])
     properties = {arch: network_properties(arch, runs[0].num_classes, runs[0].recipe.blocks_per_stage, runs[0].network)
                   for arch, runs in histories.items()}
     means = {arch: _per_seed(runs, window) for arch, runs in histories.items()}

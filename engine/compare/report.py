@@ -20,7 +20,7 @@ from engine.compare.ablation import run_facts
 from engine.compare.ablation import field_phrase
 from engine.compare.class_gain import compare_classes
 from engine.compare.render import plot_curves, render_report
-from engine.compare.verdict import WINDOW, decide, rule, verdict_lines
+from engine.compare.verdict import judge, verdict_lines
 from engine.data.datasets import CifarData
 from engine.devices import machine_in_words
 from engine.evaluate import confusion, per_class_accuracy, retest
@@ -128,7 +128,7 @@ def run_summary(history: RunHistory) -> dict:
     }
 
 
-def build_report(histories: dict[str, RunHistory], window: int = WINDOW) -> dict:
+def build_report(histories: dict[str, RunHistory]) -> dict:
     """Everything the report shows from the histories (baseline first), as one JSON-able dict: one contrast (verdict,
     rule and explanation) per network against the baseline, under "contrasts", for a pair as for more networks."""
     check_comparable(histories)
@@ -138,8 +138,8 @@ def build_report(histories: dict[str, RunHistory], window: int = WINDOW) -> dict
     contrasts = {}
     for name in names[1:]:
         pair = (names[0], name)
-        verdict = decide(histories[pair[0]].epochs, histories[name].epochs, window, names=pair)
-        contrasts[name] = {"verdict": verdict, "rule": rule(pair), "explanation": explanation(verdict, runs, pair)}
+        contrasts[name] = judge([histories[pair[0]].epochs], [histories[name].epochs], names=pair)
+        contrasts[name]["explanation"] = explanation(contrasts[name]["verdict"], runs, pair)
     return {"config": recipe, "runs": runs, "baseline": names[0], "contrasts": contrasts}
 
 

@@ -22,7 +22,7 @@ from engine.compare.ablation import ablation, ablation_summary
 from engine.compare.comparison import comparison_nets, comparison_recipe, net_dir, run_comparison, train_member
 from engine.compare.report import Retester, where_the_gain_comes_from
 from engine.compare.render import plot_study, render_study
-from engine.compare.verdict import decide, decide_paired, interval, rule, rule_paired, verdict_lines
+from engine.compare.verdict import interval, judge, verdict_lines
 from engine.console import say
 from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import continue_or_claim, continuing_command, default_study_dir
@@ -166,12 +166,7 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
         contrasts = {}
         for name in compared[1:]:
             pair = (compared[0], name)
-            if len(seeds) >= 2:
-                contrast = {"verdict": decide_paired(*([h.epochs for h in histories[arch]] for arch in pair), names=pair),
-                            "rule": rule_paired(pair)}
-            else:  # one seed: the window rule of a single comparison
-                contrast = {"verdict": decide(*(histories[arch][0].epochs for arch in pair), names=pair),
-                            "rule": rule(pair)}
+            contrast = judge(*([h.epochs for h in histories[arch]] for arch in pair), names=pair)
             contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
                 {arch: histories[arch] for arch in pair}, retester)
             contrasts[name] = contrast

@@ -24,6 +24,10 @@ LOSS_FLOOR = 0.02
 NOISE_FACTOR = 2.0
 STRONG_FACTOR = 2  # one seed: a difference beyond this many margins is strong (confidence "high")
 WINDOW = 3  # epochs at the end of a run whose mean each quantity is
+# The quantities that decide, in the order reports list them: the sign that makes a positive difference favour the
+# candidate (a lower train-eval loss, a smaller gap) and the practical floor of a clear difference.
+DECIDING = {TEST_ACCURACY: (1, ACCURACY_FLOOR), TRAIN_EVAL_ACCURACY: (1, ACCURACY_FLOOR),
+            TRAIN_EVAL_LOSS: (-1, LOSS_FLOOR), GAP_ACCURACY: (-1, ACCURACY_FLOOR)}
 RULE_TEMPLATE = """Margins: a difference of window means counts as clear only if it exceeds
   - accuracy: max({accuracy_floor} percentage point, {noise} standard errors of the difference),
   - loss:     max({loss_floor}, {noise} standard errors of the difference),
@@ -90,11 +94,24 @@ def margin(baseline: dict, candidate: dict, floor: float) -> float:
     return max(floor, NOISE_FACTOR * standard_error)
 
 
+def fitting_window(window: int, histories: list[list[dict]]) -> int:
+    """`window`, shortened to the shortest of `histories` (each a run's per-epoch records), and at least 1."""
+    return max(1, min([window] + [len(epochs) for epochs in histories]))
+
+
+def judge(baseline_runs: list[list[dict]], candidate_runs: list[list[dict]], names: tuple[str, str] = BONUS_PAIR) -> dict:
+    """A candidate against the baseline over their runs, paired by seed: the rule that fits (the paired rule for two
+    seeds or more, the window rule for one) and its verdict, as a report's or study's contrast holds them."""
+    if len(baseline_runs) >= 2:
+        return {"verdict": decide_paired(baseline_runs, candidate_runs, names=names), "rule": rule_paired(names)}
+    return {"verdict": decide(baseline_runs[0], candidate_runs[0], names=names), "rule": rule(names)}
+
+
 def decide(baseline_epochs: list[dict], candidate_epochs: list[dict], window: int = WINDOW,
            names: tuple[str, str] = BONUS_PAIR) -> dict:
     """Apply the rule to two per-epoch histories (records with train_eval_* and test_* keys): the baseline's, then
     the candidate's, named by `names`."""
-    window = max(1, min(window, len(baseline_epochs), len(candidate_epochs)))
+    window = fitting_window(window, [baseline_epochs, candidate_epochs])
     keys = (TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TEST_ACCURACY, TEST_LOSS)
     if not all(key in e for e in baseline_epochs[-window:] + candidate_epochs[-window:] for key in keys):
         return {"verdict": "inconclusive", "confidence": "low", "window": window, "reason":
@@ -104,17 +121,11 @@ def decide(baseline_epochs: list[dict], candidate_epochs: list[dict], window: in
     for stats, epochs in ((baseline, baseline_epochs), (candidate, candidate_epochs)):
         stats[GAP_ACCURACY] = summarize([gap_accuracy(e) for e in epochs[-window:]])
 
-    def difference(key: str, floor: float, sign: int = 1) -> dict:
+    diffs = {}
+    for key, (sign, floor) in DECIDING.items():
         value = sign * (candidate[key]["mean"] - baseline[key]["mean"])
         needed = margin(baseline[key], candidate[key], floor)
-        return {"value": value, "margin": needed, "clear": value > needed, "strong": value > STRONG_FACTOR * needed}
-
-    diffs = {
-        TEST_ACCURACY: difference(TEST_ACCURACY, ACCURACY_FLOOR),
-        TRAIN_EVAL_ACCURACY: difference(TRAIN_EVAL_ACCURACY, ACCURACY_FLOOR),
-        TRAIN_EVAL_LOSS: difference(TRAIN_EVAL_LOSS, LOSS_FLOOR, sign=-1),  # positive: the candidate's is lower
-        GAP_ACCURACY: difference(GAP_ACCURACY, ACCURACY_FLOOR, sign=-1),  # positive: the candidate's gap is smaller
-    }
+        diffs[key] = {"value": value, "margin": needed, "clear": value > needed, "strong": value > STRONG_FACTOR * needed}
     separated = candidate[TEST_ACCURACY]["min"] > baseline[TEST_ACCURACY]["max"]
     verdict, deciding, reason = classify(diffs, noun(names[1]))
     confidence = rate_confidence(diffs, deciding, extra_condition=separated)
@@ -178,17 +189,13 @@ def decide_paired(baseline_runs: list[list[dict]], candidate_runs: list[list[dic
                   names: tuple[str, str] = BONUS_PAIR) -> dict:
     """The K >= 2 rule (`rule_paired`) over per-seed histories of a baseline and a candidate, paired by position
     (= by seed)."""
-    window = max(1, min([window] + [len(e) for e in baseline_runs + candidate_runs]))
-    signs = {TEST_ACCURACY: 1, TRAIN_EVAL_ACCURACY: 1, TRAIN_EVAL_LOSS: -1, GAP_ACCURACY: -1}
-    floors = {TEST_ACCURACY: ACCURACY_FLOOR, TRAIN_EVAL_ACCURACY: ACCURACY_FLOOR, TRAIN_EVAL_LOSS: LOSS_FLOOR,
-              GAP_ACCURACY: ACCURACY_FLOOR}
+    window = fitting_window(window, baseline_runs + candidate_runs)
     per_seed = [(seed_window_means(b, window), seed_window_means(c, window))
                 for b, c in zip(baseline_runs, candidate_runs)]
     diffs = {}
-    for key, sign in signs.items():
+    for key, (sign, floor) in DECIDING.items():
         stats = interval([sign * (candidate[key] - baseline[key]) for baseline, candidate in per_seed])
-        stats.update(margin=floors[key], clear=stats["ci_low"] > 0 and stats["mean"] > floors[key],
-                     strong=stats["ci_low"] > floors[key])
+        stats.update(margin=floor, clear=stats["ci_low"] > 0 and stats["mean"] > floor, strong=stats["ci_low"] > floor)
         diffs[key] = stats
     verdict, deciding, reason = classify(diffs, noun(names[1]))
     confidence = rate_confidence(diffs, deciding)
@@ -196,8 +203,6 @@ def decide_paired(baseline_runs: list[list[dict]], candidate_runs: list[list[dic
     return {"verdict": verdict, "confidence": confidence, "reason": reason, "window": window, "seeds": len(per_seed),
             "paired_differences": diffs,
             "per_seed": [{names[0]: baseline, names[1]: candidate} for baseline, candidate in per_seed]}
-
-
 
 
 def t_quantile(k: int, confidence: float = CONFIDENCE) -> float:
