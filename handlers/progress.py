@@ -8,25 +8,22 @@ from ignite.handlers import ProgressBar
 
 from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, SKIPPED_STEPS, TEST_ACCURACY, TEST_EMA, TEST_FLIP,
                                TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
-                               TRAIN_SECONDS, metric)
+                               TRAIN_SECONDS, is_loss, metric)
 from core.numbers import loss, percent
 from handlers.history import History
 
+# What the epoch line shows, in order: a record key and its label, left out where a record lacks the key. A loss is
+# written as a loss, anything else as a percentage.
+EPOCH_LINE = ((TRAIN_LOSS, "train loss"), (TEST_ACCURACY, "test acc"), (TEST_TOP5, "top-5"), (TEST_LOSS, "test loss"),
+              (TEST_SUPERCLASS_ACCURACY, "superclass"), (TRAIN_EVAL_ACCURACY, "train-eval acc"),
+              (metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip"))
+
 
 def format_epoch(record: dict, max_epochs: int) -> str:
-    """One line: epoch, mean train loss, test accuracy (top-1/top-5), seconds, images per second."""
-    line = (
-        f"Epoch {record[EPOCH]:>3}/{max_epochs}  train loss {loss(record[TRAIN_LOSS])}  "
-        f"test acc {percent(record[TEST_ACCURACY])}  top-5 {percent(record[TEST_TOP5])}  "
-        f"test loss {loss(record[TEST_LOSS])}"
-    )
-    if TEST_SUPERCLASS_ACCURACY in record:
-        line += f"  superclass {percent(record[TEST_SUPERCLASS_ACCURACY])}"
-    if TRAIN_EVAL_ACCURACY in record:
-        line += f"  train-eval acc {percent(record[TRAIN_EVAL_ACCURACY])}"
-    for key, label in ((metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip")):
-        if key in record:
-            line += f"  {label} {percent(record[key])}"
+    """One line: epoch, the numbers of EPOCH_LINE that the record holds, seconds, images per second."""
+    shown = [f"{label} {loss(record[key]) if is_loss(key) else percent(record[key])}"
+             for key, label in EPOCH_LINE if key in record]
+    line = f"Epoch {record[EPOCH]:>3}/{max_epochs}  " + "  ".join(shown)
     if record.get(SKIPPED_STEPS):
         line += f"  fp16 skipped {record[SKIPPED_STEPS]} step{'s' if record[SKIPPED_STEPS] != 1 else ''}"
     return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"

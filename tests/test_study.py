@@ -8,9 +8,8 @@ import statistics
 import pytest
 
 import run
-from engine.compare.verdict import interval
-from engine.compare.verdict import decide_paired
-from helpers import read_history, run_in_process, without_timings
+from engine.compare.verdict import decide_paired, interval
+from helpers import read_history, run_in_process, tensorboard_points, without_timings
 
 T_975_DF2 = 4.303  # Student t, two-sided 95 %, 2 degrees of freedom, from a printed table
 
@@ -289,3 +288,39 @@ def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(t
     assert capsys.readouterr().err == f"error: cannot resume {killed}: 'lr' was 0.001, now 0.1\n"
     assert run.main(["--resume", str(killed), "--no-progress"]) == 0, capsys.readouterr().err
     assert without_timings(read_history(str(killed / "seed0"))) == without_timings(read_history(str(finished / "seed0")))
+
+
+def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_and_the_study_table(
+        cifar10_dir, tmp_path, monkeypatch):
+    """A new evaluation metric is two entries: its Ignite metric (handlers/evaluation.classification_metrics) and its
+    words (core/history_file.RECORD_LABELS). Top-3 accuracy, added here, is then recorded every epoch, logged to
+    TensorBoard and shown in study.md, with nothing else changed."""
+    from ignite.metrics import TopKCategoricalAccuracy
+
+    import handlers.evaluation
+    from core.history_file import RECORD_LABELS
+
+    classification_metrics = handlers.evaluation.classification_metrics
+
+    def with_top3(device, *args, **kwargs):
+        metrics = classification_metrics(device, *args, **kwargs)
+        metrics["top3"] = TopKCategoricalAccuracy(k=3, output_transform=lambda out: (out["y_pred"], out["y"]),
+                                                  device=device)
+        return metrics
+
+    monkeypatch.setattr(handlers.evaluation, "classification_metrics", with_top3)
+    monkeypatch.setitem(RECORD_LABELS, "test_top3", "test top-3")
+    data_dir, _ = cifar10_dir
+    study = tmp_path / "study"
+    result = run_in_process(["--arch", "multistage-narrow", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir",
+                             data_dir, "--epochs", "2", "--batch-size", "32", "--no-progress", "--no-amp",
+                             "--output-dir", str(study)])
+    assert result.returncode == 0, result.stderr
+    for seed in (0, 1):
+        epochs = read_history(str(study / f"seed{seed}"))["epochs"]
+        assert all(e["test_accuracy"] <= e["test_top3"] <= e["test_top5"] for e in epochs)
+        assert tensorboard_points(study / f"seed{seed}")["test/top3"] == [(e["epoch"], pytest.approx(e["test_top3"]))
+                                                                          for e in epochs]
+    top3 = json.loads((study / "study.json").read_text())["nets"]["multistage-narrow"]["final"]["test_top3"]
+    assert top3["values"] == [read_history(str(study / f"seed{seed}"))["epochs"][-1]["test_top3"] for seed in (0, 1)]
+    assert "\n| test top-3 | " in (study / "study.md").read_text()
