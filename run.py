@@ -16,7 +16,6 @@ from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
 from engine.compare.directories import check_recorded_recipe, recorded_flags, what_to_resume
-from engine.compare.report import offline
 from engine.compare.study import is_study, report_study, run_study
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend
@@ -149,7 +148,7 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.evaluate:
             evaluate(args.evaluate, setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):
-            report_study(args.report[0], offline(setup))
+            report_study(args.report[0], setup)
         elif args.report:
             report_only(args.report, setup)
         elif seeds:

@@ -63,14 +63,18 @@ def machine_change(run_dir: str, device: torch.device) -> str | None:
             "its numbers will not repeat bit for bit")
 
 
-def member_is_finished(recipe: Recipe, run_dir: str) -> bool | None:
-    """For a run inside a resumed bonus or study: True when it completed (it is kept, with or without its
-    checkpoints: a finished run copied in from elsewhere may bring its history alone), False when it continues
-    from its checkpoint, None when it holds neither (it trains afresh). A changed recipe is refused."""
+# Where a run inside a resumed comparison or study stands.
+FINISHED, INTERRUPTED, UNSTARTED = "finished", "interrupted", "unstarted"
+
+
+def member_state(recipe: Recipe, run_dir: str) -> str:
+    """For a run inside a resumed comparison or study: FINISHED when it completed (it is kept, with or without its
+    checkpoints: a finished run copied in from elsewhere may bring its history alone), INTERRUPTED when it continues
+    from its checkpoint, UNSTARTED when it holds neither (it trains afresh). A changed recipe is refused."""
     if not has_checkpoint(run_dir) and not _completed_history(run_dir):
-        return None
+        return UNSTARTED
     check_resumable(recipe, run_dir)
-    return read_history(run_dir).completed
+    return FINISHED if read_history(run_dir).completed else INTERRUPTED
 
 
 def _completed_history(run_dir: str) -> bool:

@@ -21,7 +21,7 @@ from models.stats import IMAGE_SIZE, feature_maps, macs_per_image, measured_rece
 
 # Parameter and MAC counts this close (relative to the larger) count as held equal.
 COUNT_TOLERANCE = 0.10
-HALF = 0.5
+HALF_THE_GAIN = 0.5  # a share from which a variant explains "at least half of the gain"
 
 ATTRIBUTION_RULE = """Properties: "resolution" is the sequence of feature-map sizes, "widths" the channel counts used (32 alone is not
 16, 32, 64), "receptive field" whether it covers the {image_size}-px image; "parameters" and "MACs" count as equal within {tolerance} %.
@@ -108,13 +108,13 @@ def probability_better(candidate: list[float], reference: list[float], confidenc
 
 def share_in_words(low: float, high: float) -> str:
     """The words of `ATTRIBUTION_RULE` for a share's interval [low, high]."""
-    if low >= HALF:
+    if low >= HALF_THE_GAIN:
         return "at least half of the gain"
     if low > 0:
         return "some of the gain"
     if high < 0:
         return "none: it works against the gain"
-    if high < HALF:
+    if high < HALF_THE_GAIN:
         return "little or none of the gain"
     return "cannot tell"
 

@@ -19,9 +19,9 @@ from core.directory_record import COMPARISON, RECORD_FILES, DirectoryRecord, rea
 from core.errors import UserError
 from core.history_file import RunHistory, read_history
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
-from engine.compare.report import Retester, check_comparable, offline, write_report
+from engine.compare.report import Retester, check_comparable, write_report
 from engine.console import say
-from engine.resume import member_is_finished
+from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state
 from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, continuing_command, create_run_dir,
                            default_comparison_dir, default_report_dir)
@@ -100,15 +100,15 @@ def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: 
     """Train one run of a comparison or study in `member_dir` on `data`. When `resuming`, a finished run is kept (said
     under `name`), an interrupted one continues, and one killed before its first checkpoint starts afresh in place;
     `heading` is printed before training."""
-    finished = member_is_finished(recipe, member_dir) if resuming else None
-    if finished:
+    state = member_state(recipe, member_dir) if resuming else UNSTARTED
+    if state == FINISHED:
         say(f"{name}: already trained in {member_dir}, not training again")
         return
-    if resuming and finished is None:
+    if resuming and state == UNSTARTED:
         clear_unstarted_run(member_dir)
     if heading:
         say(heading)
-    train(recipe, setup, data=data, resume=member_dir if finished is False else None, into=member_dir)
+    train(recipe, setup, data=data, resume=member_dir if state == INTERRUPTED else None, into=member_dir)
 
 
 def report_only(directories: list[str], setup: Setup) -> str:
@@ -123,7 +123,7 @@ def report_only(directories: list[str], setup: Setup) -> str:
             read_comparison(directory)
         # The report is written into the comparison directory and its runs.
         with hold(directory, members=[net_dir(directory, arch) for arch in nets]):
-            write_report(directory, read_comparison(directory), Retester(offline(setup)))
+            write_report(directory, read_comparison(directory), Retester(setup))
         return directory
     histories = {}
     for run_dir in directories:
@@ -141,5 +141,5 @@ def report_only(directories: list[str], setup: Setup) -> str:
         dataset = next(iter(histories.values())).recipe.dataset
         directory = create_run_dir(setup.output_dir or default_report_dir(setup.runs_root, dataset),
                                    numbered=setup.output_dir is None)
-        write_report(directory, histories, Retester(offline(setup)))
+        write_report(directory, histories, Retester(setup))
     return directory

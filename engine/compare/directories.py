@@ -20,9 +20,9 @@ from engine.rundir import comparison_flag, continuing_command, run_dir_of
 
 
 @dataclass(frozen=True)
-class Holding:
-    """What a directory holds: a `run`, a `comparison` of `nets`, or a `study` of `seeds` (of `nets`, if compared);
-    `recorded`: said by the directory's record, not guessed from the folders that exist."""
+class DirectoryKind:
+    """What kind of directory one is: a `run`, a `comparison` of `nets`, or a `study` of `seeds` (of `nets`, if
+    compared); `recorded`: said by the directory's record, not guessed from the folders that exist."""
 
     kind: str
     nets: tuple[str, ...] | None = None
@@ -41,23 +41,23 @@ class Holding:
         return continuing_command(directory, self.nets, self.seeds if self.kind == STUDY else None)
 
 
-def holding(directory: str) -> Holding | None:
+def directory_kind(directory: str) -> DirectoryKind | None:
     """What `directory` holds, going by its record, else by its files; None for a directory that holds none of these
     (yet)."""
     if not os.path.isdir(directory):
         return None
     record = read_record(directory)
     if record is not None:
-        return Holding(record.kind, record.nets, record.seeds if record.kind == STUDY else None, recorded=True)
+        return DirectoryKind(record.kind, record.nets, record.seeds if record.kind == STUDY else None, recorded=True)
     if is_study(directory):
         seeds = tuple(study_seeds(directory))
         nets = next((found for found in (comparison_nets(seed_dir(directory, s)) for s in seeds) if found), None)
-        return Holding(STUDY, nets, seeds)
+        return DirectoryKind(STUDY, nets, seeds)
     nets = comparison_nets(directory)
     if nets is not None:
-        return Holding(COMPARISON, nets)
+        return DirectoryKind(COMPARISON, nets)
     if os.path.isfile(os.path.join(directory, HISTORY_FILE)) or has_checkpoint(directory):
-        return Holding("run")
+        return DirectoryKind("run")
     return None
 
 
@@ -66,14 +66,14 @@ def what_to_resume(directory: str, seeds: list[int] | None,
     """The seeds and nets a resume of `directory` continues: `--resume DIR` alone continues whatever DIR is; seeds and
     nets given must be DIR's own. Anything else is refused before anything is written, in one line that says what
     DIR is and the command that continues it."""
-    found = holding(directory)
+    found = directory_kind(directory)
     if found is None:
         return seeds, nets
     if not seeds and not nets:
         return (list(found.seeds) if found.kind == STUDY else None), (found.nets if found.kind != "run" else None)
     asked = STUDY if seeds else COMPARISON if nets else "run"
     if found.kind == STUDY == asked:  # a study of one net per seed, or of comparisons
-        members = [holding(seed_dir(directory, seed)) for seed in found.seeds]
+        members = [directory_kind(seed_dir(directory, seed)) for seed in found.seeds]
         single_runs = any(member is not None and member.kind == "run" for member in members)
         contradicts = (bool(nets) and single_runs or not nets and found.nets is not None
                        or found.recorded and (sorted(seeds) != sorted(found.seeds) or (found.nets or None) != nets))
@@ -96,7 +96,7 @@ def check_recorded_recipe(directory: str, recipe: Recipe) -> None:
         raise UserError(f"cannot resume {directory}: {difference}")
 
 
-def recorded_flags_of(directory: str) -> dict:
+def flags_in_record(directory: str) -> dict:
     """The recipe, data folder and --amp mode a comparison or study recorded when it started: what a resume takes
     for flags not given again while none of its runs has a history yet. Empty without a record."""
     record = read_record(directory) if os.path.isdir(directory) else None
@@ -116,7 +116,7 @@ def recorded_flags(resume: str | None) -> dict:
         return {}
     run_dir = recorded_run(run_dir_of(resume))
     if run_dir is None:  # a comparison or study none of whose runs has a history yet
-        return recorded_flags_of(run_dir_of(resume))
+        return flags_in_record(run_dir_of(resume))
     try:
         history = read_history(run_dir)
         recorded = dataclasses.asdict(history.recipe)

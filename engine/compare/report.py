@@ -54,6 +54,9 @@ class Retester:
     data: CifarData | None = None
     done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
 
+    def __post_init__(self):
+        self.setup = dataclasses.replace(self.setup, download=False)  # a report re-tests on data there is
+
     def class_accuracy(self, run_dir: str) -> dict:
         key = os.path.realpath(run_dir)
         if key not in self.done:
@@ -99,11 +102,6 @@ def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: 
         gain["superclasses"] = compare_classes(*([a["superclasses"] for a in accuracy[arch]] for arch in names),
                                                nets=names)
     return gain
-
-
-def offline(setup: Setup) -> Setup:
-    """A report re-tests models on data that is there; it never downloads a dataset."""
-    return dataclasses.replace(setup, download=False)
 
 
 def run_summary(history: RunHistory) -> dict:
