@@ -10,14 +10,13 @@ from dataclasses import dataclass
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import TerminateOnNan
+from ignite.handlers import EMAHandler, TerminateOnNan
 from ignite.handlers.param_scheduler import ParamScheduler
 from ignite.metrics import Metric
 
 import handlers.epoch_loss
 import handlers.evaluation
 import handlers.lr_schedule
-import handlers.weight_average
 from core.errors import UserError
 from core.history_file import TEST, TEST_EMA, TEST_FLIP, TRAIN_EVAL
 from core.recipe import Recipe, Setup
@@ -87,6 +86,15 @@ def test_batches(data: CifarData, device: torch.device, batch_size: int, mean: t
 def test_metrics(data: CifarData, device: torch.device) -> dict:
     """The test pass's metrics: top-1, top-5, loss, and on CIFAR-100 the superclass accuracy."""
     return handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data), data.num_coarse)
+
+
+def weight_average(trainer: Engine, model: torch.nn.Module, decay: float) -> torch.nn.Module:
+    """`--ema DECAY`: Ignite's EMAHandler averages `model`'s weights after every optimizer step, ema = decay * ema +
+    (1 - decay) * weights, BatchNorm statistics included; returns the averaged copy (in eval mode: the checkpoint
+    saves it, an evaluator tests it)."""
+    handler = EMAHandler(model, momentum=1.0 - decay, handle_buffers="update")  # Ignite's momentum: the new value's weight
+    handler.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
+    return handler.ema_model
 
 
 def uses_channels_last(device: torch.device) -> bool:
@@ -172,7 +180,7 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing,
                              loss_scaling=loss_scaling)
     lr_schedule = handlers.lr_schedule.attach(trainer, recipe, optimizer, len(train_batches))
-    ema_model = handlers.weight_average.attach(trainer, model, recipe.ema) if recipe.ema else None
+    ema_model = weight_average(trainer, model, recipe.ema) if recipe.ema else None
 
     # The test set again: through the averaged weights, and with each image's mirror (test-time augmentation).
     again = {TEST_EMA: ema_model} if ema_model is not None else {}

@@ -100,12 +100,6 @@ def check_has_checkpoint(run_dir: str, resume: str) -> None:
         raise UserError(f"cannot resume: {run_dir} holds no checkpoint ({EPOCH_CHECKPOINT})")
 
 
-def resume_checkpoint(run_dir: str, resume: str, epoch_length: int) -> str:
-    """The checkpoint a resume loads: the file named, or the furthest one of the run directory (which has one:
-    `check_has_checkpoint`)."""
-    return resume if os.path.isfile(resume) else latest_checkpoint(run_dir, epoch_length)
-
-
 def restore_checkpoint(run: build.Run, outputs, state: dict) -> None:
     """Load a checkpoint's state into the run's objects (the same `to_save` dict that writes it)."""
     to_load = {key: obj for key, obj in outputs.to_save.items() if key != "epoch_loss"}
@@ -154,7 +148,8 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
 
         checkpoint = state = None
         if resume is not None:
-            checkpoint = resume_checkpoint(run_dir, resume, len(run.train_batches))
+            # The file named, or the furthest checkpoint of the directory (which has one: check_has_checkpoint).
+            checkpoint = resume if os.path.isfile(resume) else latest_checkpoint(run_dir, len(run.train_batches))
             if idist.get_rank() == 0:
                 remove_stale_temp_files(run_dir)
             state = load_checkpoint(checkpoint, run.device)
