@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
 from typing import Callable
 
@@ -85,8 +86,9 @@ def in_use_message(directory: str, holder: str) -> str:
     return f"{directory} is in use by {holder}; wait for it or stop it"
 
 
-def in_use(directory: str) -> str | None:
-    """The process that holds `directory`'s lock ('process <pid> (started <time>)'), or None. Writes nothing.
+def in_use(directory: str, clear: bool = False) -> str | None:
+    """The process that holds `directory`'s lock ('process <pid> (started <time>)'), or None. With `clear`, a lock
+    file that nobody holds (its holder was killed before it could remove it) is removed; otherwise it writes nothing.
     (It takes the lock for an instant, so a process locking the same directory at that instant is refused.)"""
     try:
         fd = _try_lock(directory, create=False)
@@ -95,15 +97,29 @@ def in_use(directory: str) -> str | None:
     except RunDirError:
         return None
     if fd is not None:
+        if clear:
+            _remove_lock_file(directory)
         os.close(fd)  # closing the only fd of the lock releases it
     return None
+
+
+def _remove_lock_file(directory: str) -> None:
+    """Remove `directory`'s lock file while holding its lock (see `hold`); say so only where it cannot be removed."""
+    try:
+        os.unlink(os.path.join(directory, LOCK_FILE))
+    except FileNotFoundError:  # the directory itself may be gone
+        pass
+    except OSError as exc:
+        print(f"note: cannot remove {os.path.join(directory, LOCK_FILE)}, which no process holds: {exc.strerror}",
+              file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
 def hold(directory: str, members=()):
     """Hold `directory`'s lock while the block runs: another process that wants to write it is refused in one line
     (RunInUse, naming this process). `members` are runs inside it (a bonus's nets, a study's seeds) that must not
-    be in use elsewhere either; they are checked first, so that a refused process writes nothing at all.
+    be in use elsewhere either; they are checked first, so that a refused process writes nothing at all, and the
+    lock file a killed holder left in one is removed, so that a finished directory holds none.
 
     An `fcntl.flock` dies with its holder, SIGKILL included, so a killed run never leaves a stale lock (its file
     stays until the next holder lets go). A holder that ends removes the file while it still holds the lock, so a
@@ -121,6 +137,8 @@ def hold(directory: str, members=()):
         fds.append(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} (started {time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode(), 0)
+        for member in members:
+            in_use(member, clear=True)
         return ""
 
     on_rank_0(lock)
@@ -128,8 +146,7 @@ def hold(directory: str, members=()):
         yield
     finally:
         for fd in fds:
-            with contextlib.suppress(FileNotFoundError):  # the directory itself may be gone
-                os.unlink(os.path.join(directory, LOCK_FILE))
+            _remove_lock_file(directory)
             os.close(fd)
 
 

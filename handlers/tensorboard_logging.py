@@ -16,8 +16,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEST, TRAIN_EVAL, TRAIN_LOSS, TRAIN_SECONDS,
-                               is_seconds)
+from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEMP_SUFFIX, TEST, TRAIN_EVAL, TRAIN_LOSS,
+                               TRAIN_SECONDS, is_seconds)
 from handlers.history import History
 
 EPOCH_TAG = "train/loss_epoch"
@@ -56,6 +56,32 @@ EVENT_FILE_PREFIX = "events.out.tfevents."
 
 def is_event_file(name: str) -> bool:
     return name.startswith(EVENT_FILE_PREFIX)
+
+
+def replace_text(log_dir: str, tag: str, text: str, step: int) -> None:
+    """The one text entry of `tag` in `log_dir`, in an event file of its own named after the tag (`0` where the others
+    have their time, so that it sorts first): written again, it replaces what that file held (written under a temp
+    name, then renamed over it, as every file of a run is written); unchanged, nothing is written."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    path = os.path.join(log_dir, f"{EVENT_FILE_PREFIX}0.{tag.replace('/', '-')}")
+    if [(step_, text_) for _, step_, text_ in text_entries(path)] == [(step, text)]:
+        return
+    suffix = f".{os.getpid()}{TEMP_SUFFIX}"
+    with SummaryWriter(log_dir, filename_suffix=suffix) as writer:
+        writer.add_text(tag, text, step)
+    (written,) = [name for name in os.listdir(log_dir) if is_event_file(name) and name.endswith(suffix)]
+    os.replace(os.path.join(log_dir, written), path)
+
+
+def text_entries(path: str) -> list[tuple[str, int, str]]:
+    """The entries of TensorBoard's TEXT tab in an event file: (tag, step, text); none where there is no such file."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    if not os.path.isfile(path):
+        return []
+    return [(value.tag, event.step, value.tensor.string_val[0].decode()) for event in EventFileLoader(path).Load()
+            for value in event.summary.value if value.metadata.plugin_data.plugin_name == "text"]
 
 
 def create_logger(log_dir: str, purge_step: int | None = None) -> TensorboardLogger:

@@ -93,6 +93,14 @@ def tensorboard_points(run_dir):
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+def text_entries(run_dir):
+    """Every entry of TensorBoard's TEXT tab in a run's folder, over all its event files: sorted (tag, step, text)."""
+    from handlers.tensorboard_logging import is_event_file, text_entries as entries_of
+
+    return sorted(entry for name in os.listdir(run_dir) if is_event_file(name)
+                  for entry in entries_of(os.path.join(run_dir, name)))
+
+
 def final_weights(run_dir):
     return torch.load(os.path.join(run_dir, f"checkpoint_{EPOCHS}.pt"), weights_only=True)["model"]
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import HANG_TIMEOUT, REPO, read_history, without_timings
+from helpers import HANG_TIMEOUT, REPO, read_history, text_entries, without_timings
 
 
 KILLS = int(os.environ.get("KILL_ANYWHERE_KILLS", "1"))
@@ -66,3 +66,12 @@ def test_a_study_killed_at_random_moments_and_resumed_each_time_ends_as_an_unint
                     == without_timings(read_history(str(reference / seed / net)))), (seed, net, kills)
     verdict = [json.loads((directory / "study.json").read_text())["contrasts"][NETS[1]]["verdict"] for directory in (study, reference)]
     assert verdict[0] == verdict[1]
+    # What a user finds in the folders: no lock left, and TensorBoard's text entries as the uninterrupted study has
+    # them: one configuration per run (its text names the command's own settings: folders, progress bar) and one
+    # verdict per judged net.
+    assert not list(study.rglob("run.lock"))
+    for seed in ("seed0", "seed1"):
+        for net in NETS:
+            entries = [[(tag, step, text if tag.startswith("bonus/verdict") else None)
+                        for tag, step, text in text_entries(directory / seed / net)] for directory in (study, reference)]
+            assert entries[0] == entries[1], (seed, net, kills)

@@ -9,7 +9,7 @@ import pytest
 
 import run
 from engine.compare.verdict import decide_paired, interval
-from helpers import read_history, run_in_process, tensorboard_points, without_timings
+from helpers import read_history, run_in_process, tensorboard_points, text_entries, without_timings
 
 T_975_DF2 = 4.303  # Student t, two-sided 95 %, 2 degrees of freedom, from a printed table
 
@@ -324,3 +324,32 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
     top3 = json.loads((study / "study.json").read_text())["nets"]["multistage-narrow"]["final"]["test_top3"]
     assert top3["values"] == [read_history(str(study / f"seed{seed}"))["epochs"][-1]["test_top3"] for seed in (0, 1)]
     assert "\n| test top-3 | " in (study / "study.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_finished_study_stays_as_it_was_no_stale_lock_and_one_verdict_per_net(bonus_study, tmp_path, capsys):
+    """A member killed after its last history write but before it removed its lock leaves a lock file that nobody
+    holds: the next resume or report removes it, silently. Reports written again replace each net's TensorBoard
+    verdict instead of adding one, and an unchanged report writes no new event file."""
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    stale = study_dir / "seed1" / "multistage" / "run.lock"
+    stale.write_text("process 16735 (started 2026-12-01 23:10:02)\n")
+    verdicts = {member: [e for e in text_entries(member) if e[0].startswith("bonus/verdict")]
+                for member in (study_dir / f"seed{s}" / net for s in (0, 1) for net in ("singlestage", "multistage"))}
+    assert all(len(entries) == 0 for member, entries in verdicts.items() if member.name == "singlestage")
+    assert all(len(entries) == 1 for member, entries in verdicts.items() if member.name == "multistage")
+    capsys.readouterr()
+    assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0
+    assert capsys.readouterr().err == ""
+    assert not list(study_dir.rglob("run.lock"))
+    files = lambda: sorted(p.name for p in study_dir.rglob("*"))  # noqa: E731
+    before = files()
+    for _ in range(2):  # with the resume's, the third time each report is written again
+        assert run.main(["--report", str(study_dir / "seed1")]) == 0
+        assert run.main(["--report", str(study_dir)]) == 0
+    assert files() == before  # no new event file, no lock left behind
+    assert {member: [e for e in text_entries(member) if e[0].startswith("bonus/verdict")] for member in verdicts} == verdicts
+    stale.write_text("process 16735 (started 2026-12-01 23:10:02)\n")
+    assert run.main(["--report", str(study_dir / "seed1")]) == 0 and not stale.exists()

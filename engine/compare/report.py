@@ -11,24 +11,25 @@ from dataclasses import dataclass, field
 import torch
 
 from core.errors import UserError
-from core.numbers import loss, millions, points
 from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy,
                                gap_loss, has_train_eval, write_json)
+from core.numbers import loss, millions, points
 from core.recipe import COMPARED, Recipe, Setup
-from engine.compare.ablation import run_facts
-from engine.compare.ablation import field_phrase
+from engine.compare.ablation import field_phrase, run_facts
 from engine.compare.class_gain import compare_classes
 from engine.compare.render import plot_curves, render_report
 from engine.compare.verdict import judge, verdict_lines
 from engine.data.datasets import CifarData
 from engine.devices import machine_in_words
 from engine.evaluate import confusion, per_class_accuracy, retest
+from handlers.tensorboard_logging import replace_text
 from models import BONUS_PAIR, build_model, dir_name, noun
 from models.stats import IMAGE_SIZE, feature_maps
 
 # What a comparison directory holds beside its runs, written by write_report.
 REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE = "report.json", "report.md", "curves.png"
+VERDICT_TAG = "bonus/verdict"  # TensorBoard's TEXT tab, in each judged net's folder
 
 
 def check_comparable(histories: dict[str, RunHistory]) -> None:
@@ -170,14 +171,12 @@ def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) 
 
 
 def write_verdict_text(report: dict) -> None:
-    """Each verdict paragraph in TensorBoard's TEXT tab, in the folder of the network it judges."""
-    from torch.utils.tensorboard import SummaryWriter
-
+    """Each verdict paragraph in TensorBoard's TEXT tab, in the folder of the network it judges: one per net, the
+    current one (a report written again replaces it)."""
     for name, contrast in report["contrasts"].items():
         run_dir = report["runs"][name]["run_dir"]
         if run_dir and os.path.isdir(run_dir):
-            with SummaryWriter(run_dir) as writer:
-                writer.add_text("bonus/verdict", contrast["explanation"], report["config"]["epochs"])
+            replace_text(run_dir, VERDICT_TAG, contrast["explanation"], report["config"]["epochs"])
 
 
 def console_table(report: dict) -> str:
