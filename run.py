@@ -15,7 +15,7 @@ from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, flag_name, non_n
 from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.comparison import report_only, run_comparison
-from engine.compare.directories import check_recorded_recipe, recorded_flags, what_to_resume
+from engine.compare.directories import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
 from engine.compare.study import is_study, report_study, run_study
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend
@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="only rebuild a report: of a comparison (bonus) or study directory, or from run "
                                "directories of different architectures (re-tested on the data folder the runs "
                                "recorded unless --data-dir is given)")
-    commands.add_argument("--evaluate", metavar="RUN_DIR_OR_CHECKPOINT",
+    commands.add_argument("--evaluate", metavar="DIR_OR_CHECKPOINT",
                           help="re-test a saved model on the dataset its run names (--data-dir may point elsewhere): "
-                               "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run")
+                               "per-class accuracy, confusion matrix, most-confused pairs, in a new folder of the run; "
+                               "of a bonus or study directory, each of its runs")
     commands.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     return parser
 
@@ -145,8 +146,10 @@ def dispatch(args: argparse.Namespace) -> int:
             recipe.check()
             check_networks(nets or (recipe.arch,), DATASETS[recipe.dataset].num_classes, recipe.blocks_per_stage,
                            blocks_given="blocks_per_stage" in vars(args))
-        if args.evaluate:
-            evaluate(args.evaluate, setup)
+        if args.evaluate:  # a run, or every run of a comparison or study, each into a folder of its own
+            for run_dir in runs_in(args.evaluate):
+                where = os.path.join(setup.output_dir, os.path.relpath(run_dir, args.evaluate)) if setup.output_dir else None
+                evaluate(run_dir, dataclasses.replace(setup, output_dir=where) if where else setup)
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):
             report_study(args.report[0], setup)
         elif args.report:

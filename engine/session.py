@@ -29,7 +29,7 @@ from engine.resume import (check_precision, check_resumable, find_auto_resume, h
                            load_checkpoint, machine_change)
 from engine.run_lock import hold, in_use
 from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
-from handlers.checkpointing import EPOCH_CHECKPOINT
+from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
 from handlers.interrupts import GracefulStop
 from handlers.loss_scaling import LossScaleCollapsed
 
@@ -186,9 +186,16 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
         raise _failed(outputs, UserError(
             f"out of memory on {run.device} at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}: "
             f"lower --batch-size (now {recipe.batch_size}) or --blocks-per-stage (now {recipe.blocks_per_stage}); "
-            f"the last good checkpoint is in {run_dir}")) from None
+            f"{what_is_saved(run_dir)}")) from None
     except LossScaleCollapsed as exc:
-        raise _failed(outputs, LossScaleCollapsed(f"{exc}; the last good checkpoint is in {run_dir}")) from None
+        raise _failed(outputs, LossScaleCollapsed(f"{exc}; {what_is_saved(run_dir)}")) from None
+    except RuntimeError as exc:
+        if "without overflow" not in str(exc):  # the optimizer's step size beyond float32 (Adam at --lr 1e38)
+            raise _failed(outputs, exc)
+        raise _failed(outputs, TrainingDiverged(
+            f"training stopped: the optimizer's step overflowed float32 at epoch {run.trainer.state.epoch}, iteration "
+            f"{run.trainer.state.iteration}; {what_is_saved(run_dir)}; train again with a lower --lr (now {recipe.lr:g})"
+        )) from None
     except BaseException as exc:
         full = disk_full(exc, run_dir, continuing_command(run_dir))  # a checkpoint, history.json, TensorBoard
         if full is not None:
@@ -209,13 +216,22 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     if diverged:
         if rank0:
             outputs.history.finish(f"stopped: loss became NaN or infinite at {at}")
-        raise TrainingDiverged(
-            f"training stopped: the loss became NaN or infinite at {at}; the last good checkpoint is in {run_dir}"
-        )
+        amp = " or with --amp off" if run.precision.amp else ""
+        raise TrainingDiverged(f"training stopped: the loss became NaN or infinite at {at}; {what_is_saved(run_dir)}; "
+                               f"train again with a lower --lr (now {recipe.lr:g}){amp}")
     if outputs.history.epochs:  # rank 0 holds the history
         say(f"Final test accuracy {percent(outputs.history.epochs[-1][TEST_ACCURACY])} after {recipe.epochs} "
             f"epochs; run directory: {run_dir}")
     return outputs.history.as_dict()
+
+
+def what_is_saved(run_dir: str) -> str:
+    """What a stopped run leaves to go on from, in words: its newest epoch checkpoint, or that there is none yet."""
+    saved = epoch_checkpoints(run_dir)
+    if not saved:
+        return f"no checkpoint was written yet in {run_dir}"
+    epoch = max(saved)
+    return f"the last good checkpoint is {os.path.basename(saved[epoch])} (epoch {epoch}) in {run_dir}"
 
 
 def _failed(outputs, error: BaseException) -> BaseException:

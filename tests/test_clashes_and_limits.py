@@ -72,20 +72,25 @@ def test_bonus_study_under_torchrun_writes_each_report_once_from_rank_0(tmp_path
         [histories[s]["singlestage"]["epochs"] for s in (0, 1)], [histories[s]["multistage"]["epochs"] for s in (0, 1)])))
 
 
-def test_out_of_memory_is_one_line_that_says_what_to_lower(cifar10_dir, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("iteration, saved", [
+    (6, "the last good checkpoint is checkpoint_1.pt (epoch 1) in {run_dir}"),  # epoch 2, second batch
+    (2, "no checkpoint was written yet in {run_dir}"),  # epoch 1
+])
+def test_out_of_memory_is_one_line_that_says_what_to_lower_and_what_is_saved(cifar10_dir, tmp_path, capsys,
+                                                                              monkeypatch, iteration, saved):
     data_dir, _ = cifar10_dir
 
     def out_of_memory(_output):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    hit_train_step(monkeypatch, 6, out_of_memory)  # epoch 2, second batch
+    hit_train_step(monkeypatch, iteration, out_of_memory)
     run_dir = tmp_path / "run"
     assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "3", "--batch-size", "32",
                "--output-dir", str(run_dir)) == 1
     assert capsys.readouterr().err == (
-        f"error: out of memory on cpu at epoch 2, iteration 6: lower --batch-size (now 32) or --blocks-per-stage "
-        f"(now 2); the last good checkpoint is in {run_dir}\n")
-    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+        f"error: out of memory on cpu at epoch {1 + (iteration - 1) // 4}, iteration {iteration}: lower --batch-size "
+        f"(now 32) or --blocks-per-stage (now 2); {saved.format(run_dir=run_dir)}\n")
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == (["checkpoint_1.pt"] if iteration > 4 else [])
 
 
 # --- permissions, as a user who is not root --------------------------------------------------------------------------

@@ -151,8 +151,8 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(cifar1
     assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "3", "--batch-size", "32",
                "--output-dir", str(run_dir)) == 1
     err = capsys.readouterr().err
-    assert err == (f"error: training stopped: the loss became NaN or infinite at epoch 2, iteration 6; "
-                   f"the last good checkpoint is in {run_dir}\n")
+    assert err == (f"error: training stopped: the loss became NaN or infinite at epoch 2, iteration 6; the last good "
+                   f"checkpoint is checkpoint_1.pt (epoch 1) in {run_dir}; train again with a lower --lr (now 0.001)\n")
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
     history = read_history(str(run_dir))
     assert history["status"].startswith("stopped: loss became NaN") and len(history["epochs"]) == 1
@@ -252,3 +252,27 @@ def test_a_new_run_records_what_it_is_before_its_first_iteration(cifar10_dir, tm
     assert (at_start["status"], at_start["epochs"], at_start["config"]["data_dir"]) == ("running", [], data_dir)
     assert at_start["config"]["arch"] == "multistage" and at_start["amp_dtype"] is None
     assert read_history(str(run_dir))["status"] == "failed: boom"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags, stop", [
+    (["--lr", "1e20"], "the loss became NaN or infinite at epoch 1, iteration {n}"),
+    (["--lr", "1e38"], "the optimizer's step overflowed float32 at epoch 1, iteration 1"),  # Adam's step size
+    (["--optimizer", "sgd", "--lr", "1e39"], "the optimizer's step overflowed float32 at epoch 1, iteration 1"),
+    (["--lr", "1e20", "--amp", "bf16"], "the loss became NaN or infinite at epoch 1, iteration {n}"),
+])
+def test_a_learning_rate_that_cannot_train_stops_in_one_line_saying_nothing_was_saved(cifar10_dir, tmp_path, capsys,
+                                                                                     flags, stop):
+    """Before any checkpoint: the line says so, and what to change; whatever the optimizer, never a traceback."""
+    data_dir, _ = cifar10_dir
+    run_dir = tmp_path / "run"
+    code = run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                     "--arch", "multistage-narrow", "--no-progress", *flags, "--output-dir", str(run_dir)])
+    err = capsys.readouterr().err.splitlines()[-1]
+    lr = f"{float(flags[flags.index('--lr') + 1]):g}"
+    amp = " or with --amp off" if "--amp" in flags else ""
+    assert code == 1 and re.fullmatch(
+        re.escape(f"error: training stopped: {stop}; no checkpoint was written yet in {run_dir}; train again with a "
+                  f"lower --lr (now {lr}){amp}").replace(r"\{n\}", r"\d"), err), err
+    assert not [f for f in os.listdir(run_dir) if f.endswith(".pt")]
+    assert read_history(str(run_dir))["status"].startswith(("stopped: loss became NaN", "failed: training stopped"))

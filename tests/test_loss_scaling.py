@@ -132,7 +132,7 @@ def test_a_collapsing_scale_stops_the_run_and_keeps_its_last_checkpoint(cifar10_
     err = capsys.readouterr().err.splitlines()
     message = ("training stopped at epoch 2: fp16 loss scaling collapsed (the scale stayed below 2^-10 after every "
                "step of the epoch, so nearly every step overflowed fp16 and was skipped); train with --amp bf16 or "
-               f"--amp off instead; the last good checkpoint is in {run_dir}")
+               f"--amp off instead; the last good checkpoint is checkpoint_1.pt (epoch 1) in {run_dir}")
     assert err[-1] == f"error: {message}"
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
     history = read_history(str(run_dir))

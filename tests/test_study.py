@@ -353,3 +353,21 @@ def test_a_finished_study_stays_as_it_was_no_stale_lock_and_one_verdict_per_net(
     assert {member: [e for e in text_entries(member) if e[0].startswith("bonus/verdict")] for member in verdicts} == verdicts
     stale.write_text("process 16735 (started 2026-12-01 23:10:02)\n")
     assert run.main(["--report", str(study_dir / "seed1")]) == 0 and not stale.exists()
+
+
+@pytest.mark.slow
+def test_evaluate_of_a_bonus_or_a_study_re_tests_each_of_its_runs_into_a_folder_of_its_own(bonus_study, tmp_path, capsys):
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    capsys.readouterr()
+    assert run.main(["--evaluate", str(study_dir / "seed0"), "--no-progress"]) == 0  # a bonus: its two runs
+    assert run.main(["--evaluate", str(study_dir), "--no-progress"]) == 0  # the study: every run of every seed
+    lines = capsys.readouterr().out.splitlines()
+    runs = [study_dir / seed / net for seed in ("seed0", "seed1") for net in ("singlestage", "multistage")]
+    assert len(lines) == 6 and [line.split(" of ")[1].split(")")[0] for line in lines] == [str(r) for r in runs[:2] + runs]
+    for run_dir in runs:
+        folders = sorted(run_dir.glob("evaluation-checkpoint_2*"))
+        assert len(folders) == (2 if run_dir.parent.name == "seed0" else 1)
+        evaluation = json.loads((folders[0] / "evaluation.json").read_text())
+        assert evaluation["metrics"]["test_accuracy"] == read_history(str(run_dir))["epochs"][-1]["test_accuracy"]

@@ -12,7 +12,7 @@ from core.directory_record import COMPARISON, STUDY, read_record
 from core.errors import UserError
 from core.history_file import HISTORY_FILE, read_history
 from core.recipe import Recipe
-from engine.compare.comparison import comparison_nets
+from engine.compare.comparison import comparison_nets, net_dir
 from engine.compare.study import is_study, recorded_run, seed_dir, study_seeds
 from engine.precision import AMP_MODES, recorded_mode
 from engine.resume import has_checkpoint
@@ -59,6 +59,16 @@ def directory_kind(directory: str) -> DirectoryKind | None:
     if os.path.isfile(os.path.join(directory, HISTORY_FILE)) or has_checkpoint(directory):
         return DirectoryKind("run")
     return None
+
+
+def runs_in(directory: str) -> list[str]:
+    """The run directories `directory` holds, in order: itself for a run (or a checkpoint file), each net's for a
+    comparison, each seed's (and each of its nets') for a study."""
+    kind = directory_kind(directory)
+    if kind is None or kind.kind == "run":
+        return [directory]
+    folders = [seed_dir(directory, seed) for seed in kind.seeds] if kind.kind == STUDY else [directory]
+    return [net_dir(folder, arch) for folder in folders for arch in kind.nets] if kind.nets else folders
 
 
 def what_to_resume(directory: str, seeds: list[int] | None,
