@@ -113,30 +113,36 @@ def test_overflowing_steps_are_skipped_and_do_not_stop_the_run(cifar10_dir, tmp_
 
 
 @pytest.mark.slow
-def test_a_collapsing_scale_stops_the_run_and_keeps_its_last_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch):
-    """From epoch 2 on every gradient is made infinite: every step is skipped, the scale falls below 2^-10 and stays
-    there for the whole epoch, and the run stops with one line, before that epoch is recorded or saved."""
+@pytest.mark.parametrize("from_epoch, saved", [
+    (2, "the last good checkpoint is checkpoint_1.pt (epoch 1) in {run_dir}"),
+    (1, "no checkpoint was written yet in {run_dir}"),
+])
+def test_a_collapsing_scale_stops_the_run_and_keeps_its_last_checkpoint(cifar10_dir, tmp_path, capsys, monkeypatch,
+                                                                        from_epoch, saved):
+    """From epoch 2 (or 1) on every gradient is made infinite: every step is skipped, the scale falls below 2^-10 and
+    stays there for the whole epoch, and the run stops with one line, before that epoch is recorded or saved, naming
+    what is saved."""
     data_dir, _ = cifar10_dir
     monkeypatch.setattr(handlers.loss_scaling, "INITIAL_SCALE", 2.0**-10)
     build_run = engine.build.build_run
 
-    def with_infinite_gradients_from_epoch_2(recipe, setup, data):
+    def with_infinite_gradients(recipe, setup, data):
         built = build_run(recipe, setup, data)
         weight = built.model.stem[0].weight
-        weight.register_hook(lambda grad: grad * float("inf") if built.trainer.state.epoch >= 2 else grad)
+        weight.register_hook(lambda grad: grad * float("inf") if built.trainer.state.epoch >= from_epoch else grad)
         return built
 
-    monkeypatch.setattr(engine.build, "build_run", with_infinite_gradients_from_epoch_2)
+    monkeypatch.setattr(engine.build, "build_run", with_infinite_gradients)
     run_dir = tmp_path / "run"
     assert train_fp16(data_dir, run_dir) == 1
     err = capsys.readouterr().err.splitlines()
-    message = ("training stopped at epoch 2: fp16 loss scaling collapsed (the scale stayed below 2^-10 after every "
-               "step of the epoch, so nearly every step overflowed fp16 and was skipped); train with --amp bf16 or "
-               f"--amp off instead; the last good checkpoint is checkpoint_1.pt (epoch 1) in {run_dir}")
+    message = (f"training stopped at epoch {from_epoch}: fp16 loss scaling collapsed (the scale stayed below 2^-10 after "
+               "every step of the epoch, so nearly every step overflowed fp16 and was skipped); train with --amp bf16 "
+               f"or --amp off instead; {saved.format(run_dir=run_dir)}")
     assert err[-1] == f"error: {message}"
-    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
+    assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"][:from_epoch - 1]
     history = read_history(str(run_dir))
-    assert history["status"] == f"failed: {message}" and [e["epoch"] for e in history["epochs"]] == [1]
+    assert history["status"] == f"failed: {message}" and [e["epoch"] for e in history["epochs"]] == [1][:from_epoch - 1]
 
 
 @pytest.mark.slow
