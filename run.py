@@ -148,8 +148,9 @@ def dispatch(args: argparse.Namespace) -> int:
                            blocks_given="blocks_per_stage" in vars(args))
         if args.evaluate:  # a run, or every run of a comparison or study, each into a folder of its own
             for run_dir in runs_in(args.evaluate):
-                where = os.path.join(setup.output_dir, os.path.relpath(run_dir, args.evaluate)) if setup.output_dir else None
-                evaluate(run_dir, dataclasses.replace(setup, output_dir=where) if where else setup)
+                inside = os.path.relpath(run_dir, args.evaluate)  # "." for a run itself
+                where = os.path.normpath(os.path.join(setup.output_dir, inside)) if setup.output_dir else None
+                evaluate(run_dir, dataclasses.replace(setup, output_dir=where))
         elif args.report and len(args.report) == 1 and is_study(args.report[0]):
             report_study(args.report[0], setup)
         elif args.report:

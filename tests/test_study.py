@@ -371,3 +371,7 @@ def test_evaluate_of_a_bonus_or_a_study_re_tests_each_of_its_runs_into_a_folder_
         assert len(folders) == (2 if run_dir.parent.name == "seed0" else 1)
         evaluation = json.loads((folders[0] / "evaluation.json").read_text())
         assert evaluation["metrics"]["test_accuracy"] == read_history(str(run_dir))["epochs"][-1]["test_accuracy"]
+    # With --output-dir, each run's folder is named as the run is inside the bonus.
+    assert run.main(["--evaluate", str(study_dir / "seed1"), "--no-progress", "--output-dir", str(tmp_path / "eval")]) == 0
+    assert sorted(os.listdir(tmp_path / "eval")) == ["multistage", "singlestage"]
+    assert (tmp_path / "eval" / "multistage" / "evaluation.json").exists()
