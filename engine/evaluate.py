@@ -12,6 +12,7 @@ import os
 import torch
 from ignite.engine import Events
 
+import handlers.checkpointing
 import handlers.evaluation
 from core.errors import UserError
 from core.figures import pyplot, save
@@ -23,7 +24,7 @@ from engine.console import say, warn
 from engine.data.datasets import CifarData
 from engine.devices import resolve_device
 from engine.precision import Precision, recorded_precision
-from engine.resume import load_checkpoint
+from engine.resume import load_checkpoint, load_newest_checkpoint
 from engine.rundir import create_run_dir, run_dir_of
 from engine.session import load_data
 from engine.steps import create_evaluator
@@ -103,7 +104,10 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
     precision = recorded_precision(history.amp_dtype)
-    state = load_checkpoint(checkpoint, device)
+    if os.path.isdir(target):  # the newest epoch checkpoint that loads (a damaged newer one is skipped, and said)
+        checkpoint, state = load_newest_checkpoint(run_dir, 1, device, keep_aside=False, kind=handlers.checkpointing.EPOCH)
+    else:
+        state = load_checkpoint(checkpoint, device)
     model = model_on(device, recipe, data.num_classes)
     try:
         model.load_state_dict(state["model"])

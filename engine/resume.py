@@ -5,6 +5,7 @@ import dataclasses
 import glob
 import os
 
+import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
@@ -19,17 +20,6 @@ from models import user_nets
 def has_checkpoint(run_dir: str) -> bool:
     """Whether `run_dir` holds any checkpoint file."""
     return bool(checkpoints(run_dir))
-
-
-def latest_checkpoint(run_dir: str, epoch_length: int) -> str | None:
-    """The checkpoint of `run_dir` furthest into training (an epoch checkpoint wins a tie), or None: an epoch
-    checkpoint is numbered by its epoch, an interrupted one by its iteration."""
-    def position(entry: tuple[str, int, str]) -> tuple[int, bool]:
-        kind, number, _path = entry
-        return (number * epoch_length if kind == EPOCH else number), kind == EPOCH
-
-    found = checkpoints(run_dir)
-    return max(found, key=position)[2] if found else None
 
 
 def check_resumable(recipe: Recipe, run_dir: str) -> None:
@@ -100,6 +90,42 @@ class RunIdentity:
         difference = self.recipe.difference(stored, ignore=self.recipe.resumable())
         if difference:
             raise UserError(f"checkpoint belongs to a different run: {difference}")
+
+
+# A checkpoint that does not load, renamed aside by a resume that goes on from an older one: kept, never read again.
+DAMAGED_SUFFIX = ".damaged"
+
+
+def load_newest_checkpoint(run_dir: str, epoch_length: int, device: torch.device, keep_aside: bool = True,
+                           kind: str | None = None) -> tuple[str, dict]:
+    """The checkpoint of `run_dir` (of one `kind`, if given) furthest into training that loads, and what it holds (an
+    epoch checkpoint is numbered by its epoch, an interrupted one by its iteration; an epoch checkpoint wins a tie).
+    Newer ones that do not load (cut short, corrupt) are skipped, each said in one line, and with `keep_aside` renamed
+    to `<name>.damaged`, so that the run's next checkpoint of that name does not replace them. Where none loads, the
+    newest one's error."""
+    def position(entry: tuple[str, int, str]) -> tuple[int, bool]:
+        kind, number, _path = entry
+        return (number * epoch_length if kind == EPOCH else number), kind == EPOCH
+
+    damaged = []
+    for _kind, _number, path in sorted(checkpoints(run_dir, kind), key=position, reverse=True):
+        try:
+            state = load_checkpoint(path, device)
+        except UserError as exc:
+            damaged.append((path, exc))
+            continue
+        for skipped, exc in damaged:
+            kept = ""
+            if keep_aside and idist.get_rank() == 0:
+                os.replace(skipped, skipped + DAMAGED_SUFFIX)
+                kept = f"; kept as {os.path.basename(skipped) + DAMAGED_SUFFIX}"
+            reason = str(exc).split(": it is ", 1)[-1]
+            print(f"note: skipped {os.path.basename(skipped)}, which is {reason}{kept}; going on from "
+                  f"{os.path.basename(path)}", flush=True)
+        return path, state
+    if damaged:
+        raise damaged[0][1]
+    raise UserError(f"cannot resume: {run_dir} holds no checkpoint")
 
 
 def load_checkpoint(path: str, device: torch.device) -> dict:

@@ -25,8 +25,8 @@ from engine.data.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
 from engine.devices import machine, machine_in_words, resolve_device
 from engine.precision import resolve_precision
-from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, latest_checkpoint,
-                           load_checkpoint, machine_change)
+from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, load_checkpoint,
+                           load_newest_checkpoint, machine_change)
 from engine.run_lock import hold, in_use
 from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
@@ -148,11 +148,13 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
 
         checkpoint = state = None
         if resume is not None:
-            # The file named, or the furthest checkpoint of the directory (which has one: check_has_checkpoint).
-            checkpoint = resume if os.path.isfile(resume) else latest_checkpoint(run_dir, len(run.train_batches))
             if idist.get_rank() == 0:
                 remove_stale_temp_files(run_dir)
-            state = load_checkpoint(checkpoint, run.device)
+            # The file named, or the furthest checkpoint of the directory that loads (it has one: check_has_checkpoint).
+            if os.path.isfile(resume):
+                checkpoint, state = resume, load_checkpoint(resume, run.device)
+            else:
+                checkpoint, state = load_newest_checkpoint(run_dir, len(run.train_batches), run.device)
         else:
             chosen = into or setup.output_dir
             run_dir = claim_run_dir(chosen or default_run_dir(setup.runs_root, recipe), numbered=not chosen)

@@ -2,6 +2,7 @@
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,8 +12,8 @@ import torch
 from ignite.engine import Events
 
 import run
-from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, device_line, read_history, run_cli, run_in_process,
-                     train_args, without_timings)
+from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, device_line, final_weights, read_history,
+                     run_cli, run_in_process, tensorboard_points, train_args, without_timings)
 
 
 
@@ -162,6 +163,36 @@ def test_truncated_checkpoint_is_a_clear_error(reference, tmp_path, capsys):
     assert run.main(train_args(data_dir, run_dir) + ["--resume", str(run_dir)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot read checkpoint {path}: it is truncated or corrupt (") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_checkpoint_is_kept_aside_and_the_run_goes_on_from_the_one_before(reference, tmp_path, capsys):
+    """checkpoint_3.pt of a finished run cut short, checkpoint_2.pt intact: --evaluate re-tests epoch 2 and says why;
+    --resume goes on from checkpoint_2.pt, keeps the damaged file as checkpoint_3.pt.damaged and ends bit for bit as
+    the uninterrupted run."""
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
+    damaged = run_dir / "checkpoint_3.pt"
+    damaged.write_bytes(damaged.read_bytes()[:5000])
+    skipped = "note: skipped checkpoint_3.pt, which is truncated or corrupt ("
+    capsys.readouterr()
+    assert run.main(["--evaluate", str(run_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(skipped) and out[0].endswith("); going on from checkpoint_2.pt")
+    assert out[1].startswith("Test accuracy ") and f"(epoch 2 of {run_dir})" in out[1]
+    assert damaged.exists()  # a re-test renames nothing
+    assert run.main(train_args(data_dir, run_dir) + ["--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert (f"{skipped}" in out and "); kept as checkpoint_3.pt.damaged; going on from checkpoint_2.pt\n" in out
+            and f"resuming from {run_dir / 'checkpoint_2.pt'}" in out)
+    assert (run_dir / "checkpoint_3.pt.damaged").read_bytes() == (reference_dir / "checkpoint_3.pt").read_bytes()[:5000]
+    assert read_history(str(run_dir))["status"] == "completed"
+    assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
+    resumed, uninterrupted = final_weights(run_dir), final_weights(reference_dir)
+    assert resumed.keys() == uninterrupted.keys() and all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    points = tensorboard_points(run_dir)
+    assert points["train/loss_iter"] == tensorboard_points(reference_dir)["train/loss_iter"]  # epoch 3's redone
 
 
 def test_resume_of_a_directory_without_checkpoints(tmp_path, cifar10_dir, capsys):
