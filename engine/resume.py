@@ -111,7 +111,7 @@ def load_newest_checkpoint(run_dir: str, epoch_length: int, device: torch.device
     for _kind, _number, path in sorted(checkpoints(run_dir, kind), key=position, reverse=True):
         try:
             state = load_checkpoint(path, device)
-        except UserError as exc:
+        except UnreadableCheckpoint as exc:
             damaged.append((path, exc))
             continue
         for skipped, exc in damaged:
@@ -119,13 +119,20 @@ def load_newest_checkpoint(run_dir: str, epoch_length: int, device: torch.device
             if keep_aside and idist.get_rank() == 0:
                 os.replace(skipped, skipped + DAMAGED_SUFFIX)
                 kept = f"; kept as {os.path.basename(skipped) + DAMAGED_SUFFIX}"
-            reason = str(exc).split(": it is ", 1)[-1]
-            print(f"note: skipped {os.path.basename(skipped)}, which is {reason}{kept}; going on from "
+            print(f"note: skipped {os.path.basename(skipped)}, which is {exc.damage}{kept}; going on from "
                   f"{os.path.basename(path)}", flush=True)
         return path, state
     if damaged:
         raise damaged[0][1]
     raise UserError(f"cannot resume: {run_dir} holds no checkpoint")
+
+
+class UnreadableCheckpoint(UserError):
+    """A checkpoint file that does not load; `damage` says how, in words."""
+
+    def __init__(self, path: str, damage: str):
+        super().__init__(f"cannot read checkpoint {path}: it is {damage}")
+        self.damage = damage
 
 
 def load_checkpoint(path: str, device: torch.device) -> dict:
@@ -134,7 +141,7 @@ def load_checkpoint(path: str, device: torch.device) -> dict:
         return torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read checkpoint {path}: it is truncated or corrupt ({reason})") from None
+        raise UnreadableCheckpoint(path, f"truncated or corrupt ({reason})") from None
 
 
 def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:

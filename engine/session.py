@@ -191,19 +191,17 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
             f"{what_is_saved(run_dir)}")) from None
     except LossScaleCollapsed as exc:
         raise _failed(outputs, LossScaleCollapsed(f"{exc}; {what_is_saved(run_dir)}")) from None
-    except RuntimeError as exc:
-        if "without overflow" not in str(exc):  # the optimizer's step size beyond float32 (Adam at --lr 1e38)
-            raise _failed(outputs, exc)
-        raise _failed(outputs, TrainingDiverged(
-            f"training stopped: the optimizer's step overflowed float32 at epoch {run.trainer.state.epoch}, iteration "
-            f"{run.trainer.state.iteration}; {what_is_saved(run_dir)}; train again with a lower --lr (now {recipe.lr:g})"
-        )) from None
     except BaseException as exc:
         full = disk_full(exc, run_dir, continuing_command(run_dir))  # a checkpoint, history.json, TensorBoard
         if full is not None:
             raise _failed(outputs, full) from None
         if isinstance(exc, OSError):
             raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
+        if isinstance(exc, RuntimeError) and "without overflow" in str(exc):  # a step beyond float32 (Adam, --lr 1e38)
+            raise _failed(outputs, TrainingDiverged(
+                f"training stopped: the optimizer's step overflowed float32 at epoch {run.trainer.state.epoch}, "
+                f"iteration {run.trainer.state.iteration}; {what_is_saved(run_dir)}; train again with a lower --lr "
+                f"(now {recipe.lr:g})")) from None
         raise _failed(outputs, exc)
     finally:
         stop.restore()
