@@ -14,9 +14,8 @@ from core.errors import UserError
 from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, flag_name, non_negative_int
 from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
-from engine.compare.comparison import report_only, run_comparison
-from engine.compare.directories import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
-from engine.compare.study import is_study, report_study, run_study
+from engine.compare.grid import report_only, train_plan
+from engine.compare.plan import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend
 from engine.evaluate import evaluate
@@ -151,14 +150,10 @@ def dispatch(args: argparse.Namespace) -> int:
                 inside = os.path.relpath(run_dir, args.evaluate)  # "." for a run itself
                 where = os.path.normpath(os.path.join(setup.output_dir, inside)) if setup.output_dir else None
                 evaluate(run_dir, dataclasses.replace(setup, output_dir=where))
-        elif args.report and len(args.report) == 1 and is_study(args.report[0]):
-            report_study(args.report[0], setup)
         elif args.report:
             report_only(args.report, setup)
-        elif seeds:
-            run_study(recipe, setup, seeds, nets=nets, resume_dir=args.resume)
-        elif nets:
-            run_comparison(recipe, setup, nets, resume_dir=args.resume)
+        elif seeds or nets:
+            train_plan(recipe, setup, nets, seeds, resume_dir=args.resume)
         else:
             train(recipe, setup, resume=args.resume)
     except Interrupted as exc:

@@ -35,7 +35,7 @@ def check_resumable(recipe: Recipe, run_dir: str) -> None:
 
 def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
     """Refuse, as a changed recipe field is, to resume a run in another precision than the one it recorded (`mode`:
-    the --amp mode that gave `precision`). A run resumed without --amp gets its own (engine/compare/directories.py: recorded_flags)."""
+    the --amp mode that gave `precision`). A run resumed without --amp gets its own (engine/compare/plan.py: recorded_flags)."""
     history = read_history(run_dir)
     if history.precision is not None and history.amp_dtype != precision.dtype_name:
         was = history.precision

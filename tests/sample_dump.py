@@ -16,9 +16,8 @@ from ignite.engine import Engine, Events
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import engine.compare.comparison  # noqa: E402
+import engine.compare.grid  # noqa: E402
 import engine.build  # noqa: E402
-import engine.compare.study  # noqa: E402
 import run  # noqa: E402
 
 
@@ -49,8 +48,8 @@ def main():
 
     engine.build.build_run = build_and_dump
     os.makedirs(directory, exist_ok=True)
-    for module, name in ((engine.compare.comparison, "write_report"), (engine.compare.study, "write_study")):
-        setattr(module, name, noting_the_writer(getattr(module, name), name, directory))
+    for name in ("write_report", "write_study"):
+        setattr(engine.compare.grid, name, noting_the_writer(getattr(engine.compare.grid, name), name, directory))
     sys.exit(run.main(args))
 
 

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from engine.compare.ablation import ablation, network_properties, probability_better, share_in_words
-from engine.compare.study import write_study
+from engine.compare.report import write_study
 
 ALPHA = 0.05
 

@@ -1,5 +1,5 @@
-"""How comparisons and studies look: report.md and curves.png from the dict engine/compare/report.py builds, study.md
-and study.png from the one engine/compare/study.py builds. A contrast has one section layout in both, and both
+"""How comparisons and studies look: report.md and curves.png, study.md and study.png, from the dicts
+engine/compare/report.py builds. A contrast has one section layout in both, and both
 figures are one drawing (a study's curves are means across seeds, with ±1 sd bands)."""
 from __future__ import annotations
 

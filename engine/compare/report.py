@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 import torch
 
 from core.errors import UserError
-from core.history_file import (DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY, TEST_LOSS,
-                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy,
-                               gap_loss, has_train_eval, write_json)
-from core.numbers import loss, millions, points
+from core.history_file import (BEST_TEST_ACCURACY, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
+                               TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch,
+                               gap_accuracy, gap_loss, has_train_eval, is_result, read_history, write_json)
+from core.numbers import loss, millions, percent, points
 from core.recipe import COMPARED, Recipe, Setup
-from engine.compare.ablation import field_phrase, run_facts
+from engine.compare.ablation import ablation, ablation_summary, field_phrase, run_facts
 from engine.compare.class_gain import compare_classes
-from engine.compare.render import plot_curves, render_report
-from engine.compare.verdict import judge, verdict_lines
+from engine.compare.plan import COMPARISON, SEED_PREFIX, net_dir, read_plan, seed_dir, seed_of
+from engine.compare.render import plot_curves, plot_study, render_report, render_study
+from engine.compare.verdict import interval, judge, verdict_lines
+from engine.console import say
 from engine.data.datasets import CifarData
 from engine.devices import machine_in_words
 from engine.evaluate import confusion, per_class_accuracy, retest
@@ -27,8 +29,10 @@ from handlers.tensorboard_logging import replace_text
 from models import BONUS_PAIR, build_model, dir_name, noun
 from models.stats import IMAGE_SIZE, feature_maps
 
-# What a comparison directory holds beside its runs, written by write_report.
+# What a comparison directory holds beside its runs, written by write_report; and a study beside its seeds, by
+# write_study.
 REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE = "report.json", "report.md", "curves.png"
+STUDY_JSON, STUDY_MARKDOWN, STUDY_FIGURE = "study.json", "study.md", "study.png"
 VERDICT_TAG = "bonus/verdict"  # TensorBoard's TEXT tab, in each judged net's folder
 
 
@@ -207,3 +211,77 @@ def write_report(directory: str, histories: dict[str, RunHistory], retester: Ret
     print(console_table(report))
     print(f"Report: {os.path.join(directory, REPORT_MARKDOWN)}", flush=True)
     return report
+
+
+def across_seeds(histories: list) -> dict:
+    """Per epoch and for the final epoch: mean, sd and 95 % t-interval across seeds of every recorded number."""
+    epochs = min(len(h.epochs) for h in histories)
+    keys = [key for key in histories[0].epochs[-1] if is_result(key) and all(key in h.epochs[-1] for h in histories)]
+    if has_train_eval(histories[0].epochs[-1]):
+        keys.append(GAP_ACCURACY)
+
+    def value(record: dict, key: str) -> float:
+        return gap_accuracy(record) if key == GAP_ACCURACY else record[key]
+
+    per_epoch = [{key: interval([value(h.epochs[i], key) for h in histories]) for key in keys} for i in range(epochs)]
+    final = {**per_epoch[-1],
+             BEST_TEST_ACCURACY: interval([best_epoch(h.epochs[:epochs])[TEST_ACCURACY] for h in histories])}
+    return {"epochs": epochs, "per_epoch": per_epoch, "final": final}
+
+
+def write_study(study_dir: str, retester: Retester | None = None) -> str:
+    """study.json, study.md and study.png from the seeds' history files (so `--report STUDY` rebuilds them); for a
+    study of comparisons with a `retester`, also where the gain comes from, by re-testing the final checkpoints per
+    class (those it has not re-tested already)."""
+    seeds = sorted(seed for seed in map(seed_of, os.listdir(study_dir)) if seed is not None)
+    if not seeds:
+        raise UserError(f"{study_dir} is not a study directory: it has no {SEED_PREFIX}<k>/ folders")
+    plans = [read_plan(seed_dir(study_dir, s)) for s in seeds]
+    nets = [plan.nets if plan is not None and plan.kind == COMPARISON else None for plan in plans]
+    compared = nets[0] if nets[0] and all(n == nets[0] for n in nets) else None
+    if compared:
+        histories = {arch: [read_history(net_dir(seed_dir(study_dir, s), arch)) for s in seeds] for arch in compared}
+    else:
+        runs = [read_history(seed_dir(study_dir, s)) for s in seeds]
+        histories = {runs[0].recipe.arch: runs}
+    for arch, runs in histories.items():
+        unfinished = [s for s, h in zip(seeds, runs) if not h.completed]
+        if unfinished:
+            raise UserError(f"the study is not finished: {arch} of seed(s) {unfinished} has not completed")
+        recipes = {dataclasses.replace(h.recipe, seed=0) for h in runs}
+        if len(recipes) != 1:
+            raise UserError(f"the seeds of {study_dir} were trained with different recipes")
+    recipe = dataclasses.asdict(next(iter(histories.values()))[0].recipe)
+    study = {"seeds": seeds, "recipe": {k: v for k, v in recipe.items() if k not in ("seed", "arch")},
+             "nets": {arch: across_seeds(runs) for arch, runs in histories.items()}}
+    precisions = sorted({h.precision for runs in histories.values() for h in runs} - {None})
+    if precisions:  # what the runs computed in, as far as they recorded it
+        study["precision"] = " and ".join(precisions)
+    if compared:
+        contrasts = {}
+        for name in compared[1:]:
+            pair = (compared[0], name)
+            contrast = judge(*([h.epochs for h in histories[arch]] for arch in pair), names=pair)
+            contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
+                {arch: histories[arch] for arch in pair}, retester)
+            contrasts[name] = contrast
+        study.update(baseline=compared[0], contrasts=contrasts)
+        if len(compared) > 2 and len(seeds) >= 2:
+            # What explains the second net's gain: its contrasts need an interval across seeds.
+            study["ablation"] = ablation(histories)
+    write_json(os.path.join(study_dir, STUDY_JSON), study)
+    with open(os.path.join(study_dir, STUDY_MARKDOWN), "w") as f:
+        f.write(render_study(study))
+    plot_study(study, os.path.join(study_dir, STUDY_FIGURE))
+    final = ", ".join(f"{arch} test accuracy {percent(s['final'][TEST_ACCURACY]['mean'])}"
+                      + (f" ± {points(s['final'][TEST_ACCURACY]['sd'])}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
+                      for arch, s in study["nets"].items())
+    say(f"Across {len(seeds)} seed(s): {final}; mean train loss of the last epoch "
+        + ", ".join(loss(s['final'][TRAIN_LOSS]['mean']) for s in study["nets"].values()))
+    for line in verdict_lines(study, "Verdict across seeds"):
+        say(line)
+    for row in study.get("ablation", {}).get("contrasts", []):
+        say(f"Ablation: {ablation_summary(row)}")
+    say(f"Study report: {os.path.join(study_dir, STUDY_MARKDOWN)}")
+    return study_dir
+
