@@ -2,12 +2,14 @@
 
 The test pass is the run's own (same evaluator, metrics, batch size, normalisation and precision), so for the
 final checkpoint its numbers equal the run's last history record. Beyond them: per-class accuracy, a confusion
-matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the most-confused class pairs.
+matrix (10 x 10 classes on CIFAR-10; 20 x 20 superclasses on CIFAR-100) and the most-confused class pairs. The
+reports re-test final models the same way, class by class (`Retester`).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass, field
 
 import torch
 from ignite.engine import Events
@@ -198,3 +200,43 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: str, title: 
     axes.set(xlabel="predicted", ylabel="true", title=title)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
     save(figure, path)
+
+
+@dataclass
+class Retester:
+    """Re-tests final models class by class for the reports: on `setup`'s device, on `data` when loaded (else the
+    dataset each run names), each run directory once per process, so that a study reuses what its comparisons'
+    reports re-tested."""
+
+    setup: Setup
+    data: CifarData | None = None
+    done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
+
+    def __post_init__(self):
+        self.setup = dataclasses.replace(self.setup, download=False)  # a report re-tests on data there is
+
+    def class_accuracy(self, run_dir: str) -> dict:
+        key = os.path.realpath(run_dir)
+        if key not in self.done:
+            self.done[key] = class_accuracy(run_dir, self.setup, self.data)
+        return self.done[key]
+
+
+def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:
+    """Test accuracy per class name (and per superclass name on CIFAR-100) of the run's newest checkpoint, which
+    must be its last epoch's: what the reports' "where the gain comes from" compares."""
+    tested = retest(run_dir, setup, data, with_metrics=False)
+    last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
+    if tested.epoch != last_epoch:
+        raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
+
+    def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
+        return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
+
+    result = {"epoch": tested.epoch,
+              "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
+    lookup = tested.fine_to_coarse
+    if lookup is not None:
+        coarse = confusion(lookup[tested.true], lookup[tested.predicted], tested.data.num_coarse)
+        result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
+    return result

@@ -154,12 +154,12 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
     """Ctrl-C in seed 0's first net: the printed command continues every seed and the summary, as they would have
     been, without repeating a recipe flag; the summary reuses the per-class re-tests of the seeds' reports."""
     import engine.build
-    import engine.compare.report
+    import engine.evaluate
     from fault_injection import with_fault
 
     retested = []
-    real_class_accuracy = engine.compare.report.class_accuracy
-    monkeypatch.setattr(engine.compare.report, "class_accuracy",
+    real_class_accuracy = engine.evaluate.class_accuracy
+    monkeypatch.setattr(engine.evaluate, "class_accuracy",
                         lambda run_dir, *args: retested.append(run_dir) or real_class_accuracy(run_dir, *args))
 
     data_dir, finished = bonus_study

@@ -1,15 +1,19 @@
 """Where a candidate net's gain over a baseline comes from: per-class test accuracy of both, paired by seed, and whether
 the gain is broad (most classes improve) or concentrated (a few classes carry it).
 
-Pure arithmetic on {class name: accuracy} dicts, so that a bonus (one seed) and a study (several) share it; and
-how the section looks in report.md and study.md (`gain_markdown`).
+The final models are re-tested class by class (engine/evaluate.Retester); the comparison is arithmetic on {class name:
+accuracy} dicts, so that a bonus (one seed) and a study (several) share it; and how the section looks in report.md
+and study.md (`gain_markdown`).
 """
 from __future__ import annotations
 
 import math
 from statistics import fmean
 
+from core.errors import UserError
+from core.history_file import RunHistory
 from core.numbers import percent, points
+from engine.evaluate import Retester
 from models import BONUS_PAIR, label
 
 TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
@@ -100,3 +104,23 @@ def gain_markdown(gain: dict) -> list[str]:
         lines += _table(gain["superclasses"], "superclass") + [""]
     lines += [f"Rule: {classes['rule']}", ""]
     return lines
+
+
+def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
+    """Per-class (and per-superclass) test accuracy of the final checkpoints of a baseline and a candidate (the two
+    keys of `histories`, in order), compared by engine/compare/class_gain.py; `histories[arch][k]` is seed k's run.
+    Without a `retester`, or when a checkpoint or the dataset is missing, {"unavailable": why}."""
+    if retester is None:
+        return {"unavailable": "no dataset was given to re-test the final checkpoints"}
+    try:
+        accuracy = {arch: [retester.class_accuracy(h.run_dir) for h in runs] for arch, runs in histories.items()}
+    except UserError as exc:
+        return {"unavailable": str(exc)}
+    except OSError as exc:
+        return {"unavailable": f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"}
+    names = tuple(histories)
+    gain = {"classes": compare_classes(*([a["classes"] for a in accuracy[arch]] for arch in names), nets=names)}
+    if "superclasses" in accuracy[names[1]][0]:
+        gain["superclasses"] = compare_classes(*([a["superclasses"] for a in accuracy[arch]] for arch in names),
+                                               nets=names)
+    return gain

@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
-
-import torch
 
 from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
                                TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch,
                                gap_accuracy, gap_loss, has_train_eval, is_result, read_history, write_json)
 from core.numbers import loss, millions, percent, points
-from core.recipe import COMPARED, Recipe, Setup
+from core.recipe import COMPARED, Recipe
 from engine.compare.ablation import ablation, ablation_summary, field_phrase, run_facts
-from engine.compare.class_gain import compare_classes
+from engine.compare.class_gain import where_the_gain_comes_from
 from engine.compare.plan import COMPARISON, SEED_PREFIX, net_dir, read_plan, seed_dir, seed_of
 from engine.compare.render import plot_curves, plot_study, render_report, render_study
 from engine.compare.verdict import interval, judge, verdict_lines
 from engine.console import say
-from engine.data.datasets import CifarData
 from engine.devices import machine_in_words
-from engine.evaluate import confusion, per_class_accuracy, retest
+from engine.evaluate import Retester
 from handlers.tensorboard_logging import replace_text
 from models import BONUS_PAIR, build_model, dir_name, noun
 from models.stats import IMAGE_SIZE, feature_maps
@@ -47,66 +43,6 @@ def check_comparable(histories: dict[str, RunHistory]) -> None:
     for arch, history in histories.items():
         if not history.completed:
             raise UserError(f"the {arch} run has not completed (status: {history.status})")
-
-
-@dataclass
-class Retester:
-    """Re-tests final models class by class for the reports: on `setup`'s device, on `data` when loaded (else the
-    dataset each run names), each run directory once per process, so that a study reuses what its comparisons'
-    reports re-tested."""
-
-    setup: Setup
-    data: CifarData | None = None
-    done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
-
-    def __post_init__(self):
-        self.setup = dataclasses.replace(self.setup, download=False)  # a report re-tests on data there is
-
-    def class_accuracy(self, run_dir: str) -> dict:
-        key = os.path.realpath(run_dir)
-        if key not in self.done:
-            self.done[key] = class_accuracy(run_dir, self.setup, self.data)
-        return self.done[key]
-
-
-def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:
-    """Test accuracy per class name (and per superclass name on CIFAR-100) of the run's newest checkpoint, which
-    must be its last epoch's: what the reports' "where the gain comes from" compares."""
-    tested = retest(run_dir, setup, data, with_metrics=False)
-    last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
-    if tested.epoch != last_epoch:
-        raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
-
-    def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
-        return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
-
-    result = {"epoch": tested.epoch,
-              "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
-    lookup = tested.fine_to_coarse
-    if lookup is not None:
-        coarse = confusion(lookup[tested.true], lookup[tested.predicted], tested.data.num_coarse)
-        result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
-    return result
-
-
-def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
-    """Per-class (and per-superclass) test accuracy of the final checkpoints of a baseline and a candidate (the two
-    keys of `histories`, in order), compared by engine/compare/class_gain.py; `histories[arch][k]` is seed k's run.
-    Without a `retester`, or when a checkpoint or the dataset is missing, {"unavailable": why}."""
-    if retester is None:
-        return {"unavailable": "no dataset was given to re-test the final checkpoints"}
-    try:
-        accuracy = {arch: [retester.class_accuracy(h.run_dir) for h in runs] for arch, runs in histories.items()}
-    except UserError as exc:
-        return {"unavailable": str(exc)}
-    except OSError as exc:
-        return {"unavailable": f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"}
-    names = tuple(histories)
-    gain = {"classes": compare_classes(*([a["classes"] for a in accuracy[arch]] for arch in names), nets=names)}
-    if "superclasses" in accuracy[names[1]][0]:
-        gain["superclasses"] = compare_classes(*([a["superclasses"] for a in accuracy[arch]] for arch in names),
-                                               nets=names)
-    return gain
 
 
 def run_summary(history: RunHistory) -> dict:
