@@ -171,6 +171,34 @@ def test_a_module_of_a_package_resolves_with_its_relative_imports():
     assert tuple(user_nets.check(net, 10)(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
 
 
+def test_a_models_py_of_ones_own_is_found_before_the_engines_models_package():
+    """`models.py` is what most people call such a file; it is loaded under a private name, so that the engine's own
+    `models` package stays what it is, and so does a folder without __init__.py (a namespace package)."""
+    import models
+    from models import user_nets
+
+    write("models.py", TINY_NET)
+    net = user_nets.load("models:TinyNet")
+    assert net.file == os.path.abspath("models.py") and net.description.startswith("a tiny net")
+    assert tuple(user_nets.check(net, 10)(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
+    assert sys.modules["models"] is models and "TinyNet" not in vars(models)
+    write("loose/nets.py", TINY_NET)  # no loose/__init__.py
+    assert user_nets.load("loose.nets:TinyNet").file == os.path.abspath("loose/nets.py")
+
+
+@pytest.mark.parametrize("spec, file", [("models:MyNet", "models/__init__.py"),
+                                        ("engine.session:train", "engine/session.py")])
+def test_a_name_that_only_the_engine_has_is_refused_with_the_file_form(spec, file, capsys):
+    module_part, _, attribute = spec.partition(":")
+    top, engine_file = module_part.split(".")[0], os.path.join(os.path.dirname(os.path.abspath(run.__file__)), file)
+    assert run.main(["--arch", spec, *COMMON]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {spec}: {module_part} is this engine's own {engine_file}, and neither the working directory nor "
+        f"PYTHONPATH holds a {top}.py or {top}/ of yours; name your file by its path instead: "
+        f"--arch path/to/{module_part.replace('.', '/')}.py:{attribute}\n")
+    assert not os.path.exists("runs")
+
+
 def test_blocks_per_stage_is_refused_for_a_net_without_that_parameter(capsys):
     write("tiny.py", TINY_NET)
     assert run.main(["--arch", "tiny.py:TinyNet", "--blocks-per-stage", "3", *COMMON]) == 1
@@ -201,6 +229,31 @@ def test_a_module_spec_trains_and_records_spec_file_and_hash(cifar10_dir, capsys
                                        "sha256": hashlib.sha256(f.read()).hexdigest()}
     assert recorded["status"] == "completed"
     assert recorded["parameters"] == sum(p.numel() for p in torch.nn.Module.parameters(_tiny(10)))
+
+
+@pytest.mark.slow
+def test_a_package_of_ones_own_named_models_trains_with_its_relative_imports_and_evaluates_from_elsewhere(
+        cifar10_dir, tmp_path, monkeypatch, capsys):
+    """A clone of a peer repository: `models/` with an __init__.py that imports its modules relatively, as
+    kuangliu/pytorch-cifar's does, named `--arch models.resnet:TinyNet` from the folder that holds it."""
+    data_dir, _ = cifar10_dir
+    write("models/__init__.py", "from .resnet import *\n")
+    write("models/layers.py", "WIDTH = 8\n")
+    file = write("models/resnet.py", TINY_NET.replace("width=8", "width=None").replace(
+        "super().__init__()", "super().__init__()\n        from .layers import WIDTH\n        width = width or WIDTH"))
+    run_dir = str(tmp_path / "run")
+    assert run.main(["--arch", "models.resnet:TinyNet", "--data-dir", data_dir, "--epochs", "1", *COMMON,
+                     "--output-dir", run_dir]) == 0, capsys.readouterr().err
+    recorded = history(run_dir)
+    assert recorded["network"]["file"] == file and recorded["status"] == "completed"
+    assert recorded["parameters"] == sum(p.numel() for p in _tiny(10).parameters())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # here `models` is only the engine's: the recorded file and its package stand in
+    result = run_in_process(["--evaluate", run_dir])
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(run_dir, "evaluation-checkpoint_1", "evaluation.json")) as f:
+        assert json.load(f)["metrics"]["test_accuracy"] == recorded["epochs"][-1]["test_accuracy"]
 
 
 def _tiny(num_classes):
