@@ -184,6 +184,40 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
 
 
 @pytest.mark.slow
+def test_a_planned_seed_that_is_gone_is_named_by_the_report_and_trained_again_by_a_resume(bonus_study, tmp_path, capsys):
+    """`seed1/` deleted from a finished study: `--report` summarises seed 0 and says, in study.json, study.md and the
+    console, that the plan holds seed 1 too; a net's run without its history is named the same way. `--resume`
+    trains seed 1 again, equal to the one deleted."""
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    shutil.rmtree(study_dir / "seed1")
+    capsys.readouterr()
+    assert run.main(["--report", str(study_dir), "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    words = "The plan holds seed 1 too, but seed1/ is gone: left out of this summary"
+    assert f"{words}; train it again with: python run.py --seeds 0 1 --bonus --resume {study_dir}\n" in out
+    assert "Across 1 seed(s)" in out
+    study = json.loads((study_dir / "study.json").read_text())
+    assert study["seeds"] == [0] and study["missing"] == {"1": ["seed1/"]}
+    assert f"**{words}.**" in (study_dir / "study.md").read_text()
+
+    assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0
+    for arch in ("singlestage", "multistage"):
+        assert without_timings(read_history(str(study_dir / "seed1" / arch))) == without_timings(
+            read_history(str(finished / "seed1" / arch)))
+    rebuilt = json.loads((study_dir / "study.json").read_text())
+    assert "missing" not in rebuilt and rebuilt["seeds"] == [0, 1]
+    assert rebuilt["nets"] == json.loads((finished / "study.json").read_text())["nets"]
+
+    os.remove(study_dir / "seed0" / "multistage" / "history.json")
+    capsys.readouterr()
+    assert run.main(["--report", str(study_dir), "--data-dir", str(data_dir)]) == 0
+    assert "The plan holds seed 0 too, but seed0/multistage has no history.json: left out" in capsys.readouterr().out
+    assert json.loads((study_dir / "study.json").read_text())["seeds"] == [1]
+
+
+@pytest.mark.slow
 def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys):
     data_dir, _ = cifar10_dir
     study_dir = tmp_path / "study"

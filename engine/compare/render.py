@@ -142,10 +142,21 @@ def _window_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
     return contrast_section(contrast, heading, contrast["explanation"], lines)
 
 
+def missing_words(study: dict) -> str:
+    """What a study's plan holds that its directory does not: 'The plan holds seed 1 too, but seed1/ is gone: left
+    out of this summary'."""
+    missing = study["missing"]
+    places = [f"{path} is gone" if path.endswith("/") else f"{path} has no history.json"
+              for paths in missing.values() for path in paths]
+    return (f"The plan holds seed{'s' if len(missing) > 1 else ''} {' '.join(missing)} too, but {'; '.join(places)}: "
+            "left out of this summary")
+
+
 def render_study(study: dict) -> str:
     """study.md: final numbers across seeds per net, per-epoch means, the paired differences and the verdict."""
     seeds, recipe = study["seeds"], Recipe.from_dict(study["recipe"])
     lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {len(seeds)} seed(s)", "",
+             *([f"**{missing_words(study)}.**", ""] if "missing" in study else []),
              f"Seeds {', '.join(map(str, seeds))}; {recipe.epochs} epochs, batch {recipe.batch_size}, "
              f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
              f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}"

@@ -10,13 +10,14 @@ import os
 from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
                                TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch,
-                               gap_accuracy, gap_loss, has_train_eval, is_result, read_history, write_json)
+                               gap_accuracy, gap_loss, has_train_eval, HISTORY_FILE, is_result, read_history,
+                               write_json)
 from core.numbers import loss, millions, percent, points
 from core.recipe import COMPARED, Recipe
 from engine.compare.ablation import ablation, ablation_summary, field_phrase, run_facts
 from engine.compare.class_gain import where_the_gain_comes_from
-from engine.compare.plan import COMPARISON, SEED_PREFIX, net_dir, read_plan, seed_dir, seed_of
-from engine.compare.render import plot_curves, plot_study, render_report, render_study
+from engine.compare.plan import STUDY, net_dir, read_plan, seed_dir
+from engine.compare.render import missing_words, plot_curves, plot_study, render_report, render_study
 from engine.compare.verdict import interval, judge, verdict_lines
 from engine.console import say
 from engine.devices import machine_in_words
@@ -169,12 +170,20 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
     """study.json, study.md and study.png from the seeds' history files (so `--report STUDY` rebuilds them); for a
     study of comparisons with a `retester`, also where the gain comes from, by re-testing the final checkpoints per
     class (those it has not re-tested already)."""
-    seeds = sorted(seed for seed in map(seed_of, os.listdir(study_dir)) if seed is not None)
+    plan = read_plan(study_dir)
+    compared = plan.nets if plan is not None and plan.kind == STUDY else None
+    # A seed whose runs are not all there (a folder deleted, a copy cut short) is left out and named, never dropped
+    # silently: a paired comparison needs every net of a seed.
+    planned = sorted(plan.seeds) if plan is not None and plan.kind == STUDY else []
+    runs_of = {seed: [net_dir(folder, arch) for arch in compared] if compared else [folder]
+               for seed, folder in plan.folders(study_dir) if seed is not None} if planned else {}
+    seeds = [s for s in planned if all(os.path.isfile(os.path.join(run, HISTORY_FILE)) for run in runs_of[s])]
+    missing = {s: [os.path.relpath(seed_dir(study_dir, s), study_dir) + "/"] if not os.path.isdir(seed_dir(study_dir, s))
+               else [os.path.relpath(run, study_dir) for run in runs_of[s]
+                     if not os.path.isfile(os.path.join(run, HISTORY_FILE))] for s in planned if s not in seeds}
     if not seeds:
-        raise UserError(f"{study_dir} is not a study directory: it has no {SEED_PREFIX}<k>/ folders")
-    plans = [read_plan(seed_dir(study_dir, s)) for s in seeds]
-    nets = [plan.nets if plan is not None and plan.kind == COMPARISON else None for plan in plans]
-    compared = nets[0] if nets[0] and all(n == nets[0] for n in nets) else None
+        raise UserError(f"{study_dir} holds no finished seed of its plan{' (seeds ' + ' '.join(map(str, planned)) + ')' if planned else ''}; "
+                        f"{'train them with: ' + plan.command(study_dir) if planned else 'it is no study directory'}")
     if compared:
         histories = {arch: [read_history(net_dir(seed_dir(study_dir, s), arch)) for s in seeds] for arch in compared}
     else:
@@ -190,6 +199,8 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
     recipe = dataclasses.asdict(next(iter(histories.values()))[0].recipe)
     study = {"seeds": seeds, "recipe": {k: v for k, v in recipe.items() if k not in ("seed", "arch")},
              "nets": {arch: across_seeds(runs) for arch, runs in histories.items()}}
+    if missing:  # planned seeds without their runs: named in study.json, study.md and the console
+        study["missing"] = {str(seed): runs for seed, runs in missing.items()}
     precisions = sorted({h.precision for runs in histories.values() for h in runs} - {None})
     if precisions:  # what the runs computed in, as far as they recorded it
         study["precision"] = " and ".join(precisions)
@@ -212,6 +223,8 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
     final = ", ".join(f"{arch} test accuracy {percent(s['final'][TEST_ACCURACY]['mean'])}"
                       + (f" ± {points(s['final'][TEST_ACCURACY]['sd'])}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
                       for arch, s in study["nets"].items())
+    if missing:
+        say(f"{missing_words(study)}; train {'it' if len(missing) == 1 else 'them'} again with: {plan.command(study_dir)}")
     say(f"Across {len(seeds)} seed(s): {final}; mean train loss of the last epoch "
         + ", ".join(loss(s['final'][TRAIN_LOSS]['mean']) for s in study["nets"].values()))
     for line in verdict_lines(study, "Verdict across seeds"):
