@@ -9,8 +9,11 @@ import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
-from core.history_file import HISTORY_FILE, read_history
+from core.history_file import (COMPLETED, CONFIG, EPOCHS, EPOCHS_TRAINED, FINAL, HISTORY_FILE, STATUS, RunHistory,
+                               read_history, write_json)
+from core.history_file import EPOCH as RECORD_EPOCH  # handlers.checkpointing's EPOCH is a checkpoint's kind
 from core.recipe import Recipe
+from engine.console import say
 from engine.devices import machine, machine_in_words
 from engine.precision import Precision
 from handlers.checkpointing import EPOCH, checkpoints
@@ -25,7 +28,7 @@ def has_checkpoint(run_dir: str) -> bool:
 def check_resumable(recipe: Recipe, run_dir: str) -> None:
     """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine)."""
     try:
-        history = read_history(run_dir)
+        history = recorded_history(run_dir)
     except UserError as exc:
         raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
     difference = recipe.difference(history.config, ignore=recipe.resumable()) or user_nets.change(history.network)
@@ -142,6 +145,65 @@ def load_checkpoint(path: str, device: torch.device) -> dict:
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnreadableCheckpoint(path, f"truncated or corrupt ({reason})") from None
+
+
+def history_in_checkpoint(run_dir: str) -> tuple[str, dict] | None:
+    """history.json as the checkpoint furthest into training that loads holds it, and that checkpoint's path; None
+    where none loads. A checkpoint holds the history's header and epochs (an older one: its recipe and epochs)."""
+    newest = None
+    for _kind, _number, path in checkpoints(run_dir):
+        try:
+            state = load_checkpoint(path, torch.device("cpu"))
+        except UnreadableCheckpoint:
+            continue
+        if newest is None or state["trainer"]["iteration"] > newest[1]["trainer"]["iteration"]:
+            newest = path, state
+    if newest is None:
+        return None
+    path, state = newest
+    trainer, epochs = state["trainer"], list(state["history"]["epochs"])
+    data = {**state["history"].get("header", {CONFIG: dict(state["identity"])}), EPOCHS: epochs, FINAL: {}}
+    if epochs and trainer["iteration"] >= trainer["max_epochs"] * trainer["epoch_length"]:
+        data[STATUS] = COMPLETED
+        last = epochs[-1]
+        data[FINAL] = {key: value for key, value in last.items() if key != RECORD_EPOCH} | {EPOCHS_TRAINED: last[RECORD_EPOCH]}
+    else:
+        data[STATUS] = f"interrupted (history.json rebuilt from {os.path.basename(path)})"
+    return path, data
+
+
+def recorded_history(run_dir: str) -> RunHistory:
+    """The run's history.json, or where it is missing or unreadable, the copy its newest checkpoint holds."""
+    try:
+        return read_history(run_dir)
+    except UserError:
+        found = history_in_checkpoint(run_dir)
+        if found is None:
+            raise
+        return RunHistory(run_dir, found[1])
+
+
+def restore_history(run_dir: str) -> None:
+    """Before a resume: a history.json that is missing or unreadable while a checkpoint loads is rebuilt from the
+    checkpoint's copy, the unreadable file kept as history.json.damaged, and said in one line."""
+    path = os.path.join(run_dir, HISTORY_FILE)
+    try:
+        read_history(run_dir)
+        return
+    except UserError as exc:
+        problem = f"unreadable ({exc})" if os.path.isfile(path) else "missing"
+    found = history_in_checkpoint(run_dir)
+    if found is None:
+        return  # nothing to rebuild it from: the resume says what is wrong
+    checkpoint, data = found
+    kept = ""
+    if os.path.isfile(path):
+        os.replace(path, path + DAMAGED_SUFFIX)
+        kept = f"; the unreadable one is kept as {HISTORY_FILE + DAMAGED_SUFFIX}"
+    write_json(path, data)
+    epochs = len(data[EPOCHS])
+    say(f"note: {path} was {problem}; rebuilt it from {os.path.basename(checkpoint)} "
+        f"({epochs} epoch{'s' if epochs != 1 else ''}){kept}")
 
 
 def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:

@@ -26,8 +26,9 @@ from engine.outputs import attach_outputs
 from engine.devices import machine, machine_in_words, resolve_device
 from engine.precision import resolve_precision
 from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, load_checkpoint,
+                           restore_history,
                            load_newest_checkpoint, machine_change)
-from engine.run_lock import hold, in_use
+from engine.run_lock import hold, in_use, write_on_rank_0
 from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
 from handlers.interrupts import GracefulStop
@@ -130,6 +131,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
             check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume, or
+            write_on_rank_0(lambda: restore_history(run_dir))  # (a lost history.json comes back from a checkpoint)
             check_resumable(recipe, run_dir)  # a different recipe, or precision, is refused at once
             check_precision(run_dir, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
                             setup.amp)

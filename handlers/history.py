@@ -1,6 +1,7 @@
 """The run's record: `history.json` with the configuration and one entry per epoch, rewritten after each epoch."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -72,7 +73,9 @@ class History:
     def state_dict(self) -> dict:
         in_epoch = self._epoch_started is not None  # saved mid-epoch (Ctrl-C): keep the time trained so far
         partial = self._seconds_before_resume + (time.perf_counter() - self._epoch_started if in_epoch else 0.0)
-        return {"epochs": self.epochs, "partial_train_seconds": partial}
+        # The header too, as history.json holds it (plain JSON types, which a weights_only load accepts), so that a
+        # lost history.json can be rebuilt from any checkpoint (engine/resume.py: restore_history).
+        return {"header": json.loads(json.dumps(self.header)), "epochs": self.epochs, "partial_train_seconds": partial}
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = list(state["epochs"])

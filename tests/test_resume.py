@@ -195,6 +195,44 @@ def test_a_damaged_newest_checkpoint_is_kept_aside_and_the_run_goes_on_from_the_
     assert points["train/loss_iter"] == tensorboard_points(reference_dir)["train/loss_iter"]  # epoch 3's redone
 
 
+@pytest.mark.slow
+def test_a_lost_history_is_rebuilt_from_the_newest_checkpoint_and_the_run_goes_on(reference, tmp_path, capsys):
+    """history.json gone after epoch 2 (checkpoint_3.pt never written): `--resume DIR` alone takes the recipe, data
+    folder and precision from checkpoint_2.pt, says so in one line, and ends bit for bit as the uninterrupted run."""
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
+    os.remove(run_dir / "checkpoint_3.pt")
+    os.remove(run_dir / "history.json")
+    capsys.readouterr()
+    assert run.main(["--resume", str(run_dir), "--no-progress"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"note: {run_dir / 'history.json'} was missing; rebuilt it from checkpoint_2.pt (2 epochs)\n" in out
+    assert f"resuming from {run_dir / 'checkpoint_2.pt'}: 2 epochs done" in out
+    assert read_history(str(run_dir))["status"] == "completed"
+    assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
+    resumed, uninterrupted = final_weights(run_dir), final_weights(reference_dir)
+    assert resumed.keys() == uninterrupted.keys() and all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+@pytest.mark.slow
+def test_an_unreadable_history_of_a_finished_run_is_rebuilt_whole_and_kept_aside(reference, tmp_path, capsys):
+    """history.json of a finished run overwritten: the resume rebuilds it from checkpoint_3.pt, equal to what it was,
+    keeps the unreadable file as history.json.damaged, and trains nothing."""
+    _, reference_dir = reference
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference_dir, run_dir)
+    (run_dir / "history.json").write_text('{"config": {"arch"')
+    capsys.readouterr()
+    assert run.main(["--resume", str(run_dir), "--no-progress"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert (f"note: {run_dir / 'history.json'} was unreadable (cannot read {run_dir / 'history.json'}: " in out
+            and "; rebuilt it from checkpoint_3.pt (3 epochs); the unreadable one is kept as history.json.damaged\n" in out)
+    assert "Epoch " not in out
+    assert read_history(str(run_dir)) == read_history(str(reference_dir))
+    assert (run_dir / "history.json.damaged").read_text() == '{"config": {"arch"'
+
+
 def test_resume_of_a_directory_without_checkpoints(tmp_path, cifar10_dir, capsys):
     data_dir, _ = cifar10_dir
     (tmp_path / "empty").mkdir()

@@ -215,6 +215,12 @@ def test_a_planned_seed_that_is_gone_is_named_by_the_report_and_trained_again_by
     assert run.main(["--report", str(study_dir), "--data-dir", str(data_dir)]) == 0
     assert "The plan holds seed 0 too, but seed0/multistage has no history.json: left out" in capsys.readouterr().out
     assert json.loads((study_dir / "study.json").read_text())["seeds"] == [1]
+    # Its checkpoints are there: a resume rebuilds the history from the newest, trains nothing, and reports both seeds.
+    assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"note: {study_dir / 'seed0' / 'multistage' / 'history.json'} was missing; rebuilt it from checkpoint_2.pt" in out
+    assert "Epoch " not in out and json.loads((study_dir / "study.json").read_text())["seeds"] == [0, 1]
+    assert read_history(str(study_dir / "seed0" / "multistage")) == read_history(str(finished / "seed0" / "multistage"))
 
 
 @pytest.mark.slow

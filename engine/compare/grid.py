@@ -21,7 +21,7 @@ from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_runs, net_dir, read_plan
 from engine.compare.report import Retester, check_comparable, write_report, write_study
 from engine.console import say
-from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state
+from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
 from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, default_study_dir)
@@ -107,6 +107,8 @@ def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: 
     """Train one run of a plan in `member_dir` on `data`. When `resuming`, a finished run is kept (said under `name`),
     an interrupted one continues, and one killed before its first checkpoint starts afresh in place; `heading` is
     printed before training."""
+    if resuming:
+        write_on_rank_0(lambda: restore_history(member_dir))  # a lost history.json comes back from a checkpoint
     state = member_state(recipe, member_dir) if resuming else UNSTARTED
     if state == FINISHED:
         say(f"{name}: already trained in {member_dir}, not training again")

@@ -16,10 +16,10 @@ import os
 from dataclasses import dataclass
 
 from core.errors import UserError
-from core.history_file import HISTORY_FILE, read_history, write_json
+from core.history_file import HISTORY_FILE, write_json
 from core.recipe import Recipe
 from engine.precision import AMP_MODES, recorded_mode
-from engine.resume import has_checkpoint
+from engine.resume import has_checkpoint, recorded_history
 from engine.rundir import comparison_flag, continuing_command, run_dir_of
 from models import BONUS_PAIR, dir_name
 
@@ -171,14 +171,15 @@ def recorded_flags(resume: str | None) -> dict:
     if not resume or resume == "auto":
         return {}
     directory = run_dir_of(resume)
-    run_dir = next((run for run in runs_in(directory) if os.path.isfile(os.path.join(run, HISTORY_FILE))), None)
+    run_dir = next((run for run in runs_in(directory) if os.path.isfile(os.path.join(run, HISTORY_FILE))
+                    or has_checkpoint(run)), None)
     if run_dir is None:  # a comparison or study none of whose runs has a history yet
         plan = read_plan(directory) if os.path.isdir(directory) else None
         if plan is None or not plan.recipe:
             return {}
         return {**plan.recipe, **{name: value for name, value in (("data_dir", plan.data_dir), ("amp", plan.amp)) if value}}
     try:
-        history = read_history(run_dir)
+        history = recorded_history(run_dir)  # history.json, or a lost one's copy in the newest checkpoint
         recorded = dataclasses.asdict(history.recipe)
     except (UserError, TypeError, ValueError):
         return {}  # the resume itself then says what is wrong with the run, in one line
