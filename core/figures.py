@@ -1,6 +1,8 @@
-"""Figures without a display: the Agg backend chosen once, and the loss-and-accuracy panels that the comparison
-reports share. matplotlib is imported only when a figure is drawn."""
+"""Figures without a display: the Agg backend chosen once, and the loss-and-accuracy curves of several nets that
+reports and studies draw. matplotlib is imported only when a figure is drawn."""
 from __future__ import annotations
+
+from core.history_file import TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_LOSS
 
 
 def pyplot():
@@ -29,3 +31,29 @@ def save(figure, path: str, legends=()) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot().close(figure)
+
+
+# Curve colours by position, baseline first (the bonus pair: orange, blue).
+COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+
+
+def plot_curves_of(nets: dict[str, list[dict]], path: str, heading: str) -> None:
+    """Loss and accuracy per epoch of every net (`nets`: name -> its records: numbers, or {mean, sd, ...} across seeds,
+    drawn as means with ±1 sd bands), saved to `path` under `heading`."""
+    figure, loss_axes, accuracy_axes = curve_panels()
+    for color, (arch, epochs) in zip(COLORS, nets.items()):
+        x = list(range(1, len(epochs) + 1))
+        for axes, key, scale, style, legend in ((loss_axes, TRAIN_LOSS, 1, "o-", arch),
+                                               (accuracy_axes, TEST_ACCURACY, 100, "o-", f"{arch} test"),
+                                               (accuracy_axes, TRAIN_EVAL_ACCURACY, 100, "s--", f"{arch} train-eval")):
+            if key not in epochs[0]:
+                continue
+            across_seeds = isinstance(epochs[0][key], dict)
+            mean = [scale * (e[key]["mean"] if across_seeds else e[key]) for e in epochs]
+            axes.plot(x, mean, style, color=color, label=legend)
+            if across_seeds and epochs[0][key]["sd"] is not None:
+                sd = [scale * e[key]["sd"] for e in epochs]
+                axes.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
+                                  color=color, alpha=0.15)
+    figure.suptitle(heading)
+    save(figure, path, legends=(loss_axes, accuracy_axes))

@@ -1,6 +1,9 @@
 """How numbers are written for people (reports, the console, TensorBoard text): a fraction as a percentage or as
-percentage points, a loss to four decimals, multiply-accumulates in millions."""
+percentage points, a loss to four decimals, multiply-accumulates in millions; a record's number, and one across
+seeds, as a table cell."""
 from __future__ import annotations
+
+from core.history_file import is_loss
 
 
 def percent(fraction: float, digits: int = 2) -> str:
@@ -21,3 +24,25 @@ def loss(value: float) -> str:
 def millions(count: float, digits: int = 1) -> str:
     """A count of multiply-accumulates in millions: 40_370_176 -> "40.4 M" (digits=0: "40 M")."""
     return f"{count / 1e6:.{digits}f} M"
+
+
+def number(key: str, value: float | None) -> str:
+    """A record's number as tables write it: a loss as a loss, anything else in points; "-" for none."""
+    if value is None:
+        return "-"
+    return loss(value) if is_loss(key) else points(value)
+
+
+def stats_cell(key: str, stats: dict) -> str:
+    """A number across seeds: "mean ± sd [low, high]", or the mean alone for one seed."""
+    if stats["sd"] is None:
+        return number(key, stats["mean"])
+    return (f"{number(key, stats['mean'])} ± {number(key, stats['sd'])} "
+            f"[{number(key, stats['ci_low'])}, {number(key, stats['ci_high'])}]")
+
+
+def record_cell(record: dict, key: str) -> str:
+    """`record[key]` as a loss or a percentage; "-" where the record lacks it."""
+    if key not in record:
+        return "-"
+    return loss(record[key]) if is_loss(key) else percent(record[key])

@@ -1,11 +1,12 @@
-"""engine/compare/class_gain.py: the per-class comparison, checked against numbers worked out here."""
+"""Where a gain comes from, class by class (engine/compare/verdict.py: compare_classes), checked against numbers worked
+out here."""
 import math
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.compare.class_gain import compare_classes
+from engine.compare.verdict import compare_classes
 
 
 def test_a_gain_carried_by_two_of_ten_classes_is_concentrated():

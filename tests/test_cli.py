@@ -210,9 +210,8 @@ def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path, request):
     # One interpreter for the rules every report prints (constants, not docstrings: they survive -OO), --help
     # and a training run.
     script = ("import contextlib, sys, run\n"
-              "from engine.compare.verdict import rule, rule_paired\n"
-              "from engine.compare import class_gain\n"
-              "print(rule(), rule_paired(), class_gain.rule())\n"
+              "from engine.compare.verdict import gain_rule, rule, rule_paired\n"
+              "print(rule(), rule_paired(), gain_rule())\n"
               "with contextlib.suppress(SystemExit):\n"
               "    run.main(['--help'])\n"
               "sys.exit(run.main(sys.argv[1:]))\n")

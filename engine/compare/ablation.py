@@ -6,21 +6,21 @@ the target. A contrast names the properties in which its two networks differ and
 the models by models/stats.py), shows the paired difference across seeds with its 95 % interval, turns it into a
 share of the gain by `ATTRIBUTION_RULE`, and gives the probability that the variant beats the other network.
 
-What every report measures of a net (`model_facts`: parameters, MACs, receptive field) is measured here too, and
-written in words here (`field_words`, `field_phrase`, the ablation's lines in study.md).
+How both explanations of a gain look in report.md and study.md: the ablation's section, and the per-class section
+("where the gain comes from", judged by engine/compare/verdict.compare_classes).
 """
 from __future__ import annotations
 
-from torch import nn
-
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
-from core.numbers import millions, points
-from engine.compare.verdict import CONFIDENCE, WINDOW, fitting_window, interval, seed_window_means
-from models import build_model, count_parameters, user_nets
-from models.stats import IMAGE_SIZE, feature_maps, macs_per_image, measured_receptive_field
+from core.numbers import millions, percent, points
+from core.stats import CONFIDENCE, interval
+from engine.compare.verdict import WINDOW, fitting_window, seed_window_means
+from models import field_words, model_facts
+from models.stats import IMAGE_SIZE, feature_maps
 
 # Parameter and MAC counts this close (relative to the larger) count as held equal.
 COUNT_TOLERANCE = 0.10
+ROWS_SHOWN = 5  # with more than 4 * ROWS_SHOWN classes, the most and least improved ROWS_SHOWN each
 HALF_THE_GAIN = 0.5  # a share from which a variant explains "at least half of the gain"
 
 ATTRIBUTION_RULE = """Properties: "resolution" is the sequence of feature-map sizes, "widths" the channel counts used (32 alone is not
@@ -52,22 +52,6 @@ def run_facts(history: RunHistory) -> dict:
     """`model_facts` of the network a run trained."""
     recipe = history.recipe
     return model_facts(recipe.arch, history.num_classes, recipe.blocks_per_stage, history.network)[1]
-
-
-def model_facts(arch: str, num_classes: int, blocks_per_stage: int, network: dict | None = None) -> tuple[nn.Module, dict]:
-    """A fresh model of `arch` and its facts. The receptive field is measured by gradient
-    (models/stats.measured_receptive_field), so any network gets one, or None and "receptive_field_note" saying why.
-    A user's network is imported from the file a run recorded (`network`) where its spec does not resolve from here."""
-    net = user_nets.load_recorded(network) if network else user_nets.load(arch) if user_nets.is_spec(arch) else None
-    model = build_model(arch, num_classes, blocks_per_stage=blocks_per_stage)
-    field = measured_receptive_field(model)
-    facts = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model),
-             "receptive_field": field.pixels}
-    if field.pixels is None:
-        facts["receptive_field_note"] = field.why
-    if net is not None:
-        facts["description"] = net.description
-    return model, facts
 
 
 def network_properties(arch: str, num_classes: int, blocks_per_stage: int, network: dict | None = None) -> dict:
@@ -159,20 +143,6 @@ def ablation(histories: dict[str, list[RunHistory]], window: int = WINDOW) -> di
             "contrasts": contrasts, "rule": attribution_rule(baseline, target, window)}
 
 
-def field_words(facts: dict) -> str:
-    """A measured receptive field in a table: "53 px", or "n/a (why)" where no exact figure could be had."""
-    if facts["receptive_field"] is None:
-        return f"n/a ({facts['receptive_field_note']})"
-    return f"{facts['receptive_field']} px"
-
-
-def field_phrase(facts: dict) -> str:
-    """The same in a sentence: "a 53-pixel receptive field", or "no exact receptive field (why)"."""
-    if facts["receptive_field"] is None:
-        return f"no exact receptive field ({facts['receptive_field_note']})"
-    return f"a {facts['receptive_field']}-pixel receptive field"
-
-
 def _interval(stats: dict) -> str:
     if stats["ci_low"] is None:
         return "-"
@@ -238,4 +208,36 @@ def ablation_lines(study: dict) -> list[str]:
                      f"{points(test['mean'], signed=True)} {_interval(test)} | {better['wins']} of {better['seeds']} = "
                      f"{better['probability']:.2f} [{better['ci_low']:.2f}, {better['ci_high']:.2f}] |")
     lines += ["", "### The attribution rule", "", "```", ablation["rule"], "```"]
+    return lines
+
+
+def _gain_table(comparison: dict, what: str) -> list[str]:
+    rows = comparison["classes"]
+    seeds = comparison["seeds"]
+    base, cand = (key for key in rows[0] if key not in ("class", "gain", "seeds_improved"))  # the two nets, in order
+    shown = rows if len(rows) <= 4 * ROWS_SHOWN else rows[:ROWS_SHOWN] + [None] + rows[-ROWS_SHOWN:]
+    lines = [f"| {what} | {base} | {cand} | gain (pts) |" + (" seeds improved |" if seeds > 1 else ""),
+             "| --- | ---: | ---: | ---: |" + (" ---: |" if seeds > 1 else "")]
+    for row in shown:
+        if row is None:
+            lines.append(f"| ... {len(rows) - 2 * ROWS_SHOWN} more | | | |" + (" |" if seeds > 1 else ""))
+            continue
+        lines.append(f"| {row['class']} | {percent(row[base], 1)} | {percent(row[cand], 1)} | "
+                     f"{points(row['gain'], 1, signed=True)} |" + (f" {row['seeds_improved']} of {seeds} |" if seeds > 1 else ""))
+    return lines
+
+
+def gain_markdown(gain: dict) -> list[str]:
+    """The section's lines: the pattern in one sentence, the per-class (and per-superclass) table, the rule."""
+    lines = ["## Where the gain comes from", ""]
+    if "unavailable" in gain:
+        return lines + [f"Not available: {gain['unavailable']}.", ""]
+    classes = gain["classes"]
+    seeds = f" (test accuracy of the final models, mean over {classes['seeds']} seeds)" if classes["seeds"] > 1 else \
+        " (test accuracy of the final models)"
+    lines += [f"Per class{seeds}: **{classes['summary']}**.", ""] + _gain_table(classes, "class") + [""]
+    if "superclasses" in gain:
+        lines += [f"Per superclass: **{gain['superclasses']['summary']}**.", ""]
+        lines += _gain_table(gain["superclasses"], "superclass") + [""]
+    lines += [f"Rule: {classes['rule']}", ""]
     return lines

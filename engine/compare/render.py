@@ -1,40 +1,18 @@
-"""How comparisons and studies look: report.md and curves.png, study.md and study.png, from the dicts
-engine/compare/report.py builds. A contrast has one section layout in both, and both
-figures are one drawing (a study's curves are means across seeds, with ±1 sd bands)."""
+"""How comparisons and studies look: report.md and curves.png, study.md and study.png, and the console's table and
+verdict lines, from the dicts engine/compare/report.py builds. A contrast has one section layout in both, and both
+figures are one drawing (core/figures.py; a study's curves are means across seeds, with ±1 sd bands)."""
 from __future__ import annotations
 
-from core.figures import curve_panels, save
+from core.figures import plot_curves_of
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, RECORD_LABELS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
                                TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
-from core.numbers import loss, millions, percent, points
+from core.numbers import loss, millions, number, percent, points, record_cell, stats_cell
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
-from engine.compare.ablation import ablation_lines, field_words
-from engine.compare.class_gain import gain_markdown
-from engine.compare.verdict import expected_half_width
-from models import ARCHITECTURES, label, noun
+from core.stats import expected_half_width
+from engine.compare.ablation import ablation_lines, gain_markdown
+from models import ARCHITECTURES, dir_name, field_words, label, noun
 
-# Curve colours by position, baseline first (the bonus pair: orange, blue).
-COLORS = ("tab:orange", "tab:blue", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
-
-
-def _number(key: str, value: float | None) -> str:
-    if value is None:
-        return "-"
-    return loss(value) if is_loss(key) else points(value)
-
-
-def _stats_cell(key: str, stats: dict) -> str:
-    if stats["sd"] is None:
-        return _number(key, stats["mean"])
-    return (f"{_number(key, stats['mean'])} ± {_number(key, stats['sd'])} "
-            f"[{_number(key, stats['ci_low'])}, {_number(key, stats['ci_high'])}]")
-
-
-def _record_cell(record: dict, key: str) -> str:
-    if key not in record:
-        return "-"
-    return loss(record[key]) if is_loss(key) else percent(record[key])
 
 
 def _header_lines(report: dict) -> list[str]:
@@ -60,8 +38,8 @@ def _header_lines(report: dict) -> list[str]:
         for arch in runs:
             if index < len(runs[arch]["epochs"]):
                 e = runs[arch]["epochs"][index]
-                lines.append(f"| {e[EPOCH]} | {arch} | {loss(e[TRAIN_LOSS])} | {_record_cell(e, TRAIN_EVAL_ACCURACY)} | "
-                             f"{_record_cell(e, TRAIN_EVAL_LOSS)} | {percent(e[TEST_ACCURACY])} | {percent(e[TEST_TOP5])} | "
+                lines.append(f"| {e[EPOCH]} | {arch} | {loss(e[TRAIN_LOSS])} | {record_cell(e, TRAIN_EVAL_ACCURACY)} | "
+                             f"{record_cell(e, TRAIN_EVAL_LOSS)} | {percent(e[TEST_ACCURACY])} | {percent(e[TEST_TOP5])} | "
                              f"{loss(e[TEST_LOSS])} |")
     lines += ["", "## Final numbers (last epoch)", "", "| | " + " | ".join(runs) + " |",
               "| --- |" + " ---: |" * len(runs)]
@@ -103,7 +81,7 @@ def render_report(report: dict) -> str:
             final = run["final"]
             gap = f"{points(final[GAP_ACCURACY])} pts" if GAP_ACCURACY in final else "-"
             lines.append(f"| {name} | {run['model']['parameters']:,} | {millions(run['model']['macs_per_image'])} | "
-                         f"{field_words(run['model'])} | {_record_cell(final, TRAIN_EVAL_ACCURACY)} | "
+                         f"{field_words(run['model'])} | {record_cell(final, TRAIN_EVAL_ACCURACY)} | "
                          f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
         lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
     lines += _contrasts_and_rule(contrasts, names, _window_contrast_lines)
@@ -165,14 +143,14 @@ def render_study(study: dict) -> str:
              "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",
              "| --- |" + " ---: |" * len(study["nets"])]
     for key in study["nets"][next(iter(study["nets"]))]["final"]:
-        lines.append(f"| {RECORD_LABELS.get(key, key)} | " + " | ".join(_stats_cell(key, net["final"][key]) for net in study["nets"].values()) + " |")
+        lines.append(f"| {RECORD_LABELS.get(key, key)} | " + " | ".join(stats_cell(key, net["final"][key]) for net in study["nets"].values()) + " |")
     lines += ["", "## Per epoch (mean across seeds)", "",
               "| epoch | net | mean train loss | test acc | train-eval acc |", "| ---: | --- | ---: | ---: | ---: |"]
     for arch, net in study["nets"].items():
         for index, epoch in enumerate(net["per_epoch"], start=1):
             train_eval = epoch.get(TRAIN_EVAL_ACCURACY)
-            lines.append(f"| {index} | {arch} | {_stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {_stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
-                         f"{_stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
+            lines.append(f"| {index} | {arch} | {stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
+                         f"{stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
     lines += _contrasts_and_rule(study.get("contrasts", {}), list(study["nets"]), _paired_contrast_lines)
     if "ablation" in study:
         lines += ablation_lines(study)
@@ -190,9 +168,9 @@ def _paired_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
                   f"{verdict['window']} epochs; positive favours {noun(cand)}):", "",
                   "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
         for key, d in verdict["paired_differences"].items():
-            lines.append(f"| {RECORD_LABELS.get(key, key)} | {', '.join(_number(key, v) for v in d['values'])} | "
-                         f"{_number(key, d['mean'])} | [{_number(key, d['ci_low'])}, {_number(key, d['ci_high'])}] | "
-                         f"{_number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
+            lines.append(f"| {RECORD_LABELS.get(key, key)} | {', '.join(number(key, v) for v in d['values'])} | "
+                         f"{number(key, d['mean'])} | [{number(key, d['ci_low'])}, {number(key, d['ci_high'])}] | "
+                         f"{number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
         lines.append("")
     else:
         lines += [more_seeds_note(verdict), ""]
@@ -206,6 +184,34 @@ def contrast_section(contrast: dict, heading: str, opening: str, body: list[str]
     lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "", opening, ""] + body
     if "where_the_gain_comes_from" in contrast:
         lines += gain_markdown(contrast["where_the_gain_comes_from"])
+    return lines
+
+
+def console_table(report: dict) -> str:
+    """A compact table for the terminal: final numbers and the verdict(s)."""
+    names = list(report["runs"])
+    lines = [f"{'':<22}" + "".join(f"{dir_name(name):>14}" for name in names)]
+    keys = [("train loss", TRAIN_LOSS, loss), ("train-eval acc %", TRAIN_EVAL_ACCURACY, points),
+            ("test acc %", TEST_ACCURACY, points), ("test loss", TEST_LOSS, loss), ("gap acc (pts)", GAP_ACCURACY, points)]
+    for row, key, written in keys:
+        if key in report["runs"][names[-1]]["final"]:
+            lines.append(f"{row:<22}" + "".join(f"{written(report['runs'][arch]['final'][key]):>14}" for arch in names))
+    return "\n".join(lines + verdict_lines(report))
+
+
+def verdict_lines(record: dict, verdict_words: str = "Verdict") -> list[str]:
+    """The console's lines for each contrast of a report or study: the verdict and where the gain comes from,
+    naming the candidate and the baseline where there are several."""
+    contrasts = record.get("contrasts", {})
+    baseline = list(record.get("runs") or record.get("nets"))[0]
+    lines = []
+    for name, contrast in contrasts.items():
+        against = f" ({name} against {baseline})" if len(contrasts) > 1 else ""
+        verdict = contrast["verdict"]
+        lines.append(f"{verdict_words}{against}: {verdict['verdict']} (confidence: {verdict['confidence']})")
+        gain = contrast.get("where_the_gain_comes_from", {})
+        if "classes" in gain:
+            lines.append(f"Where the gain comes from{against}: {gain['classes']['summary']}")
     return lines
 
 
@@ -225,34 +231,13 @@ def more_seeds_note(verdict: dict) -> str:
 def plot_curves(report: dict, path: str) -> None:
     """curves.png: mean train loss per epoch; train-eval (dashed) and test (solid) accuracy per epoch; every net."""
     verdicts = "; ".join(c["verdict"]["verdict"] for c in report["contrasts"].values())
-    _plot({arch: run["epochs"] for arch, run in report["runs"].items()}, path,
+    plot_curves_of({arch: run["epochs"] for arch, run in report["runs"].items()}, path,
           f"{report['config']['dataset']}: {' vs '.join(label(name) for name in report['runs'])} ResNet — {verdicts}")
 
 
 def plot_study(study: dict, path: str) -> None:
     """study.png: mean training loss and test (solid) / train-eval (dashed) accuracy per epoch, ±1 sd bands."""
     verdict = "; ".join(c["verdict"]["verdict"] for c in study.get("contrasts", {}).values())
-    _plot({arch: net["per_epoch"] for arch, net in study["nets"].items()}, path,
+    plot_curves_of({arch: net["per_epoch"] for arch, net in study["nets"].items()}, path,
           f"{study['recipe']['dataset']}, seeds {', '.join(map(str, study['seeds']))}: mean ± sd across seeds"
           + (f" — {verdict}" if verdict else ""))
-
-
-def _plot(nets: dict[str, list[dict]], path: str, heading: str) -> None:
-    """Loss and accuracy per epoch of every net, from its records: numbers, or {mean, sd, ...} across seeds."""
-    figure, loss_axes, accuracy_axes = curve_panels()
-    for color, (arch, epochs) in zip(COLORS, nets.items()):
-        x = list(range(1, len(epochs) + 1))
-        for axes, key, scale, style, legend in ((loss_axes, TRAIN_LOSS, 1, "o-", arch),
-                                               (accuracy_axes, TEST_ACCURACY, 100, "o-", f"{arch} test"),
-                                               (accuracy_axes, TRAIN_EVAL_ACCURACY, 100, "s--", f"{arch} train-eval")):
-            if key not in epochs[0]:
-                continue
-            across_seeds = isinstance(epochs[0][key], dict)
-            mean = [scale * (e[key]["mean"] if across_seeds else e[key]) for e in epochs]
-            axes.plot(x, mean, style, color=color, label=legend)
-            if across_seeds and epochs[0][key]["sd"] is not None:
-                sd = [scale * e[key]["sd"] for e in epochs]
-                axes.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                                  color=color, alpha=0.15)
-    figure.suptitle(heading)
-    save(figure, path, legends=(loss_axes, accuracy_axes))

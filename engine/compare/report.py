@@ -9,21 +9,21 @@ import os
 
 from core.errors import UserError
 from core.history_file import (BEST_TEST_ACCURACY, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
-                               TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch,
-                               gap_accuracy, gap_loss, has_train_eval, HISTORY_FILE, is_result, read_history,
-                               write_json)
+                               TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy, gap_loss,
+                               has_train_eval, HISTORY_FILE, is_result, read_history, write_json)
 from core.numbers import loss, millions, percent, points
 from core.recipe import COMPARED, Recipe
-from engine.compare.ablation import ablation, ablation_summary, field_phrase, run_facts
-from engine.compare.class_gain import where_the_gain_comes_from
+from core.stats import interval
+from engine.compare.ablation import ablation, ablation_summary, run_facts
 from engine.compare.plan import STUDY, net_dir, read_plan, seed_dir
-from engine.compare.render import missing_words, plot_curves, plot_study, render_report, render_study
-from engine.compare.verdict import interval, judge, verdict_lines
+from engine.compare.render import (console_table, missing_words, plot_curves, plot_study, render_report, render_study,
+                                   verdict_lines)
+from engine.compare.verdict import compare_classes, judge
 from engine.console import say
 from engine.devices import machine_in_words
 from engine.evaluate import Retester
 from handlers.tensorboard_logging import replace_text
-from models import BONUS_PAIR, build_model, dir_name, noun
+from models import BONUS_PAIR, build_model, field_phrase, noun
 from models.stats import IMAGE_SIZE, feature_maps
 
 # What a comparison directory holds beside its runs, written by write_report; and a study beside its seeds, by
@@ -44,6 +44,26 @@ def check_comparable(histories: dict[str, RunHistory]) -> None:
     for arch, history in histories.items():
         if not history.completed:
             raise UserError(f"the {arch} run has not completed (status: {history.status})")
+
+
+def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
+    """Per-class (and per-superclass) test accuracy of the final checkpoints of a baseline and a candidate (the two
+    keys of `histories`, in order), compared by engine/compare/verdict.compare_classes; `histories[arch][k]` is seed k's run.
+    Without a `retester`, or when a checkpoint or the dataset is missing, {"unavailable": why}."""
+    if retester is None:
+        return {"unavailable": "no dataset was given to re-test the final checkpoints"}
+    try:
+        accuracy = {arch: [retester.class_accuracy(h.run_dir) for h in runs] for arch, runs in histories.items()}
+    except UserError as exc:
+        return {"unavailable": str(exc)}
+    except OSError as exc:
+        return {"unavailable": f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}"}
+    names = tuple(histories)
+    gain = {"classes": compare_classes(*([a["classes"] for a in accuracy[arch]] for arch in names), nets=names)}
+    if "superclasses" in accuracy[names[1]][0]:
+        gain["superclasses"] = compare_classes(*([a["superclasses"] for a in accuracy[arch]] for arch in names),
+                                               nets=names)
+    return gain
 
 
 def run_summary(history: RunHistory) -> dict:
@@ -118,18 +138,6 @@ def write_verdict_text(report: dict) -> None:
         run_dir = report["runs"][name]["run_dir"]
         if run_dir and os.path.isdir(run_dir):
             replace_text(run_dir, VERDICT_TAG, contrast["explanation"], report["config"]["epochs"])
-
-
-def console_table(report: dict) -> str:
-    """A compact table for the terminal: final numbers and the verdict(s)."""
-    names = list(report["runs"])
-    lines = [f"{'':<22}" + "".join(f"{dir_name(name):>14}" for name in names)]
-    keys = [("train loss", TRAIN_LOSS, loss), ("train-eval acc %", TRAIN_EVAL_ACCURACY, points),
-            ("test acc %", TEST_ACCURACY, points), ("test loss", TEST_LOSS, loss), ("gap acc (pts)", GAP_ACCURACY, points)]
-    for label, key, written in keys:
-        if key in report["runs"][names[-1]]["final"]:
-            lines.append(f"{label:<22}" + "".join(f"{written(report['runs'][arch]['final'][key]):>14}" for arch in names))
-    return "\n".join(lines + verdict_lines(report))
 
 
 def write_report(directory: str, histories: dict[str, RunHistory], retester: Retester | None = None) -> dict:

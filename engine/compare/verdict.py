@@ -7,7 +7,8 @@ training images in eval mode (train-eval), like the test set, so the train-test 
 
 The rules are `rule(names)` and `rule_paired(names)`: templates filled with the constants below and the pair's
 names, printed in every report (and still there under `python -OO`, which strips docstrings). Across seeds, the
-statistics are the mean, the sample standard deviation and a Student-t interval (`interval`, scipy.stats).
+statistics are the mean, the sample standard deviation and a Student-t interval (core/stats.py). Where a gain comes
+from, class by class (broad, concentrated, mixed), is judged here too: `compare_classes`, by `gain_rule(names)`.
 """
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ import statistics
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TEST_LOSS, TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, gap_accuracy
 from core.numbers import points
+from core.stats import CONFIDENCE, interval
 from models import BONUS_PAIR, label, noun
 
-CONFIDENCE = 0.95  # of every interval across seeds
 ACCURACY_FLOOR = 0.01
 LOSS_FLOOR = 0.02
 NOISE_FACTOR = 2.0
 STRONG_FACTOR = 2  # one seed: a difference beyond this many margins is strong (confidence "high")
 WINDOW = 3  # epochs at the end of a run whose mean each quantity is
+# Where a gain comes from, class by class:
+TOP_FRACTION = 0.2  # "a few classes" = the most-improved fifth
+CONCENTRATED_SHARE = 0.5  # ... carrying more than half of what the improving classes gained
+BROAD_FRACTION = 0.75  # "broad" = at least three classes in four improve
 # The quantities that decide, in the order reports list them: the sign that makes a positive difference favour the
 # candidate (a lower train-eval loss, a smaller gap) and the practical floor of a clear difference.
 DECIDING = {TEST_ACCURACY: (1, ACCURACY_FLOOR), TRAIN_EVAL_ACCURACY: (1, ACCURACY_FLOOR),
@@ -58,22 +63,6 @@ def _words(names: tuple[str, str]) -> dict:
             "accuracy_floor": points(ACCURACY_FLOOR, 1), "loss_floor": f"{LOSS_FLOOR:g}", "noise": f"{NOISE_FACTOR:g}",
             "strong": "twice" if STRONG_FACTOR == 2 else f"{STRONG_FACTOR:g} times", "window": WINDOW,
             "confidence": points(CONFIDENCE, 0)}
-
-
-def verdict_lines(record: dict, verdict_words: str = "Verdict") -> list[str]:
-    """The console's lines for each contrast of a report or study: the verdict and where the gain comes from,
-    naming the candidate and the baseline where there are several."""
-    contrasts = record.get("contrasts", {})
-    baseline = list(record.get("runs") or record.get("nets"))[0]
-    lines = []
-    for name, contrast in contrasts.items():
-        against = f" ({name} against {baseline})" if len(contrasts) > 1 else ""
-        verdict = contrast["verdict"]
-        lines.append(f"{verdict_words}{against}: {verdict['verdict']} (confidence: {verdict['confidence']})")
-        gain = contrast.get("where_the_gain_comes_from", {})
-        if "classes" in gain:
-            lines.append(f"Where the gain comes from{against}: {gain['classes']['summary']}")
-    return lines
 
 
 def summarize(values: list[float]) -> dict:
@@ -205,25 +194,49 @@ def decide_paired(baseline_runs: list[list[dict]], candidate_runs: list[list[dic
             "per_seed": [{names[0]: baseline, names[1]: candidate} for baseline, candidate in per_seed]}
 
 
-def t_quantile(k: int, confidence: float = CONFIDENCE) -> float:
-    """The two-sided Student-t quantile for `k` values (df = k - 1)."""
-    from scipy import stats  # imported here: a second of start-up that only studies need
-
-    return float(stats.t.ppf(0.5 + confidence / 2, df=k - 1))
-
-
-def interval(values: list[float], confidence: float = CONFIDENCE) -> dict:
-    """Mean, sample standard deviation and the t-interval of the mean of `values` (K >= 2); with one value the
-    spread is unknown, so sd and the interval are None."""
-    k = len(values)
-    mean = statistics.fmean(values)
-    if k < 2:
-        return {"k": k, "mean": mean, "sd": None, "ci_low": None, "ci_high": None, "values": list(values)}
-    sd = statistics.stdev(values)
-    half = t_quantile(k, confidence) * sd / math.sqrt(k)
-    return {"k": k, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half, "values": list(values)}
+def gain_rule(nets: tuple[str, str] = BONUS_PAIR) -> str:
+    """How "where the gain comes from" names a pattern, for the pair (baseline, candidate), in their names."""
+    base, cand = (label(name) for name in nets)
+    return (f"Gain of a class = {cand} minus {base} test accuracy on its images, averaged over seeds. "
+            f"No gain: the mean gain over classes is <= 0. Concentrated: the most-improved {TOP_FRACTION:.0%} of the "
+            f"classes carry more than {CONCENTRATED_SHARE:.0%} of the summed gains of all improving classes. Broad: "
+            f"otherwise, when at least {BROAD_FRACTION:.0%} of the classes improve. Mixed: neither.")
 
 
-def expected_half_width(sd: float, k: int, confidence: float = CONFIDENCE) -> float:
-    """The CI half-width that K seeds would give if the per-seed spread were `sd`."""
-    return t_quantile(k, confidence) * sd / math.sqrt(k)
+def compare_classes(baseline: list[dict[str, float]], candidate: list[dict[str, float]],
+                    nets: tuple[str, str] = BONUS_PAIR) -> dict:
+    """`baseline[k]`, `candidate[k]`: accuracy per class name of seed k's baseline and candidate, named by `nets`
+    (the same seeds in the same order).
+
+    Returns the per-class rows sorted from most to least improved, the mean gain, how many classes improved,
+    the share of the improving classes' summed gain carried by the top fifth (losses elsewhere do not inflate
+    it), and the pattern with a one-sentence summary."""
+    if not baseline or len(baseline) != len(candidate):
+        raise ValueError("compare_classes needs the same, non-zero number of seeds for both nets")
+    names = list(baseline[0])
+    rows = []
+    for name in names:
+        gains = [c[name] - b[name] for b, c in zip(baseline, candidate)]
+        rows.append({"class": name, nets[0]: statistics.fmean(b[name] for b in baseline),
+                     nets[1]: statistics.fmean(c[name] for c in candidate), "gain": statistics.fmean(gains),
+                     "seeds_improved": sum(g > 0 for g in gains)})
+    rows.sort(key=lambda row: row["gain"], reverse=True)
+    gains = [row["gain"] for row in rows]
+    mean_gain = statistics.fmean(gains)
+    improved = sum(g > 0 for g in gains)
+    top = max(1, math.ceil(TOP_FRACTION * len(rows)))
+    top_share = sum(gains[:top]) / sum(g for g in gains if g > 0) if mean_gain > 0 else None
+    if mean_gain <= 0:
+        pattern = "no gain"
+    elif top_share > CONCENTRATED_SHARE:
+        pattern = "concentrated"
+    elif improved >= BROAD_FRACTION * len(rows):
+        pattern = "broad"
+    else:
+        pattern = "mixed"
+    summary = (f"{pattern}: {improved} of {len(rows)} classes improve, mean gain {points(mean_gain, signed=True)} pts"
+               + (f"; the top {top} carry {top_share:.0%} of what the improving classes gained" if top_share is not None else "")
+               + f"; most improved: {rows[0]['class']} ({points(rows[0]['gain'], 1, signed=True)}), least: {rows[-1]['class']} "
+               f"({points(rows[-1]['gain'], 1, signed=True)})")
+    return {"seeds": len(baseline), "classes": rows, "mean_gain": mean_gain, "improved": improved, "top": top,
+            "top_share": top_share, "pattern": pattern, "summary": summary, "rule": gain_rule(nets)}
