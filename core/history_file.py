@@ -96,11 +96,19 @@ BEST_TEST_ACCURACY = "best_test_accuracy"
 # Every record key in words, as the rows of report tables name them ("test accuracy, with test-time flips").
 _SPLITS = {TEST: "test", TRAIN_EVAL: "train-eval", TEST_EMA: "test", TEST_FLIP: "test"}
 _SPLIT_SUFFIXES = {TEST_EMA: ", EMA weights", TEST_FLIP: ", with test-time flips"}
-_METRICS = {ACCURACY: "accuracy", TOP5: "top-5", LOSS: "loss", SUPERCLASS_ACCURACY: "superclass accuracy"}
-RECORD_LABELS = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test accuracy",
-                 BEST_TEST_ACCURACY: "test accuracy at each seed's best epoch (not the last)",
-                 **{metric(split, name): f"{word} {words}{_SPLIT_SUFFIXES.get(split, '')}"
-                    for split, word in _SPLITS.items() for name, words in _METRICS.items()}}
+# Every evaluation metric (handlers/evaluation.classification_metrics measures it): its words in report tables, and its
+# label on the epoch line for the test split. A new metric is an entry here and one there.
+METRICS = {ACCURACY: ("accuracy", "test acc"), TOP5: ("top-5", "top-5"), LOSS: ("loss", "test loss"),
+           SUPERCLASS_ACCURACY: ("superclass accuracy", "superclass")}
+
+
+def record_label(key: str) -> str:
+    """A record key in words, as the rows of report tables name it ("test accuracy, with test-time flips")."""
+    fixed = {TRAIN_LOSS: "mean train loss", GAP_ACCURACY: "gap: train-eval - test accuracy",
+             BEST_TEST_ACCURACY: "test accuracy at each seed's best epoch (not the last)"}
+    words = {metric(split, name): f"{word} {words}{_SPLIT_SUFFIXES.get(split, '')}"
+             for split, word in _SPLITS.items() for name, (words, _line) in METRICS.items()}
+    return {**fixed, **words}.get(key, key)
 
 
 def best_epoch(epochs: list[dict]) -> dict:

@@ -1,6 +1,6 @@
 """One training run, top to bottom: run directory and its lock, data, build, resume, outputs, signals, train.
 
-`train` is the whole story of a run; the bonus calls it once per architecture, the benchmarks use its parts.
+`train` is the whole story of a run; a plan of several runs calls it once per member, the benchmarks use its parts.
 """
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from engine.outputs import attach_outputs
 from engine.devices import machine, machine_in_words, resolve_device
 from engine.precision import resolve_precision
 from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, load_checkpoint,
-                           restore_history,
-                           load_newest_checkpoint, machine_change)
+                           load_newest_checkpoint, machine_change, restore_history)
 from engine.run_lock import hold, in_use, write_on_rank_0
 from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints

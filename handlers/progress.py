@@ -6,23 +6,24 @@ import sys
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
-from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, SKIPPED_STEPS, TEST_ACCURACY, TEST_EMA, TEST_FLIP,
-                               TEST_LOSS, TEST_SUPERCLASS_ACCURACY, TEST_TOP5, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
-                               TRAIN_SECONDS, is_loss, metric)
+from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, METRICS, SKIPPED_STEPS, TEST, TEST_EMA, TEST_FLIP,
+                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, is_loss, metric)
 from core.numbers import loss, percent
 from handlers.history import History
 
-# What the epoch line shows, in order: a record key and its label, left out where a record lacks the key. A loss is
-# written as a loss, anything else as a percentage.
-EPOCH_LINE = ((TRAIN_LOSS, "train loss"), (TEST_ACCURACY, "test acc"), (TEST_TOP5, "top-5"), (TEST_LOSS, "test loss"),
-              (TEST_SUPERCLASS_ACCURACY, "superclass"), (TRAIN_EVAL_ACCURACY, "train-eval acc"),
-              (metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip"))
+def epoch_line_keys() -> list[tuple[str, str]]:
+    """What the epoch line shows, in order: a record key and its label (left out where a record lacks the key): the
+    train loss, every test metric (core/history_file.METRICS), then the train-eval, EMA and flipped accuracies."""
+    return [(TRAIN_LOSS, "train loss"), *((metric(TEST, name), line) for name, (_words, line) in METRICS.items()),
+            (TRAIN_EVAL_ACCURACY, "train-eval acc"), (metric(TEST_EMA, ACCURACY), "EMA"),
+            (metric(TEST_FLIP, ACCURACY), "flip")]
 
 
 def format_epoch(record: dict, max_epochs: int) -> str:
-    """One line: epoch, the numbers of EPOCH_LINE that the record holds, seconds, images per second."""
+    """One line: epoch, the numbers of `epoch_line_keys` that the record holds (a loss as a loss, anything else as a
+    percentage), seconds, images per second."""
     shown = [f"{label} {loss(record[key]) if is_loss(key) else percent(record[key])}"
-             for key, label in EPOCH_LINE if key in record]
+             for key, label in epoch_line_keys() if key in record]
     line = f"Epoch {record[EPOCH]:>3}/{max_epochs}  " + "  ".join(shown)
     if record.get(SKIPPED_STEPS):
         line += f"  fp16 skipped {record[SKIPPED_STEPS]} step{'s' if record[SKIPPED_STEPS] != 1 else ''}"

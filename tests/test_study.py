@@ -333,12 +333,12 @@ def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(t
 def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_and_the_study_table(
         cifar10_dir, tmp_path, monkeypatch):
     """A new evaluation metric is two entries: its Ignite metric (handlers/evaluation.classification_metrics) and its
-    words (core/history_file.RECORD_LABELS). Top-3 accuracy, added here, is then recorded every epoch, logged to
-    TensorBoard and shown in study.md, with nothing else changed."""
+    words (core/history_file.METRICS). Top-3 accuracy, added here, is then recorded every epoch, shown on the epoch
+    line, logged to TensorBoard and shown in study.md, with nothing else changed."""
     from ignite.metrics import TopKCategoricalAccuracy
 
     import handlers.evaluation
-    from core.history_file import RECORD_LABELS
+    from core.history_file import METRICS
 
     classification_metrics = handlers.evaluation.classification_metrics
 
@@ -349,7 +349,7 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
         return metrics
 
     monkeypatch.setattr(handlers.evaluation, "classification_metrics", with_top3)
-    monkeypatch.setitem(RECORD_LABELS, "test_top3", "test top-3")
+    monkeypatch.setitem(METRICS, "top3", ("top-3", "top-3"))
     data_dir, _ = cifar10_dir
     study = tmp_path / "study"
     result = run_in_process(["--arch", "multistage-narrow", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir",
@@ -357,6 +357,9 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
                              "--output-dir", str(study)])
     assert result.returncode == 0, result.stderr
     for seed in (0, 1):
+        last = read_history(str(study / f"seed{seed}"))["epochs"][-1]
+        assert f"  top-5 {100 * last['test_top5']:.2f}%  test loss {last['test_loss']:.4f}  top-3 {100 * last['test_top3']:.2f}%  " \
+            in result.stdout
         epochs = read_history(str(study / f"seed{seed}"))["epochs"]
         assert all(e["test_accuracy"] <= e["test_top3"] <= e["test_top5"] for e in epochs)
         assert tensorboard_points(study / f"seed{seed}")["test/top3"] == [(e["epoch"], pytest.approx(e["test_top3"]))

@@ -4,8 +4,8 @@ figures are one drawing (core/figures.py; a study's curves are means across seed
 from __future__ import annotations
 
 from core.figures import plot_curves_of
-from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, RECORD_LABELS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
-                               TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss)
+from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
+                               TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss, record_label)
 from core.numbers import loss, millions, number, percent, points, record_cell, stats_cell
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
@@ -143,7 +143,7 @@ def render_study(study: dict) -> str:
              "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",
              "| --- |" + " ---: |" * len(study["nets"])]
     for key in study["nets"][next(iter(study["nets"]))]["final"]:
-        lines.append(f"| {RECORD_LABELS.get(key, key)} | " + " | ".join(stats_cell(key, net["final"][key]) for net in study["nets"].values()) + " |")
+        lines.append(f"| {record_label(key)} | " + " | ".join(stats_cell(key, net["final"][key]) for net in study["nets"].values()) + " |")
     lines += ["", "## Per epoch (mean across seeds)", "",
               "| epoch | net | mean train loss | test acc | train-eval acc |", "| ---: | --- | ---: | ---: | ---: |"]
     for arch, net in study["nets"].items():
@@ -168,7 +168,7 @@ def _paired_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
                   f"{verdict['window']} epochs; positive favours {noun(cand)}):", "",
                   "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
         for key, d in verdict["paired_differences"].items():
-            lines.append(f"| {RECORD_LABELS.get(key, key)} | {', '.join(number(key, v) for v in d['values'])} | "
+            lines.append(f"| {record_label(key)} | {', '.join(number(key, v) for v in d['values'])} | "
                          f"{number(key, d['mean'])} | [{number(key, d['ci_low'])}, {number(key, d['ci_high'])}] | "
                          f"{number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
         lines.append("")
