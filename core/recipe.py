@@ -99,6 +99,9 @@ class Recipe:
                                 "this much each way (0: flips only)", type=non_negative_int, metavar="PX")
     train_eval: int = flag(0, f"also evaluate N fixed training images in eval mode each epoch (--bonus: {BONUS_TRAIN_EVAL})",
                            type=non_negative_int, metavar="N")
+    val_split: int = flag(0, "hold out N training images, class-balanced and the same for every seed and net, never "
+                             "trained on: evaluated each epoch as val_*, and what the best epoch is chosen by (0: none, "
+                             "as the assignment)", type=non_negative_int, metavar="N")
     label_smoothing: float = flag(0.0, "label smoothing of the training loss (0: plain cross-entropy, as the "
                                        "assignment; test and train-eval losses stay plain)", type=fraction, metavar="EPS")
     optimizer: str = flag("adam", "optimizer (adam: the assignment's)", choices_from="optimizers")

@@ -18,10 +18,10 @@ import handlers.epoch_loss
 import handlers.evaluation
 import handlers.lr_schedule
 from core.errors import UserError
-from core.history_file import TEST, TEST_EMA, TEST_FLIP, TRAIN_EVAL
+from core.history_file import EMA, FLIP, TEST, TRAIN_EVAL, VAL, metric
 from core.recipe import Recipe, Setup
-from engine.data.datasets import CifarData, channel_stats
-from engine.data.loader import DeviceBatches, train_eval_indices
+from engine.data.datasets import CifarData, hold_out
+from engine.data.loader import DeviceBatches, channel_stats, train_eval_indices
 from engine.devices import resolve_device
 from engine.precision import Precision, resolve_precision
 from engine.steps import create_evaluator, create_trainer
@@ -43,7 +43,7 @@ class Run:
     trainer: Engine
     epoch_loss: Metric  # the accumulator behind the trainer's epoch-mean loss (a mid-epoch checkpoint saves it)
     train_batches: DeviceBatches
-    evaluators: dict[str, Engine]  # TEST, and TRAIN_EVAL, TEST_EMA, TEST_FLIP when the recipe asks for them
+    evaluators: dict[str, Engine]  # TEST, and VAL, TRAIN_EVAL, TEST_EMA, TEST_FLIP, VAL_EMA... when the recipe asks
     eval_batches: dict[str, DeviceBatches]  # the same keys
     mean: torch.Tensor
     std: torch.Tensor
@@ -67,12 +67,13 @@ def log_every(device: torch.device) -> int:
 
 
 def fine_to_coarse_map(data: CifarData) -> torch.Tensor | None:
-    """fine class -> superclass, read off the labels of both splits (CIFAR-100 only)."""
+    """fine class -> superclass, read off the labels of every split (CIFAR-100 only)."""
     if data.train.coarse_labels is None:
         return None
     lookup = torch.zeros(data.num_classes, dtype=torch.int64)
-    for split in (data.train, data.test):
-        lookup[split.labels] = split.coarse_labels
+    for split in (data.train, data.test, data.val):
+        if split is not None:
+            lookup[split.labels] = split.coarse_labels
     return lookup
 
 
@@ -144,6 +145,7 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     The trainer gets what every run needs whether or not it writes anything: the epoch's data order, the
     epoch-mean loss and (in one process) the NaN stop. The end-of-epoch passes are attached by engine/outputs.py.
     """
+    data = hold_out(data, recipe.val_split)  # before anything sees the training set: normalisation, shards, train-eval
     if recipe.batch_size > len(data.train):
         raise UserError(f"--batch-size {recipe.batch_size} is larger than the training set ({len(data.train)} images)")
     world_size, rank = idist.get_world_size(), idist.get_rank()
@@ -171,6 +173,10 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
                                   crop_padding=recipe.crop_padding, **shard)
     eval_batches = {TEST: test_batches(data, device, recipe.batch_size, mean, std, **shard)}
     metrics = {TEST: test_metrics(data, device)}
+    if data.val is not None:  # the held-out training images, tested like the test set
+        eval_batches[VAL] = DeviceBatches(data.val.images.to(device), data.val.labels.to(device), recipe.batch_size,
+                                          mean, std, **shard)
+        metrics[VAL] = test_metrics(data, device)
     if recipe.train_eval > 0:
         index = train_eval_indices(len(data.train), recipe.train_eval, recipe.seed).to(device)
         eval_batches[TRAIN_EVAL] = DeviceBatches(train_batches.images[index], train_batches.labels[index],
@@ -182,18 +188,22 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     lr_schedule = handlers.lr_schedule.attach(trainer, recipe, optimizer, len(train_batches))
     ema_model = weight_average(trainer, model, recipe.ema) if recipe.ema else None
 
-    # The test set again: through the averaged weights, and with each image's mirror (test-time augmentation).
-    again = {TEST_EMA: ema_model} if ema_model is not None else {}
+    # The test (and validation) set again: through the averaged weights, and with each image's mirror.
+    variants = {EMA: ema_model} if ema_model is not None else {}
     if recipe.tta == "flip":
-        again[TEST_FLIP] = network
+        variants[FLIP] = network
     elif recipe.tta not in TTA_MODES:
         raise ValueError(f"unknown test-time augmentation {recipe.tta!r}; choose one of {TTA_MODES}")
-    for split in again:
-        eval_batches[split] = eval_batches[TEST]
-        metrics[split] = handlers.evaluation.classification_metrics(device)
+    again = {}
+    for variant, variant_model in variants.items():
+        for base in [split for split in (TEST, VAL) if split in eval_batches]:
+            again[metric(base, variant)] = variant_model
+            eval_batches[metric(base, variant)] = eval_batches[base]
+            metrics[metric(base, variant)] = handlers.evaluation.classification_metrics(device)
     evaluators = {}
     for split, split_metrics in metrics.items():
-        evaluators[split] = create_evaluator(again.get(split, network), device, precision, flip=split == TEST_FLIP)
+        evaluators[split] = create_evaluator(again.get(split, network), device, precision,
+                                             flip=split.endswith("_" + FLIP))
         handlers.evaluation.attach_metrics(evaluators[split], split_metrics)
 
     # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;

@@ -24,9 +24,10 @@ import handlers.progress
 import handlers.tensorboard_logging
 import handlers.tensorboard_summary
 from core.history_file import (AMP, AMP_DTYPE, CLASS_NAMES, CONFIG, DEVICE, NETWORK, NORMALIZATION, PARAMETERS, PRESET,
-                               TEST, TF32, VERSIONS)
+                               TEST, TF32, VAL_IMAGES, VERSIONS)
 from core.recipe import config_dict, matching_preset
 from engine.build import Run
+from engine.data.datasets import positions_hash
 from engine.devices import machine
 from engine.resume import RunIdentity
 from handlers.history import History
@@ -67,6 +68,7 @@ def run_header(run: Run, run_dir: str) -> dict:
         "per_process_batch_size": run.recipe.batch_size // idist.get_world_size(),
         "num_train": len(run.data.train),
         "num_test": len(run.data.test),
+        **({"num_val": len(run.data.val), VAL_IMAGES: positions_hash(run.data.val_positions)} if run.data.val else {}),
         PARAMETERS: count_parameters(run.model),
         NORMALIZATION: {"mean": run.mean.tolist(), "std": run.std.tolist()},
         CLASS_NAMES: run.data.class_names,

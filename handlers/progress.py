@@ -7,16 +7,17 @@ from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
 
 from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, METRICS, SKIPPED_STEPS, TEST, TEST_EMA, TEST_FLIP,
-                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, is_loss, metric)
+                               TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, VAL_ACCURACY, VAL_LOSS, is_loss, metric)
 from core.numbers import loss, percent
 from handlers.history import History
 
 def epoch_line_keys() -> list[tuple[str, str]]:
     """What the epoch line shows, in order: a record key and its label (left out where a record lacks the key): the
-    train loss, every test metric (core/history_file.METRICS), then the train-eval, EMA and flipped accuracies."""
+    train loss, every test metric (core/history_file.METRICS), the validation accuracy and loss, then the train-eval,
+    EMA and flipped test accuracies."""
     return [(TRAIN_LOSS, "train loss"), *((metric(TEST, name), line) for name, (_words, line) in METRICS.items()),
-            (TRAIN_EVAL_ACCURACY, "train-eval acc"), (metric(TEST_EMA, ACCURACY), "EMA"),
-            (metric(TEST_FLIP, ACCURACY), "flip")]
+            (VAL_ACCURACY, "val acc"), (VAL_LOSS, "val loss"), (TRAIN_EVAL_ACCURACY, "train-eval acc"),
+            (metric(TEST_EMA, ACCURACY), "EMA"), (metric(TEST_FLIP, ACCURACY), "flip")]
 
 
 def format_epoch(record: dict, max_epochs: int) -> str:

@@ -16,7 +16,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEMP_SUFFIX, TEST, TRAIN_EVAL, TRAIN_LOSS,
+from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEMP_SUFFIX, TEST, TRAIN_EVAL, TRAIN_LOSS, VAL,
                                TRAIN_SECONDS, is_seconds)
 from handlers.history import History
 
@@ -24,13 +24,13 @@ EPOCH_TAG = "train/loss_epoch"
 
 
 def epoch_scalars(record: dict) -> dict[str, float]:
-    """TensorBoard tag -> value for one history record: `train/loss_epoch`, `test/accuracy`,
+    """TensorBoard tag -> value for one history record: `train/loss_epoch`, `test/accuracy`, `val/accuracy`,
     `train_eval/loss`, `perf/images_per_s`, (fp16) `train/skipped_steps`, ..."""
     scalars = {EPOCH_TAG: record[TRAIN_LOSS], "perf/images_per_s": record[IMAGES_PER_S],
                "perf/train_seconds": record[TRAIN_SECONDS]}
     scalars.update({f"train/{key}": record[key] for key in LOSS_SCALING_KEYS if key in record})
     for key, value in record.items():
-        for prefix in (TEST, TRAIN_EVAL):
+        for prefix in (TEST, TRAIN_EVAL, VAL):
             if key.startswith(prefix + "_") and not is_seconds(key):
                 scalars[f"{prefix}/{key[len(prefix) + 1:]}"] = value
     return scalars

@@ -12,6 +12,7 @@ from torch.utils.tensorboard.summary import hparams
 
 from core.figures import pyplot
 from core.history_file import (AMP_DTYPE, CONFIG, DEVICE, DEVICE_MODEL, EPOCH, PARAMETERS, TEST_ACCURACY, TF32, THREADS,
+                               VAL_ACCURACY,
                                TRAIN_LOSS, gap_accuracy, has_train_eval)
 from core.recipe import Recipe
 from handlers.history import History
@@ -34,18 +35,23 @@ def write_start(logger: TensorboardLogger, history: History, recipe: Recipe) -> 
     metrics = {"hparam/test_accuracy": 0.0, "hparam/train_loss": 0.0}
     if recipe.train_eval:
         metrics["hparam/gap_accuracy"] = 0.0
+    if recipe.val_split:
+        metrics["hparam/val_accuracy"] = 0.0
     precision = {"precision": header.get(AMP_DTYPE) or "float32"}
     for summary in hparams(dataclasses.asdict(recipe) | precision, metrics):
         logger.writer.file_writer.add_summary(summary)
 
 
 def write_final(logger: TensorboardLogger, history: History) -> None:
-    """The metrics the HPARAMS tab sorts by: final test accuracy, train loss and (with train-eval) the gap."""
+    """The metrics the HPARAMS tab sorts by: final test accuracy, train loss, (with train-eval) the gap and (with
+    --val-split) the validation accuracy."""
     last = history.epochs[-1]
     logger.writer.add_scalar("hparam/test_accuracy", last[TEST_ACCURACY], last[EPOCH])
     logger.writer.add_scalar("hparam/train_loss", last[TRAIN_LOSS], last[EPOCH])
     if has_train_eval(last):
         logger.writer.add_scalar("hparam/gap_accuracy", gap_accuracy(last), last[EPOCH])
+    if VAL_ACCURACY in last:
+        logger.writer.add_scalar("hparam/val_accuracy", last[VAL_ACCURACY], last[EPOCH])
     logger.writer.flush()
 
 

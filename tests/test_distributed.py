@@ -126,3 +126,23 @@ def test_the_other_ranks_follow_rank_0s_verdict_on_a_run_in_use(ddp_run, monkeyp
         with engine.run_lock.hold(run_dir):
             raise AssertionError("rank 1 must not enter the run")
     assert sent == [""]  # rank 1 tried nothing itself: it only received the verdict
+
+
+@pytest.mark.slow
+def test_held_out_images_are_excluded_before_the_processes_share_the_training_set(tmp_path):
+    """--val-split under torchrun: each process trains on its half of the remaining images; together they see
+    every remaining image once per epoch and never a held-out one (the dumped index is a place in the split)."""
+    from synthetic_cifar import write_cifar10
+    from test_validation import expected_positions
+
+    written = write_cifar10(str(tmp_path / "data"))
+    result = torchrun("--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--epochs", "1", "--batch-size",
+                      "32", "--val-split", "20", "--no-progress", "--no-amp", "--output-dir", str(tmp_path / "run"),
+                      dump=tmp_path / "dump")
+    assert result.returncode == 0, result.stderr
+    held = expected_positions(written["train_y"], 20)
+    remaining = np.setdiff1d(np.arange(100), held)
+    parts = [torch.load(tmp_path / "dump" / f"rank{rank}_epoch1.pt", weights_only=True)["index"] for rank in (0, 1)]
+    assert len(parts[0]) == len(parts[1]) == 40
+    assert sorted(remaining[torch.cat(parts).numpy()].tolist()) == remaining.tolist()
+    assert read_history(str(tmp_path / "run"))["num_val"] == 20

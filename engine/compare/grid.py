@@ -21,6 +21,7 @@ from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_runs, net_dir, read_plan
 from engine.compare.report import Retester, check_comparable, write_report, write_study
 from engine.console import say
+from engine.data.datasets import hold_out
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
 from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
@@ -48,9 +49,11 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
     default = (default_study_dir(setup.runs_root, recipe, seeds, nets) if seeds
                else default_comparison_dir(setup.runs_root, recipe, nets))
     resuming = resume_dir is not None
+    data = load_data(recipe, setup)  # one dataset for every member and re-test, checked before anything is written
+    hold_out(data, recipe.val_split)
     with opened(plan, resume_dir, setup.output_dir, default) as directory:
         say(f"Study directory: {directory} (seeds {', '.join(map(str, seeds))})" if seeds else comparison_heading(directory, nets))
-        retester = Retester(setup, load_data(recipe, setup))  # one dataset for every member and re-test
+        retester = Retester(setup, data)
         with continuing_with(plan.command(directory), directory):
             for seed, folder in plan.folders(directory):
                 seed_recipe = recipe if seed is None else dataclasses.replace(recipe, seed=seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.figures import plot_curves_of
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
-                               TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, is_loss, record_label)
+                               TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, VAL_ACCURACY, is_loss, record_label)
 from core.numbers import loss, millions, number, percent, points, record_cell, stats_cell
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
@@ -50,11 +50,15 @@ def _header_lines(report: dict) -> list[str]:
     rows += [("test accuracy", lambda r: percent(r["final"][TEST_ACCURACY])),
              ("test top-5", lambda r: percent(r["final"][TEST_TOP5])),
              ("test loss", lambda r: loss(r['final'][TEST_LOSS]))]
+    if VAL_ACCURACY in runs[last]["final"]:
+        rows += [("validation accuracy", lambda r: percent(r["final"][VAL_ACCURACY]))]
     if has_train_eval:
         rows += [("gap: train-eval acc - test acc", lambda r: f"{points(r['final'][GAP_ACCURACY])} pts"),
                  ("gap: test loss - train-eval loss", lambda r: loss(r['final'][GAP_LOSS]))]
     if all("best_epoch" in run for run in runs.values()):
-        rows.append(("test accuracy at the best epoch (not the last)",
+        by_val = all(run["best_epoch"].get("chosen_by") == VAL_ACCURACY for run in runs.values())
+        rows.append(("test accuracy at the best epoch " + ("by validation accuracy" if by_val else
+                                                           "(not the last), chosen on the test set (optimistic)"),
                      lambda r: f"{percent(r['best_epoch'][TEST_ACCURACY])} (epoch {r['best_epoch'][EPOCH]})"))
     rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
              ("MACs per image", lambda r: millions(r['model']['macs_per_image'])),

@@ -8,7 +8,7 @@ import dataclasses
 import os
 
 from core.errors import UserError
-from core.history_file import (BEST_TEST_ACCURACY, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
+from core.history_file import (BEST_BY_VAL_TEST_ACCURACY, BEST_TEST_ACCURACY, VAL_ACCURACY, chosen_by, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
                                TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy, gap_loss,
                                has_train_eval, HISTORY_FILE, is_result, read_history, write_json)
 from core.numbers import loss, millions, percent, points
@@ -78,7 +78,7 @@ def run_summary(history: RunHistory) -> dict:
         "run_dir": history.run_dir,  # where it is now (a copied or moved run's config names its old place)
         "epochs": epochs,
         "final": final,
-        "best_epoch": {key: best_epoch(epochs)[key] for key in (EPOCH, TEST_ACCURACY)},
+        "best_epoch": {**{key: best_epoch(epochs)[key] for key in (EPOCH, TEST_ACCURACY)}, "chosen_by": chosen_by(epochs)},
         "model": run_facts(history),
         "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
         "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),
@@ -169,8 +169,10 @@ def across_seeds(histories: list) -> dict:
         return gap_accuracy(record) if key == GAP_ACCURACY else record[key]
 
     per_epoch = [{key: interval([value(h.epochs[i], key) for h in histories]) for key in keys} for i in range(epochs)]
+    by_val = all(chosen_by(h.epochs) == VAL_ACCURACY for h in histories)
+    best_key = BEST_BY_VAL_TEST_ACCURACY if by_val else BEST_TEST_ACCURACY
     final = {**per_epoch[-1],
-             BEST_TEST_ACCURACY: interval([best_epoch(h.epochs[:epochs])[TEST_ACCURACY] for h in histories])}
+             best_key: interval([best_epoch(h.epochs[:epochs])[TEST_ACCURACY] for h in histories])}
     return {"epochs": epochs, "per_epoch": per_epoch, "final": final}
 
 

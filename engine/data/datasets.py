@@ -6,6 +6,8 @@ every extracted file (a re-packed copy would not load) and convert each image th
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import shutil
 import tempfile
@@ -87,13 +89,18 @@ class Split:
 
 @dataclass
 class CifarData:
-    """Both splits plus the class names kept for reports."""
+    """Both splits plus the class names kept for reports; after `hold_out`, the validation split too, and where each
+    remaining training image was in the official training set."""
 
     spec: CifarSpec
     train: Split
     test: Split
     class_names: list[str]
     coarse_class_names: list[str] = field(default_factory=list)
+    val: Split | None = None
+    # Where the validation and the remaining training images were in the official training set (None: no split).
+    val_positions: torch.Tensor | None = None
+    train_positions: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -145,6 +152,53 @@ def load_cifar(spec: CifarSpec, data_dir: str, download: bool = True) -> CifarDa
     return CifarData(spec, train, test, class_names, coarse_names)
 
 
+# The generator that picks the validation images: fixed, so that every seed and every net of a comparison or study,
+# and every resume, holds out the same images.
+VAL_SPLIT_SEED = 20_180_613
+
+
+def validation_positions(labels: torch.Tensor, size: int, class_names: list[str]) -> torch.Tensor:
+    """The positions (sorted) of `size` training images to hold out, class-balanced: each class gives size // C
+    images, the first size % C classes one more, each class's drawn by VAL_SPLIT_SEED. Too many for the training set,
+    or for one class to keep an image to train on, is one DataError line."""
+    num_classes = len(class_names)
+    if size >= len(labels):
+        raise DataError(f"--val-split {size} is not smaller than the training set ({len(labels)} images)")
+    generator = torch.Generator().manual_seed(VAL_SPLIT_SEED)
+    held = []
+    for label in range(num_classes):
+        members = (labels == label).nonzero().flatten()
+        count = size // num_classes + (label < size % num_classes)
+        if count >= len(members):
+            raise DataError(f"--val-split {size} would leave class {class_names[label]!r} without training images "
+                            f"(it has {len(members)}, {count} would be held out)")
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return torch.cat(held).sort().values
+
+
+def hold_out(data: CifarData, size: int) -> CifarData:
+    """`data` with `size` training images moved into its validation split (`validation_positions`), before any
+    normalisation, sharding or train-eval subset sees the training set; `data` itself for 0."""
+    if size == 0:
+        return data
+    held = validation_positions(data.train.labels, size, data.class_names)
+    keep = torch.ones(len(data.train), dtype=torch.bool)
+    keep[held] = False
+    kept = keep.nonzero().flatten()
+
+    def part(positions: torch.Tensor) -> Split:
+        coarse = data.train.coarse_labels
+        return Split(data.train.images[positions], data.train.labels[positions],
+                     None if coarse is None else coarse[positions])
+
+    return dataclasses.replace(data, train=part(kept), val=part(held), val_positions=held, train_positions=kept)
+
+
+def positions_hash(positions: torch.Tensor) -> str:
+    """A short fingerprint of a set of image positions, as history.json records the held-out ones."""
+    return hashlib.sha256(positions.to(torch.int64).numpy().tobytes()).hexdigest()[:16]
+
+
 def download_and_extract(spec: CifarSpec, data_dir: str) -> None:
     """Download the official archive, verify its md5 and unpack it into `data_dir/<spec.folder>/`.
 
@@ -192,17 +246,3 @@ def _remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
-
-
-def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of uint8 images (N, 3, H, W) in [0, 1] units, in float64, chunked to save memory."""
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].to(torch.float64) / 255.0
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += (x * x).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
-    return mean, std

@@ -112,3 +112,17 @@ def train_eval_indices(num_train: int, size: int, seed: int) -> torch.Tensor:
     """A fixed, seeded subset of `size` training images (sorted), the same for every architecture."""
     generator = torch.Generator().manual_seed(seed + 12_345)
     return torch.randperm(num_train, generator=generator)[: min(size, num_train)].sort().values
+
+
+def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images (N, 3, H, W) in [0, 1] units, in float64, chunked to save memory."""
+    total = torch.zeros(3, dtype=torch.float64)
+    total_sq = torch.zeros(3, dtype=torch.float64)
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk].to(torch.float64) / 255.0
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += (x * x).sum(dim=(0, 2, 3))
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return mean, std
