@@ -20,6 +20,7 @@ from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
+from engine.run_lock import PARALLEL_MODES
 from engine.session import Interrupted, train
 from handlers.lr_schedule import SCHEDULES
 from models import ARCHITECTURES, BONUS_PAIR, check_networks, user_nets
@@ -27,7 +28,7 @@ from models import ARCHITECTURES, BONUS_PAIR, check_networks, user_nets
 # The choices of fields whose allowed values are facts of the engine and the models.
 CHOICES = {"datasets": sorted(DATASETS), "devices": list(DEVICE_CHOICES),
            "amp_modes": list(AMP_MODES), "optimizers": list(OPTIMIZERS), "schedules": list(SCHEDULES),
-           "tta": list(TTA_MODES)}
+           "tta": list(TTA_MODES), "parallel_modes": list(PARALLEL_MODES)}
 
 
 def network_name(text: str) -> str:
@@ -193,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --compare: expected at least two different architectures")
     if args.seeds and "seed" in vars(args):
         parser.error("argument --seeds: not allowed with --seed")
-    if not launched_by_torchrun():
-        return dispatch(args)
+    if getattr(args, "parallel", None) == "members" and not (args.seeds or compared_nets(args) or args.resume):
+        parser.error("argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)")
+    if not launched_by_torchrun() or getattr(args, "parallel", None) == "members":
+        return dispatch(args)  # --parallel members: no process group (engine/run_lock.Dealer)
     # torchrun: one process per GPU (nccl) or per CPU worker (gloo); ignite.distributed sets the group up. Its
     # INFO lines ("Initialized distributed launcher", "Apply torch DistributedDataParallel on model") are not
     # ours: keep the console to our own lines. (Its loggers set their own level when created, so a level set

@@ -203,6 +203,9 @@ class Setup:
                                       "bit anyway)", action="store_true")
     sync_bn: bool = flag(False, "under torchrun: BatchNorm statistics over all processes instead of per process",
                          action="store_true")
+    parallel: str = flag("data", "under torchrun: data = each run's batches split over the processes (one big run); "
+                                 "members = the runs of a --seeds/--bonus/--compare plan dealt to the processes, each "
+                                 "trained alone on its own device (studies of small nets)", choices_from="parallel_modes")
     log_graph: bool = flag(False, "add the model graph to TensorBoard (a few seconds)", action="store_true")
     log_histograms: bool = flag(False, "weight and gradient histograms in TensorBoard every epoch (large event files)",
                                 action="store_true")

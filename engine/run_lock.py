@@ -1,6 +1,8 @@
-"""The lock of a run, bonus or study directory: one process uses it at a time (`hold`); another is refused in one
-line naming the holder. Under torchrun rank 0 decides and the other processes follow its verdict (`on_rank_0`), and
-rank 0 alone writes what a comparison or study writes while the others wait (`write_on_rank_0`)."""
+"""Which process may do what: the lock of a run, bonus or study directory, which one process uses at a time (`hold`;
+another is refused in one line naming the holder). Under torchrun with `--parallel data` rank 0 decides and the
+other processes follow its verdict (`on_rank_0`), and rank 0 alone writes what a comparison or study writes while
+the others wait (`write_on_rank_0`); with `--parallel members` the processes form no group at all and share only
+torch.distributed's key-value store, through which a plan's members are dealt to them (`Dealer`)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +10,11 @@ import fcntl
 import os
 import sys
 import time
+from datetime import timedelta
 from typing import Callable
 
 import ignite.distributed as idist
+import torch.distributed as dist
 
 from core.errors import RunDirError, RunInUse
 
@@ -162,3 +166,51 @@ def write_on_rank_0(write: Callable[[], object]) -> None:
     idist.barrier()
     if failure is not None:
         raise failure
+
+
+# Under torchrun: every run split over the processes (DistributedDataParallel), or a plan's runs dealt to them.
+PARALLEL_MODES = ("data", "members")
+NEVER = timedelta(days=365)  # a member may train for hours: waiting on the store never times out by itself
+
+
+class Dealer:
+    """A plan's members dealt to torchrun's processes in order, through the store torchrun's rendezvous provides (no
+    process group: each process trains its members alone, and no collective runs inside a step). Rank 0 opens the
+    directory and shares its path (`share`); each process then takes the next member not yet taken (`take`) until
+    none is left or one process failed (`fail`); `finished` counts a member done, with its line for rank 0's
+    console (`announce`), and rank 0 waits for every process (`wait_for_all`) before it writes the reports."""
+
+    def __init__(self, members: int):
+        store, self.rank, self.world = next(dist.rendezvous("env://", timeout=NEVER))
+        self.store, self.members = dist.PrefixStore("cifar-resnets/members/", store), members
+
+    def share(self, key: str, value: str | None = None) -> str:
+        """Rank 0 sets `key` (to `value`); every other process waits for it. An error is shared as "\0message"."""
+        if self.rank == 0:
+            self.store.set(key, value)
+        return self.store.get(key).decode()
+
+    def take(self) -> int | None:
+        """The index of this process's next member, or None when all are taken or a process failed."""
+        index = self.store.add("taken", 1) - 1
+        return None if index >= self.members or self.store.check(["failed"]) else index
+
+    def finished(self, line: str) -> None:
+        self.store.set(f"line/{self.store.add('finished', 1)}", line)
+
+    def fail(self, message: str) -> None:
+        self.store.set("failed", message)
+
+    def announce(self, out) -> None:
+        """Rank 0, in a thread of its own: each member's line as it finishes, with how many are done, to `out`. It
+        polls: a blocking read would hold the store's connection, which the training thread shares."""
+        for done in range(1, self.members + 1):
+            while not self.store.check([f"line/{done}"]):
+                time.sleep(0.2)
+            print(f"[{done}/{self.members}] {self.store.get(f'line/{done}').decode()}", file=out, flush=True)
+
+    def wait_for_all(self) -> None:
+        """Every process has stopped taking members (rank 0 then reads what they wrote)."""
+        if self.store.add("stopped", 1) == self.world:
+            self.store.set("all stopped", "")
+        self.store.wait(["all stopped"], NEVER)

@@ -146,3 +146,121 @@ def test_held_out_images_are_excluded_before_the_processes_share_the_training_se
     assert len(parts[0]) == len(parts[1]) == 40
     assert sorted(remaining[torch.cat(parts).numpy()].tolist()) == remaining.tolist()
     assert read_history(str(tmp_path / "run"))["num_val"] == 20
+
+
+STUDY = ["--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--epochs", "2", "--batch-size", "32",
+         "--train-eval", "40", "--no-progress", "--no-amp"]
+
+
+def sequential(*args):
+    """run.py in one process with one thread, as each torchrun process has."""
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=HANG_TIMEOUT, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def timeless(value):
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items()
+                if "seconds" not in k and k not in ("images_per_s", "run_dir", "output_dir")}
+    return [timeless(v) for v in value] if isinstance(value, list) else value
+
+
+def assert_same_study(study_dir, reference_dir):
+    """Every member's history and final weights equal, bit for bit, and study.json equal as data."""
+    for seed in (0, 1):
+        for arch in ("singlestage", "multistage"):
+            member, expected = study_dir / f"seed{seed}" / arch, reference_dir / f"seed{seed}" / arch
+            assert timeless(read_history(str(member))["epochs"]) == timeless(read_history(str(expected))["epochs"])
+            got, want = (torch.load(d / "checkpoint_2.pt", weights_only=True)["model"] for d in (member, expected))
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert timeless(json.loads((study_dir / "study.json").read_text())) == timeless(
+        json.loads((reference_dir / "study.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def sequential_study(tmp_path_factory):
+    from synthetic_cifar import write_cifar10
+
+    root = tmp_path_factory.mktemp("members")
+    write_cifar10(str(root / "data"))
+    result = sequential(*STUDY, "--data-dir", str(root / "data"), "--output-dir", str(root / "sequential"))
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.mark.slow
+def test_a_study_dealt_to_two_processes_equals_the_sequential_study(sequential_study):
+    """--parallel members: 2 nets x 2 seeds dealt to 2 gloo processes of one thread each; rank 0 prints a line per
+    member and the reports, nothing else; every number equals the sequential study's."""
+    root = sequential_study
+    result = torchrun(*STUDY, "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir",
+                      str(root / "dealt"))
+    assert result.returncode == 0, result.stderr
+    assert_same_study(root / "dealt", root / "sequential")
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"Study directory: {root / 'dealt'} (seeds 0, 1)", "4 runs dealt to 2 processes, each trained alone"]
+    done = [line for line in lines if line.startswith("[")]
+    assert sorted(line.split("] ")[1].split(":")[0] for line in done) == [
+        "multistage seed 0", "multistage seed 1", "singlestage seed 0", "singlestage seed 1"]
+    assert [line.split("]")[0] for line in done] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert "Epoch " not in result.stdout and result.stderr == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("continue_with", ["torchrun", "one process"])
+def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequential_study, tmp_path, continue_with):
+    """SIGKILL to the whole torchrun job once the first member has finished; `--resume STUDY` (again dealt, or in one
+    process) trains what is missing and ends equal to the uninterrupted study."""
+    import signal
+
+    root, study_dir = sequential_study, tmp_path / "study"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *STUDY,
+               "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(study_dir)]
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+    for line in job.stdout:
+        if line.startswith("[1/4]"):
+            break
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=HANG_TIMEOUT)
+    assert not (study_dir / "study.json").exists()
+    if continue_with == "torchrun":
+        result = torchrun("--resume", str(study_dir), "--parallel", "members")
+    else:
+        result = sequential("--resume", str(study_dir), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert_same_study(study_dir, root / "sequential")
+    assert not list(study_dir.rglob("run.lock"))
+
+
+NAN_NET = '''
+import torch
+from torch import nn
+
+
+class NanNet(nn.Module):
+    """a net whose logits turn NaN in training"""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+
+    def forward(self, x):
+        out = self.head(x)
+        return out * float("nan") if self.training and x.shape[0] > 1 else out
+'''
+
+
+@pytest.mark.slow
+def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_study, tmp_path):
+    root = sequential_study
+    (tmp_path / "nan_net.py").write_text(NAN_NET)
+    spec = f"{tmp_path / 'nan_net.py'}:NanNet"
+    result = torchrun("--compare", "singlestage", spec, "--seeds", "0", "--dataset", "cifar10", "--data-dir",
+                      str(root / "data"), "--epochs", "1", "--batch-size", "32", "--no-progress", "--no-amp",
+                      "--parallel", "members", "--output-dir", str(tmp_path / "study"))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: {spec} seed 0 (in {tmp_path / 'study' / 'seed0' / 'NanNet'}): training "
+                                "stopped: the loss became NaN or infinite at epoch 1")

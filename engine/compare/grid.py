@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import os
+import sys
+import threading
+import time
 
 import ignite.distributed as idist
 
 from core.errors import UserError
-from core.history_file import RunHistory, read_history
+from core.history_file import TEST_ACCURACY, RunHistory, read_history
+from core.numbers import percent
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
-from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_runs, net_dir, read_plan
+from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
 from engine.compare.report import Retester, check_comparable, write_report, write_study
 from engine.console import say
 from engine.data.datasets import hold_out
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
-from engine.run_lock import hold, write_on_rank_0
+from engine.run_lock import Dealer, hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, default_study_dir)
 from engine.session import continuing_with, load_data, train
@@ -51,6 +56,8 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
     resuming = resume_dir is not None
     data = load_data(recipe, setup)  # one dataset for every member and re-test, checked before anything is written
     hold_out(data, recipe.val_split)
+    if setup.parallel == "members" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return train_dealt(plan, recipe, setup, data, resume_dir, default)
     with opened(plan, resume_dir, setup.output_dir, default) as directory:
         say(f"Study directory: {directory} (seeds {', '.join(map(str, seeds))})" if seeds else comparison_heading(directory, nets))
         retester = Retester(setup, data)
@@ -71,6 +78,74 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
                         train_comparison(seed_recipe, setup, nets, folder, exists, retester)
             if seeds:
                 write_on_rank_0(lambda: write_study(directory, retester))
+    return directory
+
+
+def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str | None, default: str) -> str:
+    """`--parallel members` under torchrun: the plan's members dealt to the processes in order (engine/run_lock.Dealer),
+    each trained alone, quietly, by the process that took it; rank 0 opens the directory first, prints a line as each
+    member finishes, and writes the reports once every process has stopped. Returns the directory."""
+    members = [(seed, arch) for seed in plan.seeds or (None,) for arch in plan.nets or (None,)]
+    dealer = Dealer(len(members))
+    if dealer.rank != 0:
+        directory = dealer.share("directory")
+        if directory.startswith("\0"):
+            raise SystemExit(1)  # rank 0 says why
+        return deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
+    try:
+        with opened(plan, resume_dir, setup.output_dir, default) as directory:
+            for seed, folder in plan.folders(directory) if plan.seeds and plan.nets else ():
+                seed_recipe = dataclasses.replace(recipe, seed=seed)
+                seed_plan = dataclasses.replace(plan, kind=COMPARISON, seeds=None, recipe=dataclasses.asdict(seed_recipe))
+                with opened(seed_plan, folder if os.path.isdir(folder) else None, folder):
+                    pass  # each seed's folder is an ordinary comparison: claimed, with its plan, before any member
+            dealer.share("directory", directory)
+            say(f"Study directory: {directory} (seeds {', '.join(map(str, plan.seeds))})" if plan.seeds
+                else comparison_heading(directory, plan.nets))
+            say(f"{len(members)} runs dealt to {dealer.world} processes, each trained alone")
+            announcer = threading.Thread(target=dealer.announce, args=(sys.stdout,), daemon=True)
+            announcer.start()
+            deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
+            announcer.join(timeout=5)  # the last member's line before the reports
+            if dealer.store.check(["failed"]):
+                raise SystemExit(1)  # the process whose member failed says which, and how to continue
+            retester = Retester(setup, data)
+            with continuing_with(plan.command(directory), directory):
+                for _seed, folder in plan.folders(directory) if plan.nets else ():
+                    write_report(folder, comparison_histories(folder), retester)
+                if plan.seeds:
+                    write_study(directory, retester)
+    except BaseException as exc:
+        if not dealer.store.check(["directory"]):
+            dealer.share("directory", "\0" + str(exc))
+        raise
+    return directory
+
+
+def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Plan, recipe: Recipe, setup: Setup, data,
+         directory: str, resuming: bool) -> str:
+    """Train the members this process takes, one after another, each alone and quietly; a failure stops the dealing
+    and is one line naming the member and the command that continues the plan."""
+    try:
+        while (index := dealer.take()) is not None:
+            seed, arch = members[index]
+            folder = directory if seed is None else seed_dir(directory, seed)
+            member_dir = folder if arch is None else net_dir(folder, arch)
+            member = dataclasses.replace(recipe, **({} if seed is None else {"seed": seed}),
+                                         **({} if arch is None else {"arch": arch}))
+            name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
+            started = time.perf_counter()
+            try:
+                with continuing_with(plan.command(directory), directory), contextlib.redirect_stdout(io.StringIO()):
+                    train_member(member, setup, data, member_dir, resuming, name=name)
+            except (UserError, KeyboardInterrupt) as exc:
+                dealer.fail(name)
+                raise UserError(f"{name} (in {member_dir}): {exc}") from None
+            accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
+            dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
+                            f"(process {dealer.rank})")
+    finally:
+        dealer.wait_for_all()
     return directory
 
 
