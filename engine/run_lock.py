@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Callable
 
 import ignite.distributed as idist
+import torch
 import torch.distributed as dist
 
 from core.errors import RunDirError, RunInUse
@@ -183,6 +184,8 @@ class Dealer:
     def __init__(self, members: int):
         store, self.rank, self.world = next(dist.rendezvous("env://", timeout=NEVER))
         self.store, self.members = dist.PrefixStore("cifar-resnets/members/", store), members
+        if torch.cuda.is_available():  # a GPU of its own, or a share of one: 4 processes may train on one GPU
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
 
     def share(self, key: str, value: str | None = None) -> str:
         """Rank 0 sets `key` (to `value`); every other process waits for it. An error is shared as "\0message"."""

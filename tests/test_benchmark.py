@@ -127,6 +127,23 @@ def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_
     assert "multistage   eager    fp32" in stdout
 
 
+@pytest.mark.slow
+def test_the_members_benchmark_times_both_ways_in_turn_and_reports_their_ratio(cifar10_dir, tmp_path, capsys):
+    """benchmarks/members.py on tiny data, one counted pair: both studies ran (it exits otherwise), the ratio is the
+    sequential time over the dealt one, and the file holds what main() computed."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from members import main as members
+
+    data_dir, _ = cifar10_dir
+    out = tmp_path / "members.json"
+    figures = members(["--data-dir", data_dir, "--epochs", "1", "--batch-size", "32", "--pairs", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == figures
+    (sequential,), (dealt,) = figures["sequential_seconds"], figures["dealt_seconds"]
+    assert figures["speed_up_per_pair"] == [pytest.approx(sequential / dealt)]
+    assert figures["median_speed_up"] == pytest.approx(sequential / dealt) and figures["nproc"] == 2
+    assert "pair 0 (warm-up): sequential " in capsys.readouterr().out
+
+
 def test_end_to_end_speedup_is_fp32_time_over_the_other_precisions_time_where_both_ran():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from end_to_end import speedups_over_fp32

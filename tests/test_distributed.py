@@ -264,3 +264,13 @@ def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_stud
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {spec} seed 0 (in {tmp_path / 'study' / 'seed0' / 'NanNet'}): training "
                                 "stopped: the loss became NaN or infinite at epoch 1")
+
+
+def test_parallel_members_needs_a_plan_of_several_runs(capsys):
+    import run
+
+    with pytest.raises(SystemExit) as stopped:
+        run.main(["--arch", "multistage", "--parallel", "members"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)\n")
