@@ -14,7 +14,7 @@ from core.errors import UserError
 from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, flag_name, non_negative_int
 from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
-from engine.compare.grid import report_only, train_plan
+from engine.compare.grid import MemberFailed, report_only, train_plan
 from engine.compare.plan import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
 from engine.data.datasets import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend
@@ -128,6 +128,8 @@ def dispatch(args: argparse.Namespace) -> int:
     (an error all processes share is said once, by rank 0)."""
     nets = compared_nets(args)
     rank = idist.get_rank()
+    if getattr(args, "parallel", None) == "members" and launched_by_torchrun():  # no process group: torchrun's rank
+        rank = int(os.environ.get("RANK", "0"))
 
     def fail(message: str, code: int = 1, shared: bool = True) -> int:
         if rank == 0:
@@ -142,6 +144,8 @@ def dispatch(args: argparse.Namespace) -> int:
         if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
             seeds, nets = what_to_resume(args.resume, seeds, nets)
             check_recorded_recipe(args.resume, recipe)
+        if setup.parallel == "members" and launched_by_torchrun() and not (seeds or nets):
+            raise UserError(f"--parallel members needs a plan of several runs; {args.resume} is a single run")
         elif not (args.evaluate or args.report or args.resume):
             recipe.check()
             check_networks(nets or (recipe.arch,), DATASETS[recipe.dataset].num_classes, recipe.blocks_per_stage,
@@ -162,7 +166,7 @@ def dispatch(args: argparse.Namespace) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        return fail(f"error: {exc}")
+        return fail(f"error: {exc}", shared=not isinstance(exc, MemberFailed))
     except OSError as exc:  # unreadable data, a full disk outside a checkpoint, ...
         if args.debug:
             raise

@@ -260,10 +260,21 @@ def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_stud
                       str(root / "data"), "--epochs", "1", "--batch-size", "32", "--no-progress", "--no-amp",
                       "--parallel", "members", "--output-dir", str(tmp_path / "study"))
     assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    # The process that trained it says so ("[rank 1] " first where that is not rank 0).
+    errors = [line.split("] ", 1)[-1] for line in result.stderr.splitlines() if "error: " in line]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {spec} seed 0 (in {tmp_path / 'study' / 'seed0' / 'NanNet'}): training "
                                 "stopped: the loss became NaN or infinite at epoch 1")
+
+
+@pytest.mark.slow
+def test_parallel_members_refuses_a_single_run_once(ddp_run):
+    root, _, _ = ddp_run
+    run_dir = root / "runs" / "run"
+    result = torchrun("--resume", str(run_dir), "--parallel", "members")
+    assert result.returncode == 1  # torchrun reports the failed process below the line; it is said once
+    assert [line for line in result.stderr.splitlines() if "error: " in line] == [
+        f"error: --parallel members needs a plan of several runs; {run_dir} is a single run"]
 
 
 def test_parallel_members_needs_a_plan_of_several_runs(capsys):

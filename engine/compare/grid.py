@@ -31,8 +31,12 @@ from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restor
 from engine.run_lock import Dealer, hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, default_study_dir)
-from engine.session import continuing_with, load_data, train
+from engine.session import Interrupted, continuing_with, load_data, train
 from models import BONUS_PAIR
+
+
+class MemberFailed(UserError):
+    """A member of a dealt plan failed: said by the process that trained it, whatever its rank."""
 
 
 def comparison_recipe(recipe: Recipe) -> Recipe:
@@ -138,9 +142,12 @@ def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Pla
             try:
                 with continuing_with(plan.command(directory), directory), contextlib.redirect_stdout(io.StringIO()):
                     train_member(member, setup, data, member_dir, resuming, name=name)
+            except Interrupted:  # every process was: rank 0 says so, with the command that continues the plan
+                dealer.fail(name)
+                raise
             except (UserError, KeyboardInterrupt) as exc:
                 dealer.fail(name)
-                raise UserError(f"{name} (in {member_dir}): {exc}") from None
+                raise MemberFailed(f"{name} (in {member_dir}): {exc}") from None
             accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
             dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
                             f"(process {dealer.rank})")
