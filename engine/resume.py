@@ -10,10 +10,11 @@ import torch
 
 from core.errors import UserError
 from core.history_file import (COMPLETED, CONFIG, EPOCHS, EPOCHS_TRAINED, FINAL, HISTORY_FILE, STATUS, RunHistory,
-                               read_history, write_json)
+                               VAL_IMAGES, read_history, write_json)
 from core.history_file import EPOCH as RECORD_EPOCH  # handlers.checkpointing's EPOCH is a checkpoint's kind
 from core.recipe import Recipe
 from engine.console import say
+from engine.data.datasets import positions_hash
 from engine.devices import machine, machine_in_words
 from engine.precision import Precision
 from handlers.checkpointing import EPOCH, checkpoints
@@ -44,6 +45,15 @@ def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
         was = history.precision
         raise UserError(f"cannot resume {run_dir}: it was trained in {was}, now {precision.in_words()} (--amp {mode}); "
                         f"resume without --amp to continue in {was}")
+
+
+def check_held_out(run_dir: str, data) -> None:
+    """Refuse to resume a run whose --val-split images, as recorded, are not the ones this training set gives (another
+    copy of the dataset): it would train on images it held out."""
+    recorded = recorded_history(run_dir).data.get(VAL_IMAGES)
+    if recorded is not None and (data.val_positions is None or positions_hash(data.val_positions) != recorded):
+        raise UserError(f"cannot resume {run_dir}: its --val-split held out other training images than this data "
+                        f"folder's would be (fingerprint {recorded}); resume with the data folder it trained on")
 
 
 def machine_change(run_dir: str, device: torch.device) -> str | None:

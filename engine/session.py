@@ -1,5 +1,4 @@
 """One training run, top to bottom: run directory and its lock, data, build, resume, outputs, signals, train.
-
 `train` is the whole story of a run; a plan of several runs calls it once per member, the benchmarks use its parts.
 """
 from __future__ import annotations
@@ -25,8 +24,8 @@ from engine.data.datasets import DATASETS, CifarData, load_cifar
 from engine.outputs import attach_outputs
 from engine.devices import machine, machine_in_words, resolve_device
 from engine.precision import resolve_precision
-from engine.resume import (check_precision, check_resumable, find_auto_resume, has_checkpoint, load_checkpoint,
-                           load_newest_checkpoint, machine_change, restore_history)
+from engine.resume import (check_held_out, check_precision, check_resumable, find_auto_resume, has_checkpoint,
+                           load_checkpoint, load_newest_checkpoint, machine_change, restore_history)
 from engine.run_lock import hold, in_use, write_on_rank_0
 from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
@@ -121,21 +120,22 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
     checkpoint file) continues a run from its checkpoint; otherwise the run directory is `into` (a comparison's or
     a study's member), else `setup.output_dir`, else a new one named after the recipe under `setup.runs_root`.
-    The process holds the run directory's lock while it trains (engine/run_lock.py: hold); a resume of a run in use
-    is refused before anything is loaded or written.
+    It holds the run directory's lock (engine/run_lock.py: hold): a resume of a run in use is refused at once.
     """
     with contextlib.ExitStack() as held:
         run_dir = None
         if resume is not None:
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
-            check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume, or
-            write_on_rank_0(lambda: restore_history(run_dir))  # (a lost history.json comes back from a checkpoint)
+            check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume, or (with a lost
+            write_on_rank_0(lambda: restore_history(run_dir))  # history.json rebuilt from a checkpoint first)
             check_resumable(recipe, run_dir)  # a different recipe, or precision, is refused at once
             check_precision(run_dir, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
                             setup.amp)
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
+        if resume is not None:
+            check_held_out(run_dir, run.data)  # the images its --val-split held out, or none
         opening = recipe_line(recipe)
         if opening:  # the first line: the named recipe, the flags given beside it, every value spelled out
             say(opening)

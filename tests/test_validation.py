@@ -161,3 +161,12 @@ def test_a_resume_keeps_the_split_and_refuses_another_by_name(held_out_study, tm
     after = read_history(str(run_dir))
     assert after["val_images"] == before["val_images"] and after["epochs"][:3] == before["epochs"]
     assert len(after["epochs"]) == 4 and os.path.isfile(run_dir / "checkpoint_4.pt")
+    # Another copy of the dataset would hold out other images: the resume is refused, not trained on them.
+    history = json.loads((run_dir / "history.json").read_text())
+    (run_dir / "history.json").write_text(json.dumps(dict(history, val_images="0123456789abcdef")))
+    capsys.readouterr()
+    assert run.main(["--resume", str(run_dir), "--epochs", "5", "--no-progress"]) == 1
+    assert capsys.readouterr().err == (
+        f"error: cannot resume {run_dir}: its --val-split held out other training images than this data folder's "
+        "would be (fingerprint 0123456789abcdef); resume with the data folder it trained on\n")
+    assert len(read_history(str(run_dir))["epochs"]) == 4
