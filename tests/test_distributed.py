@@ -265,6 +265,8 @@ def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_stud
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {spec} seed 0 (in {tmp_path / 'study' / 'seed0' / 'NanNet'}): training "
                                 "stopped: the loss became NaN or infinite at epoch 1")
+    assert errors[0].endswith(f"; the rest continues with: python run.py --seeds 0 --compare singlestage {spec} "
+                              f"--resume {tmp_path / 'study'}")
 
 
 @pytest.mark.slow

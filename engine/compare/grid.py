@@ -107,8 +107,7 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
             say(f"Study directory: {directory} (seeds {', '.join(map(str, plan.seeds))})" if plan.seeds
                 else comparison_heading(directory, plan.nets))
             say(f"{len(members)} runs dealt to {dealer.world} processes, each trained alone")
-            announcer = threading.Thread(target=dealer.announce, args=(sys.stdout,), daemon=True)
-            announcer.start()
+            (announcer := threading.Thread(target=dealer.announce, args=(sys.stdout,), daemon=True)).start()
             deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
             announcer.join(timeout=5)  # the last member's line before the reports
             if dealer.store.check(["failed"]):
@@ -147,7 +146,8 @@ def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Pla
                 raise
             except (UserError, KeyboardInterrupt) as exc:
                 dealer.fail(name)
-                raise MemberFailed(f"{name} (in {member_dir}): {exc}") from None
+                raise MemberFailed(f"{name} (in {member_dir}): {exc}; the rest continues with: "
+                                   f"{plan.command(directory)}") from None
             accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
             dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
                             f"(process {dealer.rank})")
