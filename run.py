@@ -17,7 +17,7 @@ from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.grid import MemberFailed, report_only, train_plan
 from engine.compare.plan import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
 from engine.data.datasets import DATASETS
-from engine.devices import DEVICE_CHOICES, distributed_backend
+from engine.devices import DEVICE_CHOICES, distributed_backend, launched_by_torchrun
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.run_lock import PARALLEL_MODES
@@ -183,10 +183,6 @@ def dispatch(args: argparse.Namespace) -> int:
 def compared_nets(args: argparse.Namespace) -> tuple[str, ...] | None:
     """The nets of `--compare`, or of `--bonus`; None for a single architecture."""
     return tuple(args.compare) if args.compare else BONUS_PAIR if args.bonus else None
-
-
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def main(argv: list[str] | None = None) -> int:

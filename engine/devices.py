@@ -2,6 +2,7 @@
 GPU per process)."""
 from __future__ import annotations
 
+import os
 import platform
 
 import ignite.distributed as idist
@@ -35,6 +36,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not _mps_available():
         raise UserError("--device mps requested, but the MPS backend is not available on this machine")
     return torch.device(name)
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def distributed_backend(name: str) -> str:

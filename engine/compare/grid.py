@@ -1,11 +1,10 @@
 """Training a plan of several runs (engine/compare/plan.py): `--bonus`, `--compare A B ...`, `--seeds K1 K2 ...` and
 both together, by one member loop; and `--report`, the reports alone.
 
-Every member is an ordinary run trained by engine/session.py, one after another, on one loaded dataset. A resume keeps
-a finished member, continues an interrupted one and starts afresh, in place, one killed before its first checkpoint.
-Once a seed's nets have run, its comparison report is written (report.json, report.md, curves.png in the seed's
-folder), and once every seed has, the study's summary; both after each run's own TensorBoard writer is closed, and
-both rebuilt by `--report` from the runs' histories.
+Every member is an ordinary run trained by engine/session.py, on one loaded dataset: one after another, or dealt to
+torchrun's processes (`--parallel members`). A resume keeps a finished member, continues an interrupted one and
+starts afresh, in place, one killed before its first checkpoint. Each seed's comparison report (report.json,
+report.md, curves.png in its folder) and the study's summary follow once their runs have, rebuilt by `--report`.
 """
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_
 from engine.compare.report import Retester, check_comparable, write_report, write_study
 from engine.console import say
 from engine.data.datasets import hold_out
+from engine.devices import launched_by_torchrun
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
 from engine.run_lock import Dealer, hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
@@ -60,7 +60,7 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
     resuming = resume_dir is not None
     data = load_data(recipe, setup)  # one dataset for every member and re-test, checked before anything is written
     hold_out(data, recipe.val_split)
-    if setup.parallel == "members" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if setup.parallel == "members" and launched_by_torchrun():
         return train_dealt(plan, recipe, setup, data, resume_dir, default)
     with opened(plan, resume_dir, setup.output_dir, default) as directory:
         say(f"Study directory: {directory} (seeds {', '.join(map(str, seeds))})" if seeds else comparison_heading(directory, nets))
