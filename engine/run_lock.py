@@ -17,7 +17,7 @@ import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 
-from core.errors import RunDirError, RunInUse
+from core.errors import RunDirError, RunInUse, UserError
 
 LOCK_FILE = "run.lock"
 
@@ -179,7 +179,7 @@ class Dealer:
     process group: each process trains its members alone, and no collective runs inside a step). Rank 0 opens the
     directory and shares its path (`share`); each process then takes the next member not yet taken (`take`) until
     none is left or one process failed (`fail`); `finished` counts a member done, with its line for rank 0's
-    console (`announce`), and rank 0 waits for every process (`wait_for_all`) before it writes the reports."""
+    console (`watch`), and rank 0 waits for every process (`wait_for_all`) before it writes the reports."""
 
     def __init__(self, members: int):
         store, self.rank, self.world = next(dist.rendezvous("env://", timeout=NEVER))
@@ -204,16 +204,41 @@ class Dealer:
     def fail(self, message: str) -> None:
         self.store.set("failed", message)
 
-    def announce(self, out) -> None:
-        """Rank 0, in a thread of its own: each member's line as it finishes, with how many are done, to `out`. It
-        polls: a blocking read would hold the store's connection, which the training thread shares."""
-        for done in range(1, self.members + 1):
-            while not self.store.check([f"line/{done}"]):
+    def watch(self, out, continuing: str) -> None:
+        """In a thread of its own, in every process, until every process has stopped: rank 0 prints each member's
+        line as it finishes, with how many are done, to `out`. It polls: a blocking read would hold the store's
+        connection, which the training thread shares. Where the store stops answering, the launcher that hosts it
+        was killed; its processes live on in sessions of their own, so each ends itself at once rather than train on
+        alone, holding its member's lock, and rank 0 says so in one line with `continuing`, the command that goes on."""
+        done = 0
+        try:
+            while True:
+                stopped = self.store.check(["all stopped"])
+                while self.rank == 0 and self.store.check([f"line/{done + 1}"]):
+                    done += 1
+                    print(f"[{done}/{self.members}] {self.store.get(f'line/{done}').decode()}", file=out, flush=True)
+                if stopped:
+                    return
                 time.sleep(0.2)
-            print(f"[{done}/{self.members}] {self.store.get(f'line/{done}').decode()}", file=out, flush=True)
+        except dist.DistNetworkError:
+            if self.rank == 0:
+                print(f"error: {launcher_gone(continuing)}", file=sys.stderr, flush=True)
+            os._exit(1)
+
+    @contextlib.contextmanager
+    def launcher_alive(self, continuing: str):
+        """The store calls inside the block: where it stops answering, one line (rank 0 says it) instead of a trace."""
+        try:
+            yield
+        except dist.DistNetworkError:
+            raise UserError(launcher_gone(continuing)) from None
 
     def wait_for_all(self) -> None:
         """Every process has stopped taking members (rank 0 then reads what they wrote)."""
         if self.store.add("stopped", 1) == self.world:
             self.store.set("all stopped", "")
         self.store.wait(["all stopped"], NEVER)
+
+
+def launcher_gone(continuing: str) -> str:
+    return f"the torchrun launcher is gone (its store stopped answering); continue with: {continuing}"

@@ -1,8 +1,11 @@
 """torchrun with 2 CPU processes (gloo) on tiny data, checked against independent computations."""
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,13 +219,24 @@ def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequentia
     root, study_dir = sequential_study, tmp_path / "study"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *STUDY,
                "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(study_dir)]
-    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True,
                            env=dict(os.environ, OMP_NUM_THREADS="1"))
     for line in job.stdout:
         if line.startswith("[1/4]"):
             break
-    os.killpg(job.pid, signal.SIGKILL)
+    workers = children(job.pid)
+    assert len(workers) == 2
+    os.killpg(job.pid, signal.SIGKILL)  # the launcher; its workers run in sessions of their own and must end themselves
     job.wait(timeout=HANG_TIMEOUT)
+    deadline = time.monotonic() + 10  # the store is polled 5 times a second
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(alive, workers)), "a worker trains on without its launcher"
+    said = job.stderr.read()
+    assert f"error: the torchrun launcher is gone (its store stopped answering); continue with: python run.py " \
+           f"--seeds 0 1 --bonus --resume {study_dir}\n" in said, said
+    assert "Traceback (most recent call last)" not in said, said  # c10d's own warnings may precede the line
     assert not (study_dir / "study.json").exists()
     if continue_with == "torchrun":
         result = torchrun("--resume", str(study_dir), "--parallel", "members")
@@ -231,6 +245,29 @@ def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequentia
     assert result.returncode == 0, result.stderr
     assert_same_study(study_dir, root / "sequential")
     assert not list(study_dir.rglob("run.lock"))
+
+
+def process_state(stat: Path) -> list[str]:
+    """State, parent and the rest of the fields of Linux's /proc/<pid>/stat after the command's name."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(process_state(stat)[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has ended: nobody reaped it yet)."""
+    try:
+        return process_state(Path(f"/proc/{pid}/stat"))[0] != "Z"
+    except OSError:
+        return False
 
 
 NAN_NET = '''

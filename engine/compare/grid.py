@@ -95,6 +95,7 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
         directory = dealer.share("directory")
         if directory.startswith("\0"):
             raise SystemExit(1)  # rank 0 says why
+        threading.Thread(target=dealer.watch, args=(sys.stdout, plan.command(directory)), daemon=True).start()
         return deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
     try:
         with opened(plan, resume_dir, setup.output_dir, default) as directory:
@@ -107,9 +108,10 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
             say(f"Study directory: {directory} (seeds {', '.join(map(str, plan.seeds))})" if plan.seeds
                 else comparison_heading(directory, plan.nets))
             say(f"{len(members)} runs dealt to {dealer.world} processes, each trained alone")
-            (announcer := threading.Thread(target=dealer.announce, args=(sys.stdout,), daemon=True)).start()
+            watcher = threading.Thread(target=dealer.watch, args=(sys.stdout, plan.command(directory)), daemon=True)
+            watcher.start()
             deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
-            announcer.join(timeout=5)  # the last member's line before the reports
+            watcher.join()  # the last members' lines before the reports
             if dealer.store.check(["failed"]):
                 raise SystemExit(1)  # the process whose member failed says which, and how to continue
             retester = Retester(setup, data)
@@ -129,30 +131,32 @@ def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Pla
          directory: str, resuming: bool) -> str:
     """Train the members this process takes, one after another, each alone and quietly; a failure stops the dealing
     and is one line naming the member and the command that continues the plan."""
-    try:
-        while (index := dealer.take()) is not None:
-            seed, arch = members[index]
-            folder = directory if seed is None else seed_dir(directory, seed)
-            member_dir = folder if arch is None else net_dir(folder, arch)
-            member = dataclasses.replace(recipe, **({} if seed is None else {"seed": seed}),
-                                         **({} if arch is None else {"arch": arch}))
-            name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
-            started = time.perf_counter()
-            try:
-                with continuing_with(plan.command(directory), directory), contextlib.redirect_stdout(io.StringIO()):
-                    train_member(member, setup, data, member_dir, resuming, name=name)
-            except Interrupted:  # every process was: rank 0 says so, with the command that continues the plan
-                dealer.fail(name)
-                raise
-            except (UserError, KeyboardInterrupt) as exc:
-                dealer.fail(name)
-                raise MemberFailed(f"{name} (in {member_dir}): {exc}; the rest continues with: "
-                                   f"{plan.command(directory)}") from None
-            accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
-            dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
-                            f"(process {dealer.rank})")
-    finally:
-        dealer.wait_for_all()
+    continuing = plan.command(directory)
+    with dealer.launcher_alive(continuing):
+        try:
+            while (index := dealer.take()) is not None:
+                seed, arch = members[index]
+                folder = directory if seed is None else seed_dir(directory, seed)
+                member_dir = folder if arch is None else net_dir(folder, arch)
+                member = dataclasses.replace(recipe, **({} if seed is None else {"seed": seed}),
+                                             **({} if arch is None else {"arch": arch}))
+                name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
+                started = time.perf_counter()
+                try:
+                    with continuing_with(continuing, directory), contextlib.redirect_stdout(io.StringIO()):
+                        train_member(member, setup, data, member_dir, resuming, name=name)
+                except Interrupted:  # every process was: rank 0 says so, with the command that continues the plan
+                    dealer.fail(name)
+                    raise
+                except (UserError, KeyboardInterrupt) as exc:
+                    dealer.fail(name)
+                    raise MemberFailed(f"{name} (in {member_dir}): {exc}; the rest continues with: {continuing}") \
+                        from None
+                accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
+                dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
+                                f"(process {dealer.rank})")
+        finally:
+            dealer.wait_for_all()
     return directory
 
 
