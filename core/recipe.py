@@ -205,8 +205,8 @@ class Setup:
                          action="store_true")
     parallel: str = flag("data", "under torchrun: data = each run's batches split over the processes (one big run); "
                                  "members = the runs of a --seeds/--bonus/--compare plan dealt to the processes, each "
-                                 "trained alone on its own device: a GPU (LOCAL_RANK modulo the GPUs), or OMP_NUM_THREADS "
-                                 "CPU threads, which torchrun sets to 1 unless given (studies of small nets)",
+                                 "trained alone on its own device: a GPU (LOCAL_RANK modulo the GPUs), or its share of the CPU "
+                                 "cores unless OMP_NUM_THREADS is given to torchrun (studies of small nets)",
                          choices_from="parallel_modes")
     log_graph: bool = flag(False, "add the model graph to TensorBoard (a few seconds)", action="store_true")
     log_histograms: bool = flag(False, "weight and gradient histograms in TensorBoard every epoch (large event files)",

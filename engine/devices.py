@@ -43,6 +43,23 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def take_a_share_of_the_cores() -> None:
+    """For a process of torchrun's that trains its runs alone (`--parallel members`): torch's CPU threads become its
+    share of the cores (cores // LOCAL_WORLD_SIZE), replacing the 1 thread that torchrun gives each of several processes
+    when its own environment sets no OMP_NUM_THREADS. An OMP_NUM_THREADS the user gave torchrun is kept; so is any
+    where the launcher's environment cannot be read (not Linux)."""
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        return
+    try:  # the environment torchrun was started with, before it set OMP_NUM_THREADS for its processes
+        with open(f"/proc/{os.getppid()}/environ", "rb") as f:
+            if b"\0OMP_NUM_THREADS=" in b"\0" + f.read():
+                return
+    except OSError:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
 def distributed_backend(name: str) -> str:
     """torchrun's process-group backend for --device `name`: nccl for processes on CUDA GPUs, else gloo."""
     return "nccl" if _on_cuda(name) else "gloo"

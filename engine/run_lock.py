@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from core.errors import RunDirError, RunInUse, UserError
+from engine.devices import take_a_share_of_the_cores
 
 LOCK_FILE = "run.lock"
 
@@ -186,6 +187,7 @@ class Dealer:
         self.store, self.members = dist.PrefixStore("cifar-resnets/members/", store), members
         if torch.cuda.is_available():  # a GPU of its own, or a share of one: 4 processes may train on one GPU
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        take_a_share_of_the_cores()
 
     def share(self, key: str, value: str | None = None) -> str:
         """Rank 0 sets `key` (to `value`); every other process waits for it. An error is shared as "\0message"."""

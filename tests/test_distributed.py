@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -247,6 +248,26 @@ def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequentia
     assert not list(study_dir.rglob("run.lock"))
 
 
+@pytest.mark.slow
+def test_a_study_dealt_over_two_nodes_sharing_a_directory_equals_the_sequential_study(sequential_study):
+    """Two torchrun launchers of one process each, as on two machines (here on one, meeting through c10d's
+    rendezvous), share the study directory; their runs equal the sequential study's."""
+    root = sequential_study
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
+         "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=study", "run.py", *STUDY,
+         "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(root / "two-nodes")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        for node in (0, 1)]
+    outputs = [node.communicate(timeout=HANG_TIMEOUT) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert_same_study(root / "two-nodes", root / "sequential")
+    assert "4 runs dealt to 2 processes, each trained alone" in outputs[0][0] + outputs[1][0]
+
+
 def process_state(stat: Path) -> list[str]:
     """State, parent and the rest of the fields of Linux's /proc/<pid>/stat after the command's name."""
     return stat.read_text().rsplit(")", 1)[1].split()
@@ -324,3 +345,23 @@ def test_parallel_members_needs_a_plan_of_several_runs(capsys):
     assert stopped.value.code == 2
     assert capsys.readouterr().err.endswith(
         "error: argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)\n")
+
+
+THREADS_AFTER_SHARE = ("import torch; from engine.devices import take_a_share_of_the_cores; "
+                       "take_a_share_of_the_cores(); print(torch.get_num_threads())")
+# What torchrun does for each of several processes: OMP_NUM_THREADS=1 unless its own environment sets it.
+LAUNCHER = ("import os, subprocess, sys; env = dict(os.environ, LOCAL_WORLD_SIZE=sys.argv[1]); "
+            "env.setdefault('OMP_NUM_THREADS', '1'); "
+            f"sys.exit(subprocess.run([sys.executable, '-c', {THREADS_AFTER_SHARE!r}], env=env).returncode)")
+
+
+@pytest.mark.parametrize("given, processes", [(None, 1), (None, 2), ("1", 1)])
+def test_a_process_dealt_runs_takes_its_share_of_the_cores_unless_threads_are_given(given, processes):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if given:
+        env["OMP_NUM_THREADS"] = given
+    result = subprocess.run([sys.executable, "-c", LAUNCHER, str(processes)], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=HANG_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    cores = len(os.sched_getaffinity(0))
+    assert int(result.stdout) == (int(given) if given else max(1, cores // processes))
