@@ -39,11 +39,6 @@ class MemberFailed(UserError):
     """A member of a dealt plan failed: said by the process that trained it, whatever its rank."""
 
 
-def comparison_recipe(recipe: Recipe) -> Recipe:
-    """The recipe nets are compared with: train-eval on 10,000 fixed training images unless set otherwise."""
-    return dataclasses.replace(recipe, train_eval=recipe.train_eval or BONUS_TRAIN_EVAL)
-
-
 def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None, seeds: list[int] | None = None,
                resume_dir: str | None = None) -> str:
     """Train `nets` (compared with the first) × `seeds` with one recipe, in a new directory (`--output-dir`, else one
@@ -52,7 +47,8 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
         raise UserError(f"a comparison needs at least two different architectures, got {' '.join(nets)}")
     if seeds and len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds must be distinct, got {seeds}")
-    recipe = comparison_recipe(recipe) if nets else recipe
+    if nets:  # compared on train-eval too: 10,000 fixed training images unless set otherwise
+        recipe = dataclasses.replace(recipe, train_eval=recipe.train_eval or BONUS_TRAIN_EVAL)
     plan = Plan(STUDY if seeds else COMPARISON, tuple(nets) if nets else None, tuple(seeds) if seeds else None,
                 dataclasses.asdict(recipe), setup.data_dir, setup.amp)
     default = (default_study_dir(setup.runs_root, recipe, seeds, nets) if seeds
