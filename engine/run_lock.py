@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import os
 import sys
+import threading
 import time
 from datetime import timedelta
 from typing import Callable
@@ -173,14 +174,14 @@ def write_on_rank_0(write: Callable[[], object]) -> None:
 # Under torchrun: every run split over the processes (DistributedDataParallel), or a plan's runs dealt to them.
 PARALLEL_MODES = ("data", "members")
 NEVER = timedelta(days=365)  # a member may train for hours: waiting on the store never times out by itself
+LAUNCHER_GONE = "the torchrun launcher is gone (its store stopped answering); continue with: {}"
 
 
 class Dealer:
-    """A plan's members dealt to torchrun's processes in order, through the store torchrun's rendezvous provides (no
-    process group: each process trains its members alone, and no collective runs inside a step). Rank 0 opens the
-    directory and shares its path (`share`); each process then takes the next member not yet taken (`take`) until
-    none is left or one process failed (`fail`); `finished` counts a member done, with its line for rank 0's
-    console (`watch`), and rank 0 waits for every process (`wait_for_all`) before it writes the reports."""
+    """A plan's members dealt in order to torchrun's processes through its rendezvous store (no process group, no
+    collective inside a step). Rank 0 shares the directory (`share`); each process takes the next member (`take`) until
+    none is left or one failed (`fail`), counts it done with its line for rank 0's console (`finished`, `watched`),
+    and rank 0 waits for every process (`wait_for_all`) before it writes the reports."""
 
     def __init__(self, members: int):
         store, self.rank, self.world = next(dist.rendezvous("env://", timeout=NEVER))
@@ -206,16 +207,31 @@ class Dealer:
     def fail(self, message: str) -> None:
         self.store.set("failed", message)
 
-    def watch(self, out, continuing: str) -> None:
-        """In a thread of its own, in every process, until every process has stopped: rank 0 prints each member's
-        line as it finishes, with how many are done, to `out`. It polls: a blocking read would hold the store's
-        connection, which the training thread shares. Where the store stops answering, the launcher that hosts it
-        was killed; its processes live on in sessions of their own, so each ends itself at once rather than train on
-        alone, holding its member's lock, and rank 0 says so in one line with `continuing`, the command that goes on."""
+    @contextlib.contextmanager
+    def watched(self, out, continuing: str):
+        """Run the block while a thread watches the store (`_watch`); a store call of the block that finds it gone is
+        one line (rank 0 says it, with `continuing`, the command that goes on). The thread is joined at the end: the
+        last members' lines are printed, and no thread is left in the store's C++ code as the interpreter exits
+        (that aborts the process)."""
+        leaving = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(out, continuing, leaving), daemon=True)
+        watcher.start()
+        try:
+            yield
+        except dist.DistNetworkError:
+            raise UserError(LAUNCHER_GONE.format(continuing)) from None
+        finally:
+            leaving.set()
+            watcher.join()
+
+    def _watch(self, out, continuing: str, leaving: threading.Event) -> None:
+        """Until every process has stopped, or this one leaves: rank 0 prints each member's line to `out` as it ends.
+        It polls (a blocking read would hold the connection the training thread shares). A store that stops answering
+        means its launcher was killed; its processes, in sessions of their own, end at once rather than train on."""
         done = 0
         try:
             while True:
-                stopped = self.store.check(["all stopped"])
+                stopped = leaving.is_set() or self.store.check(["all stopped"])
                 while self.rank == 0 and self.store.check([f"line/{done + 1}"]):
                     done += 1
                     print(f"[{done}/{self.members}] {self.store.get(f'line/{done}').decode()}", file=out, flush=True)
@@ -224,23 +240,11 @@ class Dealer:
                 time.sleep(0.2)
         except dist.DistNetworkError:
             if self.rank == 0:
-                print(f"error: {launcher_gone(continuing)}", file=sys.stderr, flush=True)
+                print("error: " + LAUNCHER_GONE.format(continuing), file=sys.stderr, flush=True)
             os._exit(1)
-
-    @contextlib.contextmanager
-    def launcher_alive(self, continuing: str):
-        """The store calls inside the block: where it stops answering, one line (rank 0 says it) instead of a trace."""
-        try:
-            yield
-        except dist.DistNetworkError:
-            raise UserError(launcher_gone(continuing)) from None
 
     def wait_for_all(self) -> None:
         """Every process has stopped taking members (rank 0 then reads what they wrote)."""
         if self.store.add("stopped", 1) == self.world:
             self.store.set("all stopped", "")
         self.store.wait(["all stopped"], NEVER)
-
-
-def launcher_gone(continuing: str) -> str:
-    return f"the torchrun launcher is gone (its store stopped answering); continue with: {continuing}"

@@ -13,7 +13,6 @@ import dataclasses
 import io
 import os
 import sys
-import threading
 import time
 
 import ignite.distributed as idist
@@ -91,8 +90,8 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
         directory = dealer.share("directory")
         if directory.startswith("\0"):
             raise SystemExit(1)  # rank 0 says why
-        threading.Thread(target=dealer.watch, args=(sys.stdout, plan.command(directory)), daemon=True).start()
-        return deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
+        with dealer.watched(sys.stdout, plan.command(directory)):
+            return deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
     try:
         with opened(plan, resume_dir, setup.output_dir, default) as directory:
             for seed, folder in plan.folders(directory) if plan.seeds and plan.nets else ():
@@ -104,10 +103,8 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
             say(f"Study directory: {directory} (seeds {', '.join(map(str, plan.seeds))})" if plan.seeds
                 else comparison_heading(directory, plan.nets))
             say(f"{len(members)} runs dealt to {dealer.world} processes, each trained alone")
-            watcher = threading.Thread(target=dealer.watch, args=(sys.stdout, plan.command(directory)), daemon=True)
-            watcher.start()
-            deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
-            watcher.join()  # the last members' lines before the reports
+            with dealer.watched(sys.stdout, plan.command(directory)):  # each member's line, the last before the reports
+                deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
             if dealer.store.check(["failed"]):
                 raise SystemExit(1)  # the process whose member failed says which, and how to continue
             retester = Retester(setup, data)
@@ -128,31 +125,29 @@ def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Pla
     """Train the members this process takes, one after another, each alone and quietly; a failure stops the dealing
     and is one line naming the member and the command that continues the plan."""
     continuing = plan.command(directory)
-    with dealer.launcher_alive(continuing):
-        try:
-            while (index := dealer.take()) is not None:
-                seed, arch = members[index]
-                folder = directory if seed is None else seed_dir(directory, seed)
-                member_dir = folder if arch is None else net_dir(folder, arch)
-                member = dataclasses.replace(recipe, **({} if seed is None else {"seed": seed}),
-                                             **({} if arch is None else {"arch": arch}))
-                name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
-                started = time.perf_counter()
-                try:
-                    with continuing_with(continuing, directory), contextlib.redirect_stdout(io.StringIO()):
-                        train_member(member, setup, data, member_dir, resuming, name=name)
-                except Interrupted:  # every process was: rank 0 says so, with the command that continues the plan
-                    dealer.fail(name)
-                    raise
-                except (UserError, KeyboardInterrupt) as exc:
-                    dealer.fail(name)
-                    raise MemberFailed(f"{name} (in {member_dir}): {exc}; the rest continues with: {continuing}") \
-                        from None
-                accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
-                dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
-                                f"(process {dealer.rank})")
-        finally:
-            dealer.wait_for_all()
+    try:
+        while (index := dealer.take()) is not None:
+            seed, arch = members[index]
+            folder = directory if seed is None else seed_dir(directory, seed)
+            member_dir = folder if arch is None else net_dir(folder, arch)
+            member = dataclasses.replace(recipe, **({} if seed is None else {"seed": seed}),
+                                         **({} if arch is None else {"arch": arch}))
+            name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
+            started = time.perf_counter()
+            try:
+                with continuing_with(continuing, directory), contextlib.redirect_stdout(io.StringIO()):
+                    train_member(member, setup, data, member_dir, resuming, name=name)
+            except Interrupted:  # every process was: rank 0 says so, with the command that continues the plan
+                dealer.fail(name)
+                raise
+            except (UserError, KeyboardInterrupt) as exc:
+                dealer.fail(name)
+                raise MemberFailed(f"{name} (in {member_dir}): {exc}; the rest continues with: {continuing}") from None
+            accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
+            dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
+                            f"(process {dealer.rank})")
+    finally:
+        dealer.wait_for_all()
     return directory
 
 
