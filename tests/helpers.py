@@ -5,6 +5,7 @@ import io
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import types
@@ -30,6 +31,13 @@ HANG_TIMEOUT = 900
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # 100 training images, batch 32: 4 iterations per epoch; 40 test images: 2 evaluation batches per epoch.
 EPOCHS = 3
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def learning_rate(schedule: str, peak: float, i: int, warmup: int, total: int) -> float:

@@ -2,7 +2,6 @@
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import HANG_TIMEOUT, independent_eval, read_history
+from helpers import HANG_TIMEOUT, free_port, independent_eval, read_history
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -252,10 +251,7 @@ def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequentia
 def test_a_study_dealt_over_two_nodes_sharing_a_directory_equals_the_sequential_study(sequential_study):
     """Two torchrun launchers of one process each, as on two machines (here on one, meeting through c10d's
     rendezvous), share the study directory; their runs equal the sequential study's."""
-    root = sequential_study
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    root, port = sequential_study, free_port()
     nodes = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", f"--node_rank={node}",
          "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=study", "run.py", *STUDY,

@@ -1,7 +1,6 @@
 """What a user sees in TensorBoard: read with EventAccumulator, and through the real TensorBoard server."""
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import run
-from helpers import read_history
+from helpers import free_port, read_history
 
 SCALAR_TAGS = {"train/loss_iter", "train/loss_epoch", "train/lr", "test/accuracy", "test/top5", "test/loss",
                "train_eval/accuracy", "train_eval/loss", "perf/images_per_s", "hparam/test_accuracy",
@@ -50,12 +49,6 @@ def test_event_files_hold_every_kind_of_summary(logdir):
     assert tags["graph"]
     text = events.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "| arch | multistage |" in text and "| lr | 0.001 |" in text
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(url, body=None):
