@@ -16,7 +16,7 @@ from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.grid import MemberFailed, report_only, train_plan
 from engine.compare.plan import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
-from engine.data.datasets import DATASETS
+from engine.data.cifar_archive import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend, launched_by_torchrun
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES

@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from core.recipe import Recipe, Setup  # noqa: E402
 from engine.build import build_run  # noqa: E402
-from engine.data.datasets import DATASETS, CifarData, Split, load_cifar  # noqa: E402
+from engine.data.cifar_archive import DATASETS  # noqa: E402
+from engine.data.datasets import CifarData, Split, load_cifar  # noqa: E402
 from engine.outputs import attach_outputs  # noqa: E402
 from engine.precision import PRECISION_MODES, native_bf16  # noqa: E402
 from machine_peak import cpu_facts, dense_kernel_rates, training_flops_per_image  # noqa: E402

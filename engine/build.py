@@ -20,7 +20,7 @@ import handlers.lr_schedule
 from core.errors import UserError
 from core.history_file import EMA, FLIP, TEST, TRAIN_EVAL, VAL, metric
 from core.recipe import Recipe, Setup
-from engine.data.datasets import CifarData, hold_out
+from engine.data.datasets import CifarData
 from engine.data.loader import DeviceBatches, channel_stats, train_eval_indices
 from engine.devices import resolve_device
 from engine.precision import Precision, resolve_precision
@@ -141,11 +141,14 @@ def configure_torch(recipe: Recipe, setup: Setup, device: torch.device, precisio
 
 def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     """Model, optimizer, device-resident batches, trainer and evaluators with their metrics; writes no files.
+    `data` holds the recipe's validation split out already (load_data), before anything sees the training set.
 
     The trainer gets what every run needs whether or not it writes anything: the epoch's data order, the
     epoch-mean loss and (in one process) the NaN stop. The end-of-epoch passes are attached by engine/outputs.py.
     """
-    data = hold_out(data, recipe.val_split)  # before anything sees the training set: normalisation, shards, train-eval
+    if recipe.val_split != (len(data.val) if data.val is not None else 0):
+        raise ValueError(f"build_run needs the data with --val-split {recipe.val_split} held out "
+                         "(engine/session.py: load_data, engine/data/datasets.py: hold_out)")
     if recipe.batch_size > len(data.train):
         raise UserError(f"--batch-size {recipe.batch_size} is larger than the training set ({len(data.train)} images)")
     world_size, rank = idist.get_world_size(), idist.get_rank()

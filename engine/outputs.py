@@ -29,7 +29,6 @@ from core.recipe import config_dict, matching_preset
 from engine.build import Run
 from engine.data.datasets import positions_hash
 from engine.devices import machine
-from engine.resume import RunIdentity
 from handlers.history import History
 from models import count_parameters, user_nets
 
@@ -52,33 +51,30 @@ def torchvision_version() -> str:
 
 def run_header(run: Run, run_dir: str) -> dict:
     """What history.json says about the run before its first epoch."""
-    setup = run.setup
+    recipe, setup = run.recipe, run.setup
+    computed_on = machine(run.device)  # the device's model and torch's thread count: trained numbers depend on both
+    network = {NETWORK: user_nets.load(recipe.arch).record()} if user_nets.is_spec(recipe.arch) else {}  # a user's own
     return {
-        CONFIG: config_dict(run.recipe, setup) | {"output_dir": run_dir},
-        PRESET: matching_preset(run.recipe),  # the named recipe (--recipe) whose values the config has, or None
+        CONFIG: config_dict(recipe, setup) | {"output_dir": run_dir},
+        PRESET: matching_preset(recipe),  # the named recipe (--recipe) whose values the config has, or None
         VERSIONS: library_versions(),
         DEVICE: str(run.device),
-        **machine(run.device),  # the device's model and torch's thread count: trained numbers depend on both
+        **computed_on,
         AMP: run.precision.amp,
         AMP_DTYPE: run.precision.dtype_name,
         TF32: run.precision.tf32,
         "world_size": idist.get_world_size(),
         "backend": idist.backend(),
-        "global_batch_size": run.recipe.batch_size,
-        "per_process_batch_size": run.recipe.batch_size // idist.get_world_size(),
+        "global_batch_size": recipe.batch_size,
+        "per_process_batch_size": recipe.batch_size // idist.get_world_size(),
         "num_train": len(run.data.train),
         "num_test": len(run.data.test),
         **({"num_val": len(run.data.val), VAL_IMAGES: positions_hash(run.data.val_positions)} if run.data.val else {}),
         PARAMETERS: count_parameters(run.model),
         NORMALIZATION: {"mean": run.mean.tolist(), "std": run.std.tolist()},
         CLASS_NAMES: run.data.class_names,
-        **network_record(run.recipe.arch),
+        **network,
     }
-
-
-def network_record(arch: str) -> dict:
-    """{NETWORK: spec, file, hash} for a user's network; nothing for one of the registry."""
-    return {NETWORK: user_nets.load(arch).record()} if user_nets.is_spec(arch) else {}
 
 
 @dataclass
@@ -95,8 +91,9 @@ class Outputs:
             self.tb_logger.close()
 
 
-def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Outputs:
-    """Attach everything that writes or prints. `purge_step` is set when resuming (TensorBoard hides later points).
+def attach_outputs(run: Run, run_dir: str, state: dict | None = None) -> Outputs:
+    """Attach everything that writes or prints. `state`: the checkpoint a resume continues from, loaded here into the
+    objects of the `to_save` dict that writes checkpoints (TensorBoard then hides the points written after it).
 
     The end of every epoch runs these handlers, registered below in this order, which resume depends on:
       1. evaluation passes (test, train-eval, EMA, flips) their metrics feed the record
@@ -108,11 +105,12 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
       7. the console line                                 the user sees an epoch once it is on disk
     """
     trainer, rank0 = run.trainer, idist.get_rank() == 0
-    history = History(run_dir, run_header(run, run_dir), len(run.data.train))
-    if rank0 and purge_step is None:  # a new run says what it is (recipe, data, precision) before it trains
+    header = run_header(run, run_dir)
+    history = History(run_dir, header, len(run.data.train))
+    if rank0 and state is None:  # a new run says what it is (recipe, data, precision) before it trains
         history.save()
     # "identity" first: a checkpoint of another run is refused before any weights are loaded.
-    to_save = {"identity": RunIdentity(run.recipe), "model": run.model, "optimizer": run.optimizer,
+    to_save = {"identity": handlers.checkpointing.RunIdentity(run.recipe), "model": run.model, "optimizer": run.optimizer,
                "trainer": trainer, "history": history, "epoch_loss": run.epoch_loss}
     # The schedule's position and the averaged weights: a resume continues both exactly.
     if run.lr_schedule is not None:
@@ -121,8 +119,13 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
         to_save["ema_model"] = run.ema_model
     if run.loss_scaling is not None:  # fp16: the loss scale and the epoch's skipped steps so far
         to_save["loss_scaling"] = run.loss_scaling
-    tb_logger = handlers.tensorboard_logging.create_logger(run_dir, purge_step) if rank0 else None
+    if state is not None:
+        handlers.checkpointing.restore(to_save, state, epoch_length=len(run.train_batches))
+    tb_logger = None
     if rank0:
+        tb_logger = handlers.tensorboard_logging.create_logger(run_dir, state["trainer"]["iteration"] + 1 if state else None)
+        if state is not None:
+            handlers.tensorboard_logging.complete_after_resume(tb_logger, run_dir, history)
         handlers.tensorboard_logging.attach_iteration_logging(trainer, tb_logger, run.optimizer, run.log_every)
 
     for split, evaluator in run.evaluators.items():  # 1.
@@ -131,27 +134,20 @@ def attach_outputs(run: Run, run_dir: str, purge_step: int | None = None) -> Out
         history.attach(trainer, run.evaluators)  # 2.
         handlers.tensorboard_logging.attach_flush(trainer, tb_logger)  # 3.
     handlers.checkpointing.attach(trainer, to_save, run_dir)  # 4.
-    if rank0:
-        handlers.tensorboard_logging.attach_epoch_logging(trainer, tb_logger, history)  # 5.
-        if run.setup.log_histograms:
-            handlers.tensorboard_summary.attach_histograms(trainer, tb_logger, run.model)  # 6.
-        handlers.progress.attach(trainer, history, show_bar=run.setup.progress, log_every=run.log_every)  # 7.
-        attach_run_summaries(run, tb_logger, history, fresh=purge_step is None)
-    return Outputs(history, to_save, tb_logger)
-
-
-def attach_run_summaries(run: Run, tb_logger: TensorboardLogger, history: History, fresh: bool) -> None:
-    """TensorBoard beyond the scalars: configuration text, HPARAMS, graph (at the start of a fresh run);
-    misclassified test images and the HPARAMS metrics (when the run completes)."""
-    if fresh:  # a resumed run already has its start-of-run summaries
-        handlers.tensorboard_summary.write_start(tb_logger, history, run.recipe)
+    if not rank0:
+        return Outputs(history, to_save, tb_logger)
+    summary = handlers.tensorboard_summary
+    handlers.tensorboard_logging.attach_epoch_logging(trainer, tb_logger, history)  # 5.
+    if run.setup.log_histograms:
+        summary.attach_histograms(trainer, tb_logger, run.model)  # 6.
+    handlers.progress.attach(trainer, history, show_bar=run.setup.progress, log_every=run.log_every)  # 7.
+    # TensorBoard beyond the scalars: configuration text, HPARAMS and graph at the start of a fresh run (a resumed run
+    # has them); misclassified test images and the HPARAMS metrics when the run completes.
+    if state is None:
+        summary.write_start(tb_logger, history, run.recipe)
         if run.setup.log_graph:
-            example = run.test_batches.normalize(run.data.test.images[:1].to(run.device))
-            handlers.tensorboard_summary.add_graph(tb_logger, run.model, example)
-    run.trainer.add_event_handler(
-        Events.COMPLETED(event_filter=lambda engine, _: not engine.should_terminate),
-        lambda: handlers.tensorboard_summary.write_final(tb_logger, history),
-    )
-    handlers.tensorboard_summary.attach_misclassified(
-        run.trainer, run.evaluators[TEST], run.test_batches, tb_logger, run.data.class_names
-    )
+            summary.add_graph(tb_logger, run.model, run.test_batches.normalize(run.data.test.images[:1].to(run.device)))
+    trainer.add_event_handler(Events.COMPLETED(event_filter=lambda engine, _: not engine.should_terminate),
+                              lambda: summary.write_final(tb_logger, history))
+    summary.attach_misclassified(trainer, run.evaluators[TEST], run.test_batches, tb_logger, run.data.class_names)
+    return Outputs(history, to_save, tb_logger)

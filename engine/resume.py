@@ -1,7 +1,6 @@
 """Finding, checking and loading what a run is resumed from."""
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 
@@ -87,22 +86,6 @@ def _completed_history(run_dir: str) -> bool:
         return read_history(run_dir).completed
     except UserError:
         return False
-
-
-class RunIdentity:
-    """The recipe, stored in every checkpoint so that loading one into another run is refused. A stored
-    configuration is compared in its recipe fields only (a checkpoint may hold the whole configuration)."""
-
-    def __init__(self, recipe: Recipe):
-        self.recipe = recipe
-
-    def state_dict(self) -> dict:
-        return dataclasses.asdict(self.recipe)
-
-    def load_state_dict(self, stored: dict) -> None:
-        difference = self.recipe.difference(stored, ignore=self.recipe.resumable())
-        if difference:
-            raise UserError(f"checkpoint belongs to a different run: {difference}")
 
 
 # A checkpoint that does not load, renamed aside by a resume that goes on from an older one: kept, never read again.

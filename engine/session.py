@@ -8,11 +8,9 @@ import os
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
+from ignite.engine import Events
 
 import handlers.checkpointing
-import handlers.tensorboard_logging
 from core.errors import DiskFull, UserError, disk_full
 from core.history_file import RUNNING, TEST_ACCURACY
 from core.numbers import percent
@@ -20,7 +18,8 @@ from core.recipe import Recipe, Setup
 from core.recipe_words import recipe_line
 from engine import build
 from engine.console import say, warn
-from engine.data.datasets import DATASETS, CifarData, load_cifar
+from engine.data.cifar_archive import DATASETS
+from engine.data.datasets import CifarData, hold_out, load_cifar
 from engine.outputs import attach_outputs
 from engine.devices import machine, machine_in_words, resolve_device
 from engine.precision import resolve_precision
@@ -67,8 +66,8 @@ def continuing_with(command: str, directory: str):
 
 
 def load_data(recipe: Recipe, setup: Setup) -> CifarData:
-    """Load (and if allowed, download) the recipe's dataset."""
-    return load_cifar(DATASETS[recipe.dataset], setup.data_dir, download=setup.download)
+    """Load (and if allowed, download) the recipe's dataset, its --val-split held out before anything sees it."""
+    return hold_out(load_cifar(DATASETS[recipe.dataset], setup.data_dir, download=setup.download), recipe.val_split)
 
 
 def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
@@ -97,20 +96,6 @@ def check_has_checkpoint(run_dir: str, resume: str) -> None:
     """Refuse a resume of a run directory that holds no checkpoint."""
     if not os.path.isfile(resume) and not has_checkpoint(run_dir):
         raise UserError(f"cannot resume: {run_dir} holds no checkpoint ({EPOCH_CHECKPOINT})")
-
-
-def restore_checkpoint(run: build.Run, outputs, state: dict) -> None:
-    """Load a checkpoint's state into the run's objects (the same `to_save` dict that writes it)."""
-    to_load = {key: obj for key, obj in outputs.to_save.items() if key != "epoch_loss"}
-    Checkpoint.load_objects(to_load=to_load, checkpoint=state)
-    if run.trainer.state.iteration % len(run.train_batches):
-        # Mid-epoch: the epoch-loss accumulator is reset on EPOCH_STARTED like every epoch; put the saved
-        # partial sums back right after that, once.
-        def restore(engine: Engine) -> None:
-            run.epoch_loss.load_state_dict(state["epoch_loss"])
-            engine.remove_event_handler(restore, Events.EPOCH_STARTED)
-
-        run.trainer.add_event_handler(Events.EPOCH_STARTED, restore)
 
 
 def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: str | None = None,
@@ -167,11 +152,7 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     """Attach the outputs, restore the checkpoint if any, train, and say how it ended; history.json's status says
     it too, on every way out."""
     recipe = run.recipe
-    outputs = attach_outputs(run, run_dir, purge_step=state["trainer"]["iteration"] + 1 if state else None)
-    if state is not None:
-        restore_checkpoint(run, outputs, state)
-        if idist.get_rank() == 0:
-            handlers.tensorboard_logging.complete_after_resume(outputs.tb_logger, run_dir, outputs.history)
+    outputs = attach_outputs(run, run_dir, state)
     resumed = (f" (resuming from {checkpoint}: {run.trainer.state.epoch} epochs done, at iteration "
                f"{run.trainer.state.iteration})" if checkpoint else "")
     say(f"Run directory: {run_dir}{resumed}")

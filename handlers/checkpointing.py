@@ -1,7 +1,9 @@
-"""Checkpoint at the end of every epoch with Ignite's `Checkpoint` + atomic `DiskSaver`."""
+"""Checkpoint at the end of every epoch with Ignite's `Checkpoint` + atomic `DiskSaver`; what a checkpoint is
+named, which exist, and loading one back into a run's objects."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -12,7 +14,8 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver
 
-from core.errors import no_space_left
+from core.errors import UserError, no_space_left
+from core.recipe import Recipe
 from core.history_file import temp_path
 from handlers.epoch_loss import EPOCH_LOSS
 
@@ -106,3 +109,32 @@ def save_interrupted(trainer: Engine, to_save: dict, run_dir: str) -> None:
         filename_pattern=FILENAME_PATTERN.format(kind=INTERRUPTED),
         global_step_transform=lambda engine, _: engine.state.iteration,
     )(trainer)
+
+
+class RunIdentity:
+    """The recipe, stored in every checkpoint so that loading one into another run is refused. A stored
+    configuration is compared in its recipe fields only (a checkpoint may hold the whole configuration)."""
+
+    def __init__(self, recipe: Recipe):
+        self.recipe = recipe
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self.recipe)
+
+    def load_state_dict(self, stored: dict) -> None:
+        difference = self.recipe.difference(stored, ignore=self.recipe.resumable())
+        if difference:
+            raise UserError(f"checkpoint belongs to a different run: {difference}")
+
+
+def restore(to_save: dict, state: dict, epoch_length: int) -> None:
+    """Load a checkpoint's `state` into the objects of `to_save`, the dict that wrote it. Mid-epoch, the epoch-loss
+    accumulator is reset on EPOCH_STARTED like every epoch; its saved partial sums are put back right after, once."""
+    Checkpoint.load_objects(to_load={key: obj for key, obj in to_save.items() if key != "epoch_loss"}, checkpoint=state)
+    trainer = to_save["trainer"]
+    if trainer.state.iteration % epoch_length:
+        def put_back(engine: Engine) -> None:
+            to_save["epoch_loss"].load_state_dict(state["epoch_loss"])
+            engine.remove_event_handler(put_back, Events.EPOCH_STARTED)
+
+        trainer.add_event_handler(Events.EPOCH_STARTED, put_back)

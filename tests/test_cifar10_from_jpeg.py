@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.data.datasets import DATASETS, load_cifar
+from engine.data.cifar_archive import DATASETS
+from engine.data.datasets import load_cifar
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 from cifar10_from_jpeg import CLASSES, convert  # noqa: E402

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data.datasets import DATASETS, download_and_extract, load_cifar
+from engine.data.cifar_archive import DATASETS
+from engine.data.datasets import download_and_extract, load_cifar
 from engine.data.loader import channel_stats
 from core.errors import DataError
 from synthetic_cifar import tar_gz_of, write_cifar10, write_cifar100

@@ -13,7 +13,8 @@ import run
 from core.history_file import best_epoch, chosen_by
 from core.recipe import Recipe, Setup
 from engine.build import build_run
-from engine.data.datasets import DATASETS, VAL_SPLIT_SEED, load_cifar
+from engine.data.cifar_archive import DATASETS
+from engine.data.datasets import VAL_SPLIT_SEED, hold_out, load_cifar
 from helpers import read_history
 from models import build_model
 
@@ -41,7 +42,7 @@ def test_the_held_out_images_are_class_balanced_and_never_reach_a_training_batch
     data_dir, written = cifar10_dir
     labels = written["train_y"]
     built = build_run(Recipe(dataset="cifar10", batch_size=32, val_split=23, train_eval=30), Setup(device="cpu"),
-                      load_cifar(DATASETS["cifar10"], data_dir))
+                      hold_out(load_cifar(DATASETS["cifar10"], data_dir), 23))
     data = built.data
     held = expected_positions(labels, 23)
     assert data.val_positions.tolist() == held

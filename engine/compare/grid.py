@@ -24,7 +24,6 @@ from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
 from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
 from engine.compare.report import Retester, check_comparable, write_report, write_study
 from engine.console import say
-from engine.data.datasets import hold_out
 from engine.devices import launched_by_torchrun
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
 from engine.run_lock import Dealer, hold, write_on_rank_0
@@ -54,7 +53,6 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
                else default_comparison_dir(setup.runs_root, recipe, nets))
     resuming = resume_dir is not None
     data = load_data(recipe, setup)  # one dataset for every member and re-test, checked before anything is written
-    hold_out(data, recipe.val_split)
     if setup.parallel == "members" and launched_by_torchrun():
         return train_dealt(plan, recipe, setup, data, resume_dir, default)
     with opened(plan, resume_dir, setup.output_dir, default) as directory:

@@ -9,7 +9,9 @@ Every field is then checked for type, length and range, so that a malformed file
 from __future__ import annotations
 
 import codecs
+import os
 import pickle
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,6 +19,62 @@ from core.errors import DataError
 from models.stats import IMAGE_SIZE
 
 IMAGE_BYTES = 3 * IMAGE_SIZE * IMAGE_SIZE
+
+
+@dataclass(frozen=True)
+class CifarSpec:
+    """Where an official CIFAR python archive lives and how its pickles are laid out."""
+
+    name: str
+    url: str
+    md5: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    label_key: str
+    names_key: str
+    num_classes: int
+    num_coarse: int = 0  # superclasses (CIFAR-100's 20), each fine class belonging to one
+    coarse_label_key: str | None = None
+    coarse_names_key: str | None = None
+
+    @property
+    def archive_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+DATASETS = {
+    "cifar10": CifarSpec(
+        name="cifar10",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        meta_file="batches.meta",
+        label_key="labels",
+        names_key="label_names",
+        num_classes=10,
+    ),
+    "cifar100": CifarSpec(
+        name="cifar100",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        meta_file="meta",
+        label_key="fine_labels",
+        names_key="fine_label_names",
+        num_classes=100,
+        num_coarse=20,
+        coarse_label_key="coarse_labels",
+        coarse_names_key="coarse_label_names",
+    ),
+}
+
+
 # (module, name) -> what the official archives use it for.
 NUMPY_GLOBALS = {
     ("numpy", "ndarray"): "array type",
@@ -146,3 +204,39 @@ def check_meta_counts(path: str, meta: dict) -> None:
             raise DataError(f"{path}: {key!r} must be a non-negative whole number, found {found}"[:300])
     if "num_vis" in meta and meta["num_vis"] != IMAGE_BYTES:
         raise DataError(f"{path}: 'num_vis' is {meta['num_vis']}, expected {IMAGE_BYTES}")
+
+
+@dataclass
+class Archive:
+    """What an unpacked archive holds: per split (images uint8 (N, 3072), labels, coarse labels or None) as numpy
+    arrays, and the class names."""
+
+    train: tuple[np.ndarray, np.ndarray, np.ndarray | None]
+    test: tuple[np.ndarray, np.ndarray, np.ndarray | None]
+    class_names: list[str]
+    coarse_class_names: list[str]
+
+
+def read_archive(root: str, spec: CifarSpec) -> Archive:
+    """Every file of the unpacked archive in `root` that `spec` lays out, each field checked."""
+    meta_path = os.path.join(root, spec.meta_file)
+    meta = read_dict(meta_path)
+    class_names = names(meta_path, meta, spec.names_key, spec.num_classes)
+    coarse_names = names(meta_path, meta, spec.coarse_names_key, spec.num_coarse) if spec.coarse_names_key else []
+    check_meta_counts(meta_path, meta)
+
+    def read_split(files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        parts = []
+        for name in files:
+            path = os.path.join(root, name)
+            batch = read_dict(path)
+            data = images(path, batch)
+            n = len(data)
+            fine = labels(path, batch, spec.label_key, spec.num_classes, n)
+            coarse = labels(path, batch, spec.coarse_label_key, spec.num_coarse, n) if spec.coarse_label_key else None
+            parts.append((data, fine, coarse))
+            check_optional_fields(path, batch, n)
+        coarse = np.concatenate([p[2] for p in parts]) if spec.coarse_label_key else None
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), coarse
+
+    return Archive(read_split(spec.train_files), read_split(spec.test_files), class_names, coarse_names)

@@ -18,61 +18,8 @@ import torch
 
 from core.errors import DataError
 from engine.data import cifar_archive
+from engine.data.cifar_archive import CifarSpec
 from models.stats import IMAGE_SIZE
-
-
-@dataclass(frozen=True)
-class CifarSpec:
-    """Where an official CIFAR python archive lives and how its pickles are laid out."""
-
-    name: str
-    url: str
-    md5: str
-    folder: str
-    train_files: tuple[str, ...]
-    test_files: tuple[str, ...]
-    meta_file: str
-    label_key: str
-    names_key: str
-    num_classes: int
-    num_coarse: int = 0  # superclasses (CIFAR-100's 20), each fine class belonging to one
-    coarse_label_key: str | None = None
-    coarse_names_key: str | None = None
-
-    @property
-    def archive_name(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
-
-
-DATASETS = {
-    "cifar10": CifarSpec(
-        name="cifar10",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        folder="cifar-10-batches-py",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_files=("test_batch",),
-        meta_file="batches.meta",
-        label_key="labels",
-        names_key="label_names",
-        num_classes=10,
-    ),
-    "cifar100": CifarSpec(
-        name="cifar100",
-        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85",
-        folder="cifar-100-python",
-        train_files=("train",),
-        test_files=("test",),
-        meta_file="meta",
-        label_key="fine_labels",
-        names_key="fine_label_names",
-        num_classes=100,
-        num_coarse=20,
-        coarse_label_key="coarse_labels",
-        coarse_names_key="coarse_label_names",
-    ),
-}
 
 
 @dataclass
@@ -111,26 +58,6 @@ class CifarData:
         return self.spec.num_coarse
 
 
-def _read_batch(path: str, spec: CifarSpec, num_coarse: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    batch = cifar_archive.read_dict(path)
-    data = cifar_archive.images(path, batch)
-    n = len(data)
-    labels = cifar_archive.labels(path, batch, spec.label_key, spec.num_classes, n)
-    coarse = None
-    if spec.coarse_label_key:
-        coarse = cifar_archive.labels(path, batch, spec.coarse_label_key, num_coarse, n)
-    cifar_archive.check_optional_fields(path, batch, n)
-    return data, labels, coarse
-
-
-def _read_split(root: str, files: tuple[str, ...], spec: CifarSpec, num_coarse: int) -> Split:
-    parts = [_read_batch(os.path.join(root, name), spec, num_coarse) for name in files]
-    images = torch.from_numpy(np.concatenate([p[0] for p in parts])).view(-1, 3, IMAGE_SIZE, IMAGE_SIZE)
-    labels = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    coarse = torch.from_numpy(np.concatenate([p[2] for p in parts])) if spec.coarse_label_key else None
-    return Split(images, labels, coarse)
-
-
 def load_cifar(spec: CifarSpec, data_dir: str, download: bool = True) -> CifarData:
     """Load `spec` from `data_dir/<spec.folder>/`, downloading the official archive first if it is absent."""
     root = os.path.join(data_dir, spec.folder)
@@ -141,15 +68,13 @@ def load_cifar(spec: CifarSpec, data_dir: str, download: bool = True) -> CifarDa
                 f"archive); download {spec.url} and unpack it into {os.path.abspath(data_dir)}/, or drop --no-download"
             )
         download_and_extract(spec, data_dir)
-    num_coarse = spec.num_coarse
-    meta_path = os.path.join(root, spec.meta_file)
-    meta = cifar_archive.read_dict(meta_path)
-    class_names = cifar_archive.names(meta_path, meta, spec.names_key, spec.num_classes)
-    coarse_names = cifar_archive.names(meta_path, meta, spec.coarse_names_key, num_coarse) if spec.coarse_names_key else []
-    cifar_archive.check_meta_counts(meta_path, meta)
-    train = _read_split(root, spec.train_files, spec, num_coarse)
-    test = _read_split(root, spec.test_files, spec, num_coarse)
-    return CifarData(spec, train, test, class_names, coarse_names)
+    archive = cifar_archive.read_archive(root, spec)
+
+    def split(images: np.ndarray, labels: np.ndarray, coarse: np.ndarray | None) -> Split:
+        return Split(torch.from_numpy(images).view(-1, 3, IMAGE_SIZE, IMAGE_SIZE), torch.from_numpy(labels),
+                     None if coarse is None else torch.from_numpy(coarse))
+
+    return CifarData(spec, split(*archive.train), split(*archive.test), archive.class_names, archive.coarse_class_names)
 
 
 # The generator that picks the validation images: fixed, so that every seed and every net of a comparison or study,
