@@ -20,7 +20,7 @@ import handlers.lr_schedule
 from core.errors import UserError
 from core.history_file import EMA, FLIP, TEST, TRAIN_EVAL, VAL, metric
 from core.recipe import Recipe, Setup
-from engine.data.datasets import CifarData
+from engine.data.datasets import CifarData, Split
 from engine.data.loader import DeviceBatches, channel_stats, train_eval_indices
 from engine.devices import resolve_device
 from engine.precision import Precision, resolve_precision
@@ -75,27 +75,6 @@ def fine_to_coarse_map(data: CifarData) -> torch.Tensor | None:
         if split is not None:
             lookup[split.labels] = split.coarse_labels
     return lookup
-
-
-def test_batches(data: CifarData, device: torch.device, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
-                 **shard) -> DeviceBatches:
-    """The test set as a run's test pass sees it: on the device, normalised by the training images' statistics
-    (`shard`: this process's part under torchrun, and the memory format)."""
-    return DeviceBatches(data.test.images.to(device), data.test.labels.to(device), batch_size, mean, std, **shard)
-
-
-def test_metrics(data: CifarData, device: torch.device) -> dict:
-    """The test pass's metrics: top-1, top-5, loss, and on CIFAR-100 the superclass accuracy."""
-    return handlers.evaluation.classification_metrics(device, fine_to_coarse_map(data), data.num_coarse)
-
-
-def weight_average(trainer: Engine, model: torch.nn.Module, decay: float) -> torch.nn.Module:
-    """`--ema DECAY`: Ignite's EMAHandler averages `model`'s weights after every optimizer step, ema = decay * ema +
-    (1 - decay) * weights, BatchNorm statistics included; returns the averaged copy (in eval mode: the checkpoint
-    saves it, an evaluator tests it)."""
-    handler = EMAHandler(model, momentum=1.0 - decay, handle_buffers="update")  # Ignite's momentum: the new value's weight
-    handler.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
-    return handler.ema_model
 
 
 def uses_channels_last(device: torch.device) -> bool:
@@ -158,7 +137,6 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     device = resolve_device(setup.device)
     precision = resolve_precision(setup.amp, device, setup.deterministic)
     configure_torch(recipe, setup, device, precision)
-    channels_last = uses_channels_last(device)
     model = model_on(device, recipe, data.num_classes)
     network = model
     if world_size > 1:
@@ -168,28 +146,31 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     optimizer = idist.auto_optim(create_optimizer(recipe, model))
     if setup.compile:
         network = torch.compile(network)  # `model` stays the original module: it is what checkpoints hold
+    fine_to_coarse = fine_to_coarse_map(data)
 
     mean, std = channel_stats(data.train.images)
-    shard = {"channels_last": channels_last, "rank": rank, "world_size": world_size}
-    train_batches = DeviceBatches(data.train.images.to(device), data.train.labels.to(device), recipe.batch_size,
-                                  mean, std, shuffle=True, seed=recipe.seed, augment=recipe.augment,
-                                  crop_padding=recipe.crop_padding, **shard)
-    eval_batches = {TEST: test_batches(data, device, recipe.batch_size, mean, std, **shard)}
-    metrics = {TEST: test_metrics(data, device)}
+    common = {"device": device, "batch_size": recipe.batch_size, "mean": mean, "std": std,
+              "channels_last": uses_channels_last(device), "rank": rank, "world_size": world_size}
+    train_batches = DeviceBatches.of_split(data.train, shuffle=True, seed=recipe.seed, augment=recipe.augment,
+                                  crop_padding=recipe.crop_padding, **common)
+    eval_batches = {TEST: DeviceBatches.of_split(data.test, **common)}
     if data.val is not None:  # the held-out training images, tested like the test set
-        eval_batches[VAL] = DeviceBatches(data.val.images.to(device), data.val.labels.to(device), recipe.batch_size,
-                                          mean, std, **shard)
-        metrics[VAL] = test_metrics(data, device)
+        eval_batches[VAL] = DeviceBatches.of_split(data.val, **common)
     if recipe.train_eval > 0:
-        index = train_eval_indices(len(data.train), recipe.train_eval, recipe.seed).to(device)
-        eval_batches[TRAIN_EVAL] = DeviceBatches(train_batches.images[index], train_batches.labels[index],
-                                                 recipe.batch_size, mean, std, **shard)
-        metrics[TRAIN_EVAL] = handlers.evaluation.classification_metrics(device)
+        index = train_eval_indices(len(data.train), recipe.train_eval, recipe.seed)
+        eval_batches[TRAIN_EVAL] = DeviceBatches.of_split(Split(data.train.images[index], data.train.labels[index]), **common)
     loss_scaling = LossScaling(device) if precision.loss_scaling else None
     trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing,
                              loss_scaling=loss_scaling)
     lr_schedule = handlers.lr_schedule.attach(trainer, recipe, optimizer, len(train_batches))
-    ema_model = weight_average(trainer, model, recipe.ema) if recipe.ema else None
+    ema_model = None
+    if recipe.ema:
+        # Ignite's EMAHandler averages the weights after every optimizer step, ema = decay * ema + (1 - decay) *
+        # weights, BatchNorm statistics included (its momentum is the new value's weight); the averaged copy stays
+        # in eval mode: the checkpoint saves it, an evaluator tests it.
+        ema = EMAHandler(model, momentum=1.0 - recipe.ema, handle_buffers="update")
+        ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
+        ema_model = ema.ema_model
 
     # The test (and validation) set again: through the averaged weights, and with each image's mirror.
     variants = {EMA: ema_model} if ema_model is not None else {}
@@ -197,17 +178,17 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
         variants[FLIP] = network
     elif recipe.tta not in TTA_MODES:
         raise ValueError(f"unknown test-time augmentation {recipe.tta!r}; choose one of {TTA_MODES}")
-    again = {}
+    tested = {split: network for split in eval_batches}
     for variant, variant_model in variants.items():
         for base in [split for split in (TEST, VAL) if split in eval_batches]:
-            again[metric(base, variant)] = variant_model
+            tested[metric(base, variant)] = variant_model
             eval_batches[metric(base, variant)] = eval_batches[base]
-            metrics[metric(base, variant)] = handlers.evaluation.classification_metrics(device)
     evaluators = {}
-    for split, split_metrics in metrics.items():
-        evaluators[split] = create_evaluator(again.get(split, network), device, precision,
-                                             flip=split.endswith("_" + FLIP))
-        handlers.evaluation.attach_metrics(evaluators[split], split_metrics)
+    for split, split_model in tested.items():
+        evaluators[split] = create_evaluator(split_model, device, precision, flip=split.endswith("_" + FLIP))
+        by_class = fine_to_coarse if split in (TEST, VAL) else None  # the superclass accuracy of CIFAR-100
+        handlers.evaluation.attach_metrics(evaluators[split], handlers.evaluation.classification_metrics(
+            device, by_class, data.num_coarse))
 
     # Ignite's engine logger would add its own "terminating due to exception" line to our one-line errors;
     # real failures still raise with a traceback.

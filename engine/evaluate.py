@@ -21,9 +21,10 @@ from core.figures import pyplot, save
 from core.history_file import ACCURACY, EPOCH, TEST, RunHistory, metric, read_history, write_json
 from core.numbers import percent
 from core.recipe import Setup
-from engine.build import fine_to_coarse_map, model_on, test_batches, test_metrics, uses_channels_last
+from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say, warn
 from engine.data.datasets import CifarData
+from engine.data.loader import DeviceBatches
 from engine.devices import resolve_device
 from engine.precision import Precision, recorded_precision
 from engine.resume import load_checkpoint, load_newest_checkpoint
@@ -117,10 +118,11 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
         raise UserError(f"cannot evaluate {checkpoint}: its weights do not fit {recipe.arch} ({str(exc).splitlines()[0]})") from None
     normalization = history.normalization  # what the model was trained with, whatever --data-dir holds
     mean, std = (torch.tensor(normalization[key], dtype=torch.float64) for key in ("mean", "std"))
-    batches = test_batches(data, device, recipe.batch_size, mean, std, channels_last=uses_channels_last(device))
+    batches = DeviceBatches.of_split(data.test, device, recipe.batch_size, mean, std, channels_last=uses_channels_last(device))
     evaluator = create_evaluator(model, device, precision)
     if with_metrics:
-        handlers.evaluation.attach_metrics(evaluator, test_metrics(data, device))
+        handlers.evaluation.attach_metrics(evaluator, handlers.evaluation.classification_metrics(
+            device, fine_to_coarse_map(data), data.num_coarse))
     predictions, labels = [], []
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: (
         predictions.append(engine.state.output["y_pred"].argmax(dim=1).cpu()), labels.append(engine.state.output["y"].cpu())))

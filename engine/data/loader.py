@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from engine.data.datasets import Split
+
 
 def epoch_generator(seed: int, epoch: int, batch: int | None = None) -> torch.Generator:
     """A CPU generator whose state depends only on (seed, epoch[, batch]), so the data order of any epoch and
@@ -74,6 +76,12 @@ class DeviceBatches:
         # global batch: each sample is used exactly once per epoch across all processes.
         self.rank = rank
         self.world_size = world_size
+
+    @classmethod
+    def of_split(cls, split: Split, device: torch.device, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+                 **options) -> DeviceBatches:
+        """`split`'s images and labels moved to `device`, normalised by `mean` and `std` (the training images')."""
+        return cls(split.images.to(device), split.labels.to(device), batch_size, mean, std, **options)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the data order (and augmentation draws) of `epoch`; begin at batch `start_batch`."""
