@@ -37,16 +37,16 @@ from models import user_nets
 MOST_CONFUSED_SHOWN = 10
 
 
-def resolve_target(target: str) -> tuple[str, str]:
-    """A run directory (its newest epoch checkpoint) or a checkpoint file -> (run directory, checkpoint)."""
+def resolve_target(target: str) -> tuple[str, str | None]:
+    """A checkpoint file -> (its run directory, the file); a run directory -> (it, None: the newest of its epoch
+    checkpoints that loads is re-tested)."""
     if os.path.isfile(target):
         return run_dir_of(target), target
     if not os.path.isdir(target):
         raise UserError(f"cannot evaluate: {target} is neither a run directory nor a checkpoint file")
-    epochs = epoch_checkpoints(target)
-    if not epochs:
+    if not epoch_checkpoints(target):
         raise UserError(f"cannot evaluate: {target} holds no {EPOCH_CHECKPOINT}")
-    return target, epochs[max(epochs)]
+    return target, None
 
 
 def confusion(true: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
@@ -107,7 +107,7 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
     precision = recorded_precision(history.amp_dtype)
-    if os.path.isdir(target):  # the newest epoch checkpoint that loads (a damaged newer one is skipped, and said)
+    if checkpoint is None:  # the newest epoch checkpoint that loads (a damaged newer one is skipped, and said)
         checkpoint, state = load_newest_checkpoint(run_dir, 1, device, keep_aside=False, kind=handlers.checkpointing.EPOCH)
     else:
         state = load_checkpoint(checkpoint, device)
