@@ -1,5 +1,6 @@
 """How numbers are written for people (reports, the console, TensorBoard text): a fraction as a percentage or as
-percentage points, a loss to four decimals, multiply-accumulates in millions; a record's number, and one across
+percentage points, a loss to four decimals, a share or a probability to two,
+multiply-accumulates in millions; a record's number, and one across
 seeds, as a table cell."""
 from __future__ import annotations
 
@@ -19,6 +20,16 @@ def points(fraction: float, digits: int = 2, signed: bool = False) -> str:
 def loss(value: float) -> str:
     """A cross-entropy as reports and the console write it: 0.40693 -> "0.4069"."""
     return f"{value:.4f}"
+
+
+def ratio(value: float) -> str:
+    """A share or a probability, to two decimals: 0.4567 -> "0.46"."""
+    return f"{value:.2f}"
+
+
+def exact(value: float) -> str:
+    """A metric to six decimals, where a re-test is compared with what was recorded: 0.7543 -> "0.754300"."""
+    return f"{value:.6f}"
 
 
 def millions(count: float, digits: int = 1) -> str:

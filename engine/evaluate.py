@@ -19,7 +19,7 @@ import handlers.evaluation
 from core.errors import UserError
 from core.figures import pyplot, save
 from core.history_file import ACCURACY, EPOCH, TEST, RunHistory, metric, read_history, write_json
-from core.numbers import percent
+from core.numbers import exact, percent
 from core.recipe import Setup
 from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say, warn
@@ -35,6 +35,7 @@ from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
 from models import user_nets
 
 MOST_CONFUSED_SHOWN = 10
+EVALUATION_JSON, EVALUATION_MARKDOWN, CONFUSION_FIGURE = "evaluation.json", "evaluation.md", "confusion.png"
 
 
 def resolve_target(target: str) -> tuple[str, str | None]:
@@ -159,10 +160,10 @@ def evaluate(target: str, setup: Setup) -> str:
     folder = create_run_dir(setup.output_dir or os.path.join(tested.run_dir, f"evaluation-{stem}"),
                             numbered=setup.output_dir is None)
     recipe = tested.history.recipe
-    write_json(os.path.join(folder, "evaluation.json"), result)
-    with open(os.path.join(folder, "evaluation.md"), "w") as f:
+    write_json(os.path.join(folder, EVALUATION_JSON), result)
+    with open(os.path.join(folder, EVALUATION_MARKDOWN), "w") as f:
         f.write(render_evaluation(result, recipe.dataset))
-    plot_confusion(matrix, names, os.path.join(folder, "confusion.png"),
+    plot_confusion(matrix, names, os.path.join(folder, CONFUSION_FIGURE),
                    f"{recipe.dataset} {recipe.arch}, epoch {tested.epoch}: "
                    f"{'superclass' if lookup is not None else 'class'} confusion")
     say(f"Test accuracy {percent(metrics[metric(TEST, ACCURACY)])} (epoch {tested.epoch} of {tested.run_dir}); "
@@ -175,7 +176,7 @@ def render_evaluation(result: dict, dataset: str) -> str:
              "| metric | now | recorded in history.json |", "| --- | ---: | ---: |"]
     recorded = result["recorded_in_history"] or {}
     for key, value in result["metrics"].items():
-        lines.append(f"| {key} | {value:.6f} | {recorded[key]:.6f} |" if key in recorded else f"| {key} | {value:.6f} | - |")
+        lines.append(f"| {key} | {exact(value)} | {exact(recorded[key]) if key in recorded else '-'} |")
     lines += ["", "## Per-class accuracy (worst first)", "", "| class | accuracy | images |", "| --- | ---: | ---: |"]
     lines += [f"| {row['class']} | {percent(row['accuracy'], 1)} | {row['images']} |" for row in result["per_class_accuracy"]
               if row["accuracy"] is not None]
@@ -186,7 +187,7 @@ def render_evaluation(result: dict, dataset: str) -> str:
                   for row in result["per_superclass_accuracy"] if row["accuracy"] is not None]
     lines += ["", "## Most confused (true -> predicted)", "", "| true | predicted as | images |", "| --- | --- | ---: |"]
     lines += [f"| {row['true']} | {row['predicted']} | {row['images']} |" for row in result["most_confused"]]
-    lines += ["", "![confusion](confusion.png)", ""]
+    lines += ["", f"![confusion]({CONFUSION_FIGURE})", ""]
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ How both explanations of a gain look in report.md and study.md: the ablation's s
 from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
-from core.numbers import millions, percent, points
+from core.numbers import millions, percent, points, ratio
 from core.stats import CONFIDENCE, interval
 from engine.compare.verdict import WINDOW, fitting_window, seed_window_means
 from models import field_words, model_facts
@@ -167,7 +167,7 @@ def ablation_summary(row: dict) -> str:
     text = (f"{row['variant']} - {row['reference']}: differs in {', '.join(row['differs_in']) or 'nothing measured'}; "
             f"train-eval {points(row['train_eval_accuracy']['mean'], signed=True)} pts {_interval(row['train_eval_accuracy'])}")
     if "share" in row:
-        text += f", {row['share']['words']} (share {row['share']['mean']:.2f})"
+        text += f", {row['share']['words']} (share {ratio(row['share']['mean'])})"
     return text
 
 
@@ -200,13 +200,13 @@ def ablation_lines(study: dict) -> list[str]:
     for row in ablation["contrasts"]:
         train_eval, test, better = row["train_eval_accuracy"], row["test_accuracy"], row["p_better"]
         share = row.get("share")
-        share_cell = (f"{share['mean']:.2f} [{share['ci_low']:.2f}, {share['ci_high']:.2f}]: {share['words']}"
+        share_cell = (f"{ratio(share['mean'])} [{ratio(share['ci_low'])}, {ratio(share['ci_high'])}]: {share['words']}"
                       if share else "-")
         lines.append(f"| {row['variant']} - {row['reference']} | {', '.join(row['differs_in']) or '-'} | "
                      f"{', '.join(row['held_equal']) or '-'} | {', '.join(points(v, signed=True) for v in train_eval['values'])} | "
                      f"{points(train_eval['mean'], signed=True)} {_interval(train_eval)} | {share_cell} | "
                      f"{points(test['mean'], signed=True)} {_interval(test)} | {better['wins']} of {better['seeds']} = "
-                     f"{better['probability']:.2f} [{better['ci_low']:.2f}, {better['ci_high']:.2f}] |")
+                     f"{ratio(better['probability'])} [{ratio(better['ci_low'])}, {ratio(better['ci_high'])}] |")
     lines += ["", "### The attribution rule", "", "```", ablation["rule"], "```"]
     return lines
 
