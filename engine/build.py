@@ -152,13 +152,14 @@ def build_run(recipe: Recipe, setup: Setup, data: CifarData) -> Run:
     common = {"device": device, "batch_size": recipe.batch_size, "mean": mean, "std": std,
               "channels_last": uses_channels_last(device), "rank": rank, "world_size": world_size}
     train_batches = DeviceBatches.of_split(data.train, shuffle=True, seed=recipe.seed, augment=recipe.augment,
-                                  crop_padding=recipe.crop_padding, **common)
+                                           crop_padding=recipe.crop_padding, **common)
     eval_batches = {TEST: DeviceBatches.of_split(data.test, **common)}
     if data.val is not None:  # the held-out training images, tested like the test set
         eval_batches[VAL] = DeviceBatches.of_split(data.val, **common)
     if recipe.train_eval > 0:
-        index = train_eval_indices(len(data.train), recipe.train_eval, recipe.seed)
-        eval_batches[TRAIN_EVAL] = DeviceBatches.of_split(Split(data.train.images[index], data.train.labels[index]), **common)
+        index = train_eval_indices(len(data.train), recipe.train_eval, recipe.seed)  # the same for every net
+        eval_batches[TRAIN_EVAL] = DeviceBatches.of_split(Split(data.train.images[index], data.train.labels[index]),
+                                                          **common)
     loss_scaling = LossScaling(device) if precision.loss_scaling else None
     trainer = create_trainer(network, optimizer, device, precision, label_smoothing=recipe.label_smoothing,
                              loss_scaling=loss_scaling)
