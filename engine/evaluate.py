@@ -104,7 +104,8 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     changed = user_nets.change(history.network)
     if changed:  # the checkpoint's load below still checks every parameter's name and shape
         warn(f"warning: {run_dir}: {changed}; re-testing with the file as it is now")
-    data = data or load_data(recipe, setup)
+    # A re-test reads the test images alone, so nothing is held out of the training set.
+    data = data or load_data(dataclasses.replace(recipe, val_split=0), setup)
     device = resolve_device(setup.device)
     # The run's own precision, so that the numbers are the run's (a forced --amp on a slow CPU is only slow).
     precision = recorded_precision(history.amp_dtype)

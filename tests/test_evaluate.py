@@ -7,6 +7,7 @@ import pytest
 
 import run
 from helpers import cli, independent_eval, read_history
+from synthetic_cifar import write_cifar10
 
 
 def evaluate(target, *args):
@@ -66,3 +67,17 @@ def test_cifar100_evaluation_has_a_20_by_20_superclass_confusion(cifar100_dir, t
 def test_evaluate_something_that_is_not_a_run(tmp_path, capsys):
     assert evaluate(tmp_path) == 1
     assert capsys.readouterr().err == f"error: cannot evaluate: {tmp_path} holds no checkpoint_<epoch>.pt\n"
+
+
+def test_a_run_with_a_validation_split_re_tests_on_a_copy_too_small_to_hold_it_out(cifar10_dir, tmp_path):
+    """A re-test reads the test images alone: --val-split, which the run held out of its training set, asks nothing
+    of the data folder it is re-tested on (here one whose training set is smaller than the split)."""
+    data_dir, _written = cifar10_dir
+    run_dir = tmp_path / "run"
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "32",
+               "--val-split", "30", "--output-dir", str(run_dir)) == 0
+    small = tmp_path / "small"
+    write_cifar10(str(small), per_batch=4, n_test=40)
+    assert evaluate(run_dir, "--data-dir", str(small), "--output-dir", str(tmp_path / "evaluation")) == 0
+    result = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert result["epoch"] == 1 and sum(map(sum, result["confusion"])) == 40
