@@ -111,7 +111,8 @@ def attach_outputs(run: Run, run_dir: str, state: dict | None = None) -> Outputs
         history.save()
     # "identity" first: a checkpoint of another run is refused before any weights are loaded.
     to_save = {"identity": handlers.checkpointing.RunIdentity(run.recipe), "model": run.model, "optimizer": run.optimizer,
-               "trainer": trainer, "history": history, "epoch_loss": run.epoch_loss}
+               "trainer": trainer, "history": history,
+               handlers.checkpointing.EPOCH_LOSS_KEY: run.epoch_loss}
     # The schedule's position and the averaged weights: a resume continues both exactly.
     if run.lr_schedule is not None:
         to_save["lr_schedule"] = run.lr_schedule

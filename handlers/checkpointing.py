@@ -26,6 +26,7 @@ EXTENSION = "pt"  # the one Ignite's Checkpoint gives torch.save's files
 FILENAME_PATTERN = "{kind}_{{global_step}}.{{ext}}"
 CHECKPOINT_NAME = re.compile(rf"({EPOCH}|{INTERRUPTED})_(\d+)\.{EXTENSION}")
 EPOCH_CHECKPOINT = FILENAME_PATTERN.format(kind=EPOCH).format(global_step="<epoch>", ext=EXTENSION)  # for messages
+EPOCH_LOSS_KEY = "epoch_loss"  # the key under which a checkpoint keeps the epoch-loss accumulator's partial sums
 
 
 def checkpoints(run_dir: str, kind: str | None = None) -> list[tuple[str, int, str]]:
@@ -130,11 +131,11 @@ class RunIdentity:
 def restore(to_save: dict, state: dict, epoch_length: int) -> None:
     """Load a checkpoint's `state` into the objects of `to_save`, the dict that wrote it. Mid-epoch, the epoch-loss
     accumulator is reset on EPOCH_STARTED like every epoch; its saved partial sums are put back right after, once."""
-    Checkpoint.load_objects(to_load={key: obj for key, obj in to_save.items() if key != "epoch_loss"}, checkpoint=state)
+    Checkpoint.load_objects(to_load={key: obj for key, obj in to_save.items() if key != EPOCH_LOSS_KEY}, checkpoint=state)
     trainer = to_save["trainer"]
     if trainer.state.iteration % epoch_length:
         def put_back(engine: Engine) -> None:
-            to_save["epoch_loss"].load_state_dict(state["epoch_loss"])
+            to_save[EPOCH_LOSS_KEY].load_state_dict(state[EPOCH_LOSS_KEY])
             engine.remove_event_handler(put_back, Events.EPOCH_STARTED)
 
         trainer.add_event_handler(Events.EPOCH_STARTED, put_back)
