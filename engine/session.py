@@ -153,7 +153,8 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     it too, on every way out."""
     recipe = run.recipe
     outputs = attach_outputs(run, run_dir, state)
-    resumed = (f" (resuming from {checkpoint}: {run.trainer.state.epoch} epochs done, at iteration "
+    done = run.trainer.state.epoch
+    resumed = (f" (resuming from {checkpoint}: {done} epoch{'' if done == 1 else 's'} done, at iteration "
                f"{run.trainer.state.iteration})" if checkpoint else "")
     say(f"Run directory: {run_dir}{resumed}")
 

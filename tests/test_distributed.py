@@ -96,7 +96,7 @@ def test_processes_agree_on_a_stop_every_log_every_iterations_and_it_resumes_exa
         assert any(event == "EPOCH_COMPLETED" and iteration == 4 for iteration, event, _ in noted)
     resumed = torchrun(*args, "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from {run_dir / 'interrupted_6.pt'}: 1 epochs done, at iteration 6)" in resumed.stdout
+    assert f"resuming from {run_dir / 'interrupted_6.pt'}: 1 epoch done, at iteration 6)" in resumed.stdout
     assert resumed.stdout.count("Epoch   2/2") == 1 and "Epoch   1/2" not in resumed.stdout
     reference = read_history(str(root / "runs" / "run"))["epochs"]
     timeless = [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"} for e in reference]

@@ -35,7 +35,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
     assert resumed.returncode == 0, resumed.stderr
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
-    assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epochs done, at iteration 4)" in resumed.stdout
+    assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epoch done, at iteration 4)" in resumed.stdout
     assert "Epoch   1/3" not in resumed.stdout and "Epoch   2/3" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
 
@@ -61,7 +61,7 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
     epoch_2 = read_history(str(run_dir))["epochs"][1]
     assert epoch_2["train_seconds"] > saved["partial_train_seconds"]  # the whole epoch, across the interruption
     assert epoch_2["images_per_s"] == pytest.approx(100 / epoch_2["train_seconds"])
-    assert f"resuming from {run_dir / f'interrupted_{iteration}.pt'}: 1 epochs done, at iteration {iteration})" in resumed.stdout
+    assert f"resuming from {run_dir / f'interrupted_{iteration}.pt'}: 1 epoch done, at iteration {iteration})" in resumed.stdout
     assert_same_as_reference(run_dir, reference_dir)
     assert not os.path.exists(run_dir / f"interrupted_{iteration}.pt")  # superseded by later epoch checkpoints
 
