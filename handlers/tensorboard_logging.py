@@ -44,8 +44,9 @@ def write_epoch(logger: TensorboardLogger, record: dict) -> None:
 
 
 def logged_epochs(log_dir: str) -> set[int]:
-    """Epochs whose points are already in the event files of `log_dir`."""
-    events = EventAccumulator(log_dir, size_guidance={"scalars": 0})
+    """Epochs whose points are already in the event files of `log_dir`. (Not purging what a resume's `purge_step`
+    hides keeps the reader from warning of a "TensorFlow restart" on the console; it hides iterations, never epochs.)"""
+    events = EventAccumulator(log_dir, size_guidance={"scalars": 0}, purge_orphaned_data=False)
     events.Reload()
     return {event.step for event in events.Scalars(EPOCH_TAG)} if EPOCH_TAG in events.Tags()["scalars"] else set()
 

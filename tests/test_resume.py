@@ -24,7 +24,7 @@ from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, devic
      "kill-evaluation:3",  # during epoch 2's test pass
      "kill-checkpoint:2"],  # half-way through writing checkpoint_2.pt
 )
-def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference, tmp_path, fault):
+def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference, tmp_path, fault, caplog):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
     killed = run_cli(train_args(data_dir, run_dir), fault)
@@ -37,6 +37,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epoch done, at iteration 4)" in resumed.stdout
     assert "Epoch   1/3" not in resumed.stdout and "Epoch   2/3" in resumed.stdout
+    assert not [record.getMessage() for record in caplog.records if record.name.startswith("tensorboard")]
     assert_same_as_reference(run_dir, reference_dir)
 
 
