@@ -48,7 +48,6 @@ def metric(split: str, name: str) -> str:
 
 
 TEST_ACCURACY, TEST_TOP5, TEST_LOSS = metric(TEST, ACCURACY), metric(TEST, TOP5), metric(TEST, LOSS)
-TEST_SUPERCLASS_ACCURACY = metric(TEST, SUPERCLASS_ACCURACY)
 TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS = metric(TRAIN_EVAL, ACCURACY), metric(TRAIN_EVAL, LOSS)
 VAL_ACCURACY, VAL_LOSS = metric(VAL, ACCURACY), metric(VAL, LOSS)
 GAP_ACCURACY, GAP_LOSS = "gap_accuracy", "gap_loss"
