@@ -1,7 +1,7 @@
 """How numbers are written for people (reports, the console, TensorBoard text): a fraction as a percentage or as
 percentage points, a loss to four decimals, a share or a probability to two,
-multiply-accumulates in millions; a record's number, and one across
-seeds, as a table cell."""
+multiply-accumulates in millions; a count with its noun; a record's number, and one across seeds, as a table
+cell."""
 from __future__ import annotations
 
 from core.history_file import is_loss
@@ -35,6 +35,11 @@ def exact(value: float) -> str:
 def millions(count: float, digits: int = 1) -> str:
     """A count of multiply-accumulates in millions: 40_370_176 -> "40.4 M" (digits=0: "40 M")."""
     return f"{count / 1e6:.{digits}f} M"
+
+
+def counted(count: int, noun: str) -> str:
+    """A count with its noun, singular for one: (1, "epoch") -> "1 epoch", (3, "epoch") -> "3 epochs"."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def number(key: str, value: float | None) -> str:

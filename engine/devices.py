@@ -10,6 +10,7 @@ import torch
 
 from core.errors import UserError
 from core.history_file import DEVICE_MODEL, THREADS
+from core.numbers import counted
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -94,5 +95,4 @@ def machine(device: torch.device) -> dict:
 
 def machine_in_words(facts: dict) -> str:
     """'AMD EPYC, 2 threads'."""
-    threads = facts[THREADS]
-    return f"{facts[DEVICE_MODEL]}, {threads} thread{'s' if threads != 1 else ''}"
+    return f"{facts[DEVICE_MODEL]}, {counted(facts[THREADS], 'thread')}"

@@ -11,6 +11,7 @@ from core.errors import UserError
 from core.history_file import (COMPLETED, CONFIG, EPOCHS, EPOCHS_TRAINED, FINAL, HISTORY_FILE, STATUS, RunHistory,
                                VAL_IMAGES, read_history, write_json)
 from core.history_file import EPOCH as RECORD_EPOCH  # handlers.checkpointing's EPOCH is a checkpoint's kind
+from core.numbers import counted
 from core.recipe import Recipe
 from engine.console import say
 from engine.data.datasets import positions_hash
@@ -196,7 +197,7 @@ def restore_history(run_dir: str) -> None:
     write_json(path, data)
     epochs = len(data[EPOCHS])
     say(f"note: {path} was {problem}; rebuilt it from {os.path.basename(checkpoint)} "
-        f"({epochs} epoch{'s' if epochs != 1 else ''}){kept}")
+        f"({counted(epochs, 'epoch')}){kept}")
 
 
 def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:

@@ -13,7 +13,7 @@ from ignite.engine import Events
 import handlers.checkpointing
 from core.errors import DiskFull, UserError, disk_full
 from core.history_file import RUNNING, TEST_ACCURACY
-from core.numbers import percent
+from core.numbers import counted, percent
 from core.recipe import Recipe, Setup
 from core.recipe_words import recipe_line
 from engine import build
@@ -154,7 +154,7 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
     recipe = run.recipe
     outputs = attach_outputs(run, run_dir, state)
     done = run.trainer.state.epoch
-    resumed = (f" (resuming from {checkpoint}: {done} epoch{'' if done == 1 else 's'} done, at iteration "
+    resumed = (f" (resuming from {checkpoint}: {counted(done, 'epoch')} done, at iteration "
                f"{run.trainer.state.iteration})" if checkpoint else "")
     say(f"Run directory: {run_dir}{resumed}")
 
@@ -203,8 +203,8 @@ def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict 
         raise TrainingDiverged(f"training stopped: the loss became NaN or infinite at {at}; {what_is_saved(run_dir)}; "
                                f"train again with a lower --lr (now {recipe.lr:g}){amp}")
     if outputs.history.epochs:  # rank 0 holds the history
-        say(f"Final test accuracy {percent(outputs.history.epochs[-1][TEST_ACCURACY])} after {recipe.epochs} "
-            f"epochs; run directory: {run_dir}")
+        say(f"Final test accuracy {percent(outputs.history.epochs[-1][TEST_ACCURACY])} after "
+            f"{counted(recipe.epochs, 'epoch')}; run directory: {run_dir}")
     return outputs.history.as_dict()
 
 

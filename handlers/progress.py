@@ -8,7 +8,7 @@ from ignite.handlers import ProgressBar
 
 from core.history_file import (ACCURACY, EPOCH, IMAGES_PER_S, METRICS, SKIPPED_STEPS, TEST, TEST_EMA, TEST_FLIP,
                                TRAIN_EVAL_ACCURACY, TRAIN_LOSS, TRAIN_SECONDS, VAL_ACCURACY, VAL_LOSS, is_loss, metric)
-from core.numbers import loss, percent
+from core.numbers import counted, loss, percent
 from handlers.history import History
 
 def epoch_line_keys() -> list[tuple[str, str]]:
@@ -27,7 +27,7 @@ def format_epoch(record: dict, max_epochs: int) -> str:
              for key, label in epoch_line_keys() if key in record]
     line = f"Epoch {record[EPOCH]:>3}/{max_epochs}  " + "  ".join(shown)
     if record.get(SKIPPED_STEPS):
-        line += f"  fp16 skipped {record[SKIPPED_STEPS]} step{'s' if record[SKIPPED_STEPS] != 1 else ''}"
+        line += f"  fp16 skipped {counted(record[SKIPPED_STEPS], 'step')}"
     return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"
 
 

@@ -200,7 +200,7 @@ def test_a_planned_seed_that_is_gone_is_named_by_the_report_and_trained_again_by
     out = capsys.readouterr().out
     words = "The plan holds seed 1 too, but seed1/ is gone: left out of this summary"
     assert f"{words}; train it again with: python run.py --seeds 0 1 --bonus --resume {study_dir}\n" in out
-    assert "Across 1 seed(s)" in out
+    assert "Across 1 seed:" in out
     study = json.loads((study_dir / "study.json").read_text())
     assert study["seeds"] == [0] and study["missing"] == {"1": ["seed1/"]}
     assert f"**{words}.**" in (study_dir / "study.md").read_text()
@@ -240,7 +240,12 @@ def test_single_net_study_summarises_across_seeds(cifar10_dir, tmp_path, capsys)
     assert f"| test accuracy, with test-time flips | {100 * flips:.2f} ± " in (study_dir / "study.md").read_text()
     assert "_" not in "".join(line.split(" | ")[0] for line in (study_dir / "study.md").read_text().splitlines()
                               if line.startswith("| ") and " ± " in line)
-    assert "verdict" not in study and "Across 2 seed(s): multistage test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "verdict" not in study and "Across 2 seeds: multistage test accuracy" in out
+    # Counts are words: one epoch is "1 epoch", two seeds "2 seeds", wherever a run or a study says them.
+    assert out.count("after 1 epoch; run directory") == 2 and "1 epochs" not in out
+    study_md = (study_dir / "study.md").read_text()
+    assert "across 2 seeds" in study_md and "; 1 epoch, batch 50" in study_md and "seed(s)" not in study_md
     with pytest.raises(SystemExit):
         run.main(["--seeds", "1", "--seed", "2"])
 

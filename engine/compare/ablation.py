@@ -12,7 +12,7 @@ How both explanations of a gain look in report.md and study.md: the ablation's s
 from __future__ import annotations
 
 from core.history_file import GAP_ACCURACY, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, RunHistory
-from core.numbers import millions, percent, points, ratio
+from core.numbers import counted, millions, percent, points, ratio
 from core.stats import CONFIDENCE, interval
 from engine.compare.verdict import WINDOW, fitting_window, seed_window_means
 from models import field_words, model_facts
@@ -192,7 +192,7 @@ def ablation_lines(study: dict) -> list[str]:
                   f"{points(gain['mean'], signed=True)} pts {_interval(gain)} (per seed "
                   f"{', '.join(points(v, signed=True) for v in gain['values'])})"
               + ("." if gain["clear"] else "; its interval contains 0, so there is no gain to explain."), "",
-              f"Paired contrasts (window means of the last {ablation['window']} epochs, differences in points, "
+              f"Paired contrasts (window means of the last {counted(ablation['window'], 'epoch')}, differences in points, "
               "95 % intervals across seeds):", "",
               "| contrast | differs in | held equal | train-eval acc, per seed | mean [95 %] | share of the gain | "
               "test acc, mean [95 %] | P(variant > reference), test [95 %] |",

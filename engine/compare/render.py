@@ -6,7 +6,7 @@ from __future__ import annotations
 from core.figures import plot_curves_of
 from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
                                TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, VAL_ACCURACY, is_loss, record_label)
-from core.numbers import loss, millions, number, percent, points, record_cell, stats_cell
+from core.numbers import counted, loss, millions, number, percent, points, record_cell, stats_cell
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from core.stats import expected_half_width
@@ -25,7 +25,7 @@ def _header_lines(report: dict) -> list[str]:
     device = f"device {runs[last]['device']}" + (f" ({runs[last]['machine']})" if runs[last].get("machine") else "")
     device += f", precision {runs[last]['precision']}" if runs[last].get("precision") else ""
     lines = [f"# {names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])}{kind} on {config['dataset']}", "",
-             f"{'Both' if len(runs) == 2 else 'All'} runs: {config['epochs']} epochs, batch {config['batch_size']}, "
+             f"{'Both' if len(runs) == 2 else 'All'} runs: {counted(config['epochs'], 'epoch')}, batch {config['batch_size']}, "
              f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
              f"blocks per stage {config['blocks_per_stage']}, {device}"
              + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
@@ -109,7 +109,7 @@ def _window_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
     base, cand = names
     lines = []
     if "differences" in verdict:
-        lines += [f"Numbers that decided (means over the last {verdict['window']} epochs, {label(cand)} minus "
+        lines += [f"Numbers that decided (means over the last {counted(verdict['window'], 'epoch')}, {label(cand)} minus "
                   f"{label(base)}, signed so that positive favours {noun(cand)}):",
                   "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
         for key, d in verdict["differences"].items():
@@ -137,9 +137,9 @@ def missing_words(study: dict) -> str:
 def render_study(study: dict) -> str:
     """study.md: final numbers across seeds per net, per-epoch means, the paired differences and the verdict."""
     seeds, recipe = study["seeds"], Recipe.from_dict(study["recipe"])
-    lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {len(seeds)} seed(s)", "",
+    lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {counted(len(seeds), 'seed')}", "",
              *([f"**{missing_words(study)}.**", ""] if "missing" in study else []),
-             f"Seeds {', '.join(map(str, seeds))}; {recipe.epochs} epochs, batch {recipe.batch_size}, "
+             f"Seeds {', '.join(map(str, seeds))}; {counted(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, "
              f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
              f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}"
              + (f", precision {study['precision']}." if study.get("precision") else "."), "",
@@ -169,7 +169,7 @@ def _paired_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
     lines = []
     if "paired_differences" in verdict:
         lines += [f"Paired differences ({label(cand)} minus {label(base)} per seed, window means of the last "
-                  f"{verdict['window']} epochs; positive favours {noun(cand)}):", "",
+                  f"{counted(verdict['window'], 'epoch')}; positive favours {noun(cand)}):", "",
                   "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
         for key, d in verdict["paired_differences"].items():
             lines.append(f"| {record_label(key)} | {', '.join(number(key, v) for v in d['values'])} | "

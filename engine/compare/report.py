@@ -11,7 +11,7 @@ from core.errors import UserError
 from core.history_file import (BEST_BY_VAL_TEST_ACCURACY, BEST_TEST_ACCURACY, VAL_ACCURACY, chosen_by, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
                                TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy, gap_loss,
                                has_train_eval, HISTORY_FILE, is_result, read_history, write_json)
-from core.numbers import loss, millions, percent, points
+from core.numbers import counted, loss, millions, percent, points
 from core.recipe import COMPARED, Recipe
 from core.stats import interval
 from engine.compare.ablation import ablation, ablation_summary, run_facts
@@ -235,7 +235,7 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
                       for arch, s in study["nets"].items())
     if missing:
         say(f"{missing_words(study)}; train {'it' if len(missing) == 1 else 'them'} again with: {plan.command(study_dir)}")
-    say(f"Across {len(seeds)} seed(s): {final}; mean train loss of the last epoch "
+    say(f"Across {counted(len(seeds), 'seed')}: {final}; mean train loss of the last epoch "
         + ", ".join(loss(s['final'][TRAIN_LOSS]['mean']) for s in study["nets"].values()))
     for line in verdict_lines(study, "Verdict across seeds"):
         say(line)
