@@ -196,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --seeds: not allowed with --seed")
     if getattr(args, "parallel", None) == "members" and not (args.seeds or compared_nets(args) or args.resume):
         parser.error("argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)")
+    if launched_by_torchrun() and (args.evaluate or args.report):
+        # A re-test has nothing to split: rank 0 does it alone, as one process would, and the others end at once
+        # (each would otherwise write a folder of its own).
+        return dispatch(args) if os.environ.get("RANK", "0") == "0" else 0
     if not launched_by_torchrun() or getattr(args, "parallel", None) == "members":
         return dispatch(args)  # --parallel members: no process group (engine/run_lock.Dealer)
     # torchrun: one process per GPU (nccl) or per CPU worker (gloo); ignite.distributed sets the group up. Its

@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -331,6 +332,33 @@ def test_parallel_members_refuses_a_single_run_once(ddp_run):
     assert result.returncode == 1  # torchrun reports the failed process below the line; it is said once
     assert [line for line in result.stderr.splitlines() if "error: " in line] == [
         f"error: --parallel members needs a plan of several runs; {run_dir} is a single run"]
+
+
+@pytest.mark.slow
+def test_a_re_test_under_torchrun_is_done_once_by_rank_0_as_one_process_does_it(ddp_run, sequential_study, tmp_path):
+    """--evaluate and --report under torchrun: nothing to split, so rank 0 re-tests alone and the other process ends
+    at once: one evaluation folder, not one per process, and one report, equal to what one process writes."""
+    root, _, _ = ddp_run
+    run_dir = root / "runs" / "run"
+    evaluated = torchrun("--evaluate", str(run_dir), "--no-progress")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith("evaluation-")] == ["evaluation-checkpoint_2"]
+    alone = sequential("--evaluate", str(run_dir), "--no-progress", "--output-dir", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads((run_dir / "evaluation-checkpoint_2" / "evaluation.json").read_text()) == json.loads(
+        (tmp_path / "alone" / "evaluation.json").read_text())
+    assert evaluated.stdout.count("Test accuracy") == 1 and evaluated.stderr == ""
+
+    comparison = tmp_path / "seed0"
+    shutil.copytree(sequential_study / "sequential" / "seed0", comparison)
+    runs = [str(comparison / arch) for arch in ("singlestage", "multistage")]
+    for args in (["--report", str(comparison)], ["--report", *runs, "--output-dir", str(tmp_path / "two-runs")]):
+        reported = torchrun(*args, "--data-dir", str(sequential_study / "data"))
+        assert reported.returncode == 0, reported.stderr
+        assert reported.stdout.count("Report: ") == 1 and reported.stderr == ""
+    expected = timeless(json.loads((sequential_study / "sequential" / "seed0" / "report.json").read_text()))
+    for written in (comparison, tmp_path / "two-runs"):
+        assert timeless(json.loads((written / "report.json").read_text())) == expected
 
 
 def test_parallel_members_needs_a_plan_of_several_runs(capsys):
