@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sys
 import threading
@@ -24,22 +25,26 @@ from engine.devices import take_a_share_of_the_cores
 LOCK_FILE = "run.lock"
 
 
-def on_rank_0(action):
-    """`action()` on rank 0 only; under torchrun every process then gets its result (a string), or raises the
+def on_rank_0(action: Callable[..., str]) -> Callable[..., str]:
+    """`action`, decided on rank 0 only: under torchrun every process then gets its result (a string), or raises the
     one-line error it raised, so that all processes follow rank 0's verdict."""
-    result, error = "", None
-    if idist.get_rank() == 0:
-        try:
-            result = action()
-        except RunDirError as exc:
-            error, result = exc, "\0" + str(exc)
-    if idist.get_world_size() > 1:
-        result = idist.broadcast(result, src=0, safe_mode=True)
-    if error is not None:
-        raise error
-    if result.startswith("\0"):
-        raise RunDirError(result[1:])
-    return result
+    @functools.wraps(action)
+    def decided(*args, **kwargs) -> str:
+        result, error = "", None
+        if idist.get_rank() == 0:
+            try:
+                result = action(*args, **kwargs)
+            except RunDirError as exc:
+                error, result = exc, "\0" + str(exc)
+        if idist.get_world_size() > 1:
+            result = idist.broadcast(result, src=0, safe_mode=True)
+        if error is not None:
+            raise error
+        if result.startswith("\0"):
+            raise RunDirError(result[1:])
+        return result
+
+    return decided
 
 
 def _holder(fd: int) -> str:
@@ -135,6 +140,7 @@ def hold(directory: str, members=()):
     its verdict."""
     fds = []
 
+    @on_rank_0
     def lock() -> str:
         for member in members:
             holder = in_use(member)
@@ -148,7 +154,7 @@ def hold(directory: str, members=()):
             in_use(member, clear=True)
         return ""
 
-    on_rank_0(lock)
+    lock()
     try:
         yield
     finally:

@@ -71,10 +71,12 @@ def default_report_dir(root: str, dataset: str) -> str:
     return os.path.join(root, f"{dataset}-report-{timestamp()}")
 
 
+@on_rank_0
 def create_run_dir(path: str, numbered: bool = False) -> str:
     """Create `path` exclusively (os.mkdir) and return it. A path that exists is refused, unless `numbered` (a
     default name, which the user did not choose): then the first free of `path-2`, `path-3`, ... is taken, so
-    that runs started in the same second never share a directory."""
+    that runs started in the same second never share a directory. Under torchrun rank 0 creates it and every
+    process learns the name (or the one-line error)."""
     parent = os.path.dirname(path)
     try:
         if parent:
@@ -102,16 +104,11 @@ def create_run_dir(path: str, numbered: bool = False) -> str:
     raise RunDirError(f"no free name for {path}-N (N < {MAX_SUFFIX})")
 
 
-def claim_run_dir(path: str, numbered: bool = False) -> str:
-    """`create_run_dir` on rank 0; under torchrun every process then learns the name (or the one-line error)."""
-    return on_rank_0(lambda: create_run_dir(path, numbered))
-
-
 def continue_or_claim(resume_dir: str | None, output_dir: str | None, default: str) -> str:
     """The directory of a bonus or study: `resume_dir` when continuing one (it must exist), else a new one claimed
     exclusively: `output_dir` as given, or `default` (numbered, since the user did not choose it)."""
     if resume_dir is None:
-        return claim_run_dir(output_dir or default, numbered=output_dir is None)
+        return create_run_dir(output_dir or default, numbered=output_dir is None)
     if not os.path.isdir(resume_dir):
         raise RunDirError(f"cannot resume: {resume_dir} is not a directory")
     return resume_dir

@@ -26,7 +26,7 @@ from engine.precision import resolve_precision
 from engine.resume import (check_held_out, check_precision, check_resumable, find_auto_resume, has_checkpoint,
                            load_checkpoint, load_newest_checkpoint, machine_change, restore_history)
 from engine.run_lock import hold, in_use, write_on_rank_0
-from engine.rundir import claim_run_dir, continuing_command, default_run_dir, remove_stale_temp_files, run_dir_of
+from engine.rundir import continuing_command, create_run_dir, default_run_dir, remove_stale_temp_files, run_dir_of
 from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
 from handlers.interrupts import GracefulStop
 from handlers.loss_scaling import LossScaleCollapsed
@@ -143,12 +143,12 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
                 checkpoint, state = load_newest_checkpoint(run_dir, len(run.train_batches), run.device)
         else:
             chosen = into or setup.output_dir
-            run_dir = claim_run_dir(chosen or default_run_dir(setup.runs_root, recipe), numbered=not chosen)
+            run_dir = create_run_dir(chosen or default_run_dir(setup.runs_root, recipe), numbered=not chosen)
             held.enter_context(hold(run_dir))
-        return _train_in(run, run_dir, checkpoint, state)
+        return _train_with_outputs(run, run_dir, checkpoint, state)
 
 
-def _train_in(run: build.Run, run_dir: str, checkpoint: str | None, state: dict | None) -> dict:
+def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, state: dict | None) -> dict:
     """Attach the outputs, restore the checkpoint if any, train, and say how it ended; history.json's status says
     it too, on every way out."""
     recipe = run.recipe
