@@ -245,6 +245,10 @@ def test_a_comparison_resumes_only_with_its_own_nets_and_reports_only_on_compari
     assert (refused.returncode, refused.stderr) == (1, f"error: {tmp_path / 'plain'} is not a comparison: it has no "
                                                        "comparison.json and no singlestage/, multistage/\n")
     assert os.listdir(tmp_path / "plain") == []  # nothing written, not even a lock file
+    one_run = run_in_process(["--report", str(bonus / "multistage")])
+    assert (one_run.returncode, one_run.stderr) == (1, f"error: {bonus / 'multistage'} is a single run; --report "
+                                                       "compares runs: name two or more (--report RUN_A RUN_B ...), "
+                                                       "or a bonus, comparison or study directory\n")
 
 
 def test_compare_needs_two_different_architectures(capsys):

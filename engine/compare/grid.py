@@ -21,7 +21,7 @@ from core.errors import UserError
 from core.history_file import TEST_ACCURACY, RunHistory, read_history
 from core.numbers import percent
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
-from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
+from engine.compare.plan import COMPARISON, RECORD_FILES, RUN, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
 from engine.compare.report import Retester, check_comparable, write_report, write_study
 from engine.console import say
 from engine.devices import launched_by_torchrun
@@ -216,6 +216,9 @@ def report_only(directories: list[str], setup: Setup) -> str:
     if len(directories) == 1:
         directory = directories[0]
         plan = read_plan(directory)
+        if plan is not None and plan.kind == RUN:
+            raise UserError(f"{directory} is a single run; --report compares runs: name two or more (--report RUN_A "
+                            "RUN_B ...), or a bonus, comparison or study directory")
         if plan is None or plan.kind != STUDY:
             comparison_histories(directory)  # said before the lock: nothing is written into what is no comparison
         with hold(directory, members=existing_runs(directory)):
