@@ -27,14 +27,16 @@ def has_checkpoint(run_dir: str) -> bool:
 
 
 def check_resumable(recipe: Recipe, run_dir: str) -> None:
-    """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine)."""
+    """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine,
+    fewer than it has trained are not: a resume cannot take an epoch back)."""
     try:
         history = recorded_history(run_dir)
     except UserError as exc:
         raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
     difference = recipe.difference(history.config, ignore=recipe.resumable()) or user_nets.change(history.network)
-    if difference:
-        raise UserError(f"cannot resume {run_dir}: {difference}")
+    more_trained = trained_beyond(history, recipe)
+    if difference or more_trained:
+        raise UserError(f"cannot resume {run_dir}: {difference or 'it ' + more_trained}")
 
 
 def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
@@ -70,14 +72,33 @@ def machine_change(run_dir: str, device: torch.device) -> str | None:
 FINISHED, INTERRUPTED, UNSTARTED = "finished", "interrupted", "unstarted"
 
 
+def trained_epochs(history: RunHistory) -> int:
+    """The whole epochs a run's history records."""
+    return history.epochs[-1][RECORD_EPOCH] if history.epochs else 0
+
+
+def trained_beyond(history: RunHistory, recipe: Recipe) -> str | None:
+    """'has trained 4 epochs, more than --epochs 2' where the run has trained more epochs than `recipe` asks for (a
+    resume cannot take an epoch back); None otherwise."""
+    trained = trained_epochs(history)
+    return f"has trained {counted(trained, 'epoch')}, more than --epochs {recipe.epochs}" if trained > recipe.epochs else None
+
+
 def member_state(recipe: Recipe, run_dir: str) -> str:
-    """For a run inside a resumed comparison or study: FINISHED when it completed (it is kept, with or without its
-    checkpoints: a finished run copied in from elsewhere may bring its history alone), INTERRUPTED when it continues
-    from its checkpoint, UNSTARTED when it holds neither (it trains afresh). A changed recipe is refused."""
+    """For a run inside a resumed comparison or study: FINISHED when it completed the recipe's epochs (it is kept,
+    with or without its checkpoints: a finished run copied in from elsewhere may bring its history alone),
+    INTERRUPTED when it continues from its checkpoint (also a finished one that `--epochs` extends), UNSTARTED when it
+    holds neither (it trains afresh). A changed recipe is refused."""
     if not has_checkpoint(run_dir) and not _completed_history(run_dir):
         return UNSTARTED
     check_resumable(recipe, run_dir)
-    return FINISHED if read_history(run_dir).completed else INTERRUPTED
+    history = read_history(run_dir)
+    if history.completed and trained_epochs(history) == recipe.epochs:
+        return FINISHED
+    if not has_checkpoint(run_dir):
+        raise UserError(f"cannot train {run_dir} on to {counted(recipe.epochs, 'epoch')}: it holds its "
+                        f"{HISTORY_FILE} alone, no checkpoint")
+    return INTERRUPTED
 
 
 def _completed_history(run_dir: str) -> bool:

@@ -104,6 +104,14 @@ def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, cap
     args = train_args(data_dir, run_dir)
     assert run.main(args + ["--resume", str(run_dir / "checkpoint_2.pt")]) == 0
     assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference_dir)))
+    # Fewer epochs than it has trained: refused in one line, nothing trained or written.
+    extended = (run_dir / "history.json").read_text()
+    capsys.readouterr()
+    fewer = list(args)
+    fewer[fewer.index("--epochs") + 1] = "2"
+    assert run.main(fewer + ["--resume", str(run_dir)]) == 1
+    assert capsys.readouterr().err == f"error: cannot resume {run_dir}: it has trained {EPOCHS} epochs, more than --epochs 2\n"
+    assert (run_dir / "history.json").read_text() == extended and not (run_dir / "run.lock").exists()
 
 
 @pytest.mark.slow

@@ -317,6 +317,34 @@ def test_resume_alone_continues_a_study_as_it_was_started(bonus_study, tmp_path,
         (finished / "study.json").read_text())["contrasts"]["multistage"]["verdict"]
 
 
+@pytest.mark.slow
+def test_more_epochs_extend_every_run_of_a_finished_study_and_fewer_than_trained_are_refused(bonus_study, tmp_path,
+                                                                                           capsys):
+    """`--resume STUDY --epochs 3` trains each finished 2-epoch member on from its checkpoint (its first two epochs
+    kept as they were) and the plans and summary say 3 epochs; `--epochs 1` is refused in one line, nothing written."""
+    data_dir, finished = bonus_study
+    study_dir = tmp_path / "study"
+    shutil.copytree(finished, study_dir)
+    capsys.readouterr()
+    assert run.main(["--resume", str(study_dir), "--epochs", "3", "--no-progress"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "already trained" not in out and out.count("Epoch   3/3") == 4 and "Epoch   2/3" not in out
+    for seed in ("seed0", "seed1"):
+        for arch in ("singlestage", "multistage"):
+            before, after = (read_history(str(d / seed / arch)) for d in (finished, study_dir))
+            assert [e["epoch"] for e in after["epochs"]] == [1, 2, 3] and after["status"] == "completed"
+            assert without_timings(after)[:2] == without_timings(before)
+        assert json.loads((study_dir / seed / "comparison.json").read_text())["recipe"]["epochs"] == 3
+    assert json.loads((study_dir / "study-plan.json").read_text())["recipe"]["epochs"] == 3
+    assert json.loads((study_dir / "study.json").read_text())["recipe"]["epochs"] == 3
+
+    before = snapshot(study_dir)
+    assert run.main(["--resume", str(study_dir), "--epochs", "2", "--no-progress"]) == 1
+    assert capsys.readouterr().err == (f"error: cannot resume {study_dir}: {study_dir / 'seed0' / 'singlestage'} has "
+                                       "trained 3 epochs, more than --epochs 2\n")
+    assert snapshot(study_dir) == before
+
+
 def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(tmp_path, capsys):
     """What it recorded first (seeds, recipe, data folder, precision) is all a resume needs: no flag given again, not
     even --data-dir (this test's working directory holds no data), and a changed recipe field is refused by name."""

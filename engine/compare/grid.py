@@ -162,8 +162,11 @@ def opened(plan: Plan, resume_dir: str | None, output_dir: str | None, default: 
                 and recorded.nets != plan.nets:
             raise UserError(f"cannot resume {directory}: it compares {' '.join(recorded.nets)}, "
                             f"not {' '.join(plan.nets)}")
-        if (recorded is None or not recorded.recorded) and idist.get_rank() == 0:  # rank 0 alone writes files
-            plan.write(directory)
+        if idist.get_rank() == 0:  # rank 0 alone writes files
+            if recorded is None or not recorded.recorded:
+                plan.write(directory)
+            elif recorded.recipe and recorded.recipe.get("epochs") != plan.recipe["epochs"]:  # a resume's --epochs
+                dataclasses.replace(recorded, recipe={**recorded.recipe, "epochs": plan.recipe["epochs"]}).write(directory)
         yield directory
 
 
