@@ -72,15 +72,10 @@ def machine_change(run_dir: str, device: torch.device) -> str | None:
 FINISHED, INTERRUPTED, UNSTARTED = "finished", "interrupted", "unstarted"
 
 
-def trained_epochs(history: RunHistory) -> int:
-    """The whole epochs a run's history records."""
-    return history.epochs[-1][RECORD_EPOCH] if history.epochs else 0
-
-
 def trained_beyond(history: RunHistory, recipe: Recipe) -> str | None:
     """'has trained 4 epochs, more than --epochs 2' where the run has trained more epochs than `recipe` asks for (a
     resume cannot take an epoch back); None otherwise."""
-    trained = trained_epochs(history)
+    trained = history.epochs[-1][RECORD_EPOCH] if history.epochs else 0
     return f"has trained {counted(trained, 'epoch')}, more than --epochs {recipe.epochs}" if trained > recipe.epochs else None
 
 
@@ -93,7 +88,7 @@ def member_state(recipe: Recipe, run_dir: str) -> str:
         return UNSTARTED
     check_resumable(recipe, run_dir)
     history = read_history(run_dir)
-    if history.completed and trained_epochs(history) == recipe.epochs:
+    if history.completed and history.epochs[-1][RECORD_EPOCH] == recipe.epochs:
         return FINISHED
     if not has_checkpoint(run_dir):
         raise UserError(f"cannot train {run_dir} on to {counted(recipe.epochs, 'epoch')}: it holds its "
