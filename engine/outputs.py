@@ -124,9 +124,8 @@ def attach_outputs(run: Run, run_dir: str, state: dict | None = None) -> Outputs
         handlers.checkpointing.restore(to_save, state, epoch_length=len(run.train_batches))
     tb_logger = None
     if rank0:
-        tb_logger = handlers.tensorboard_logging.create_logger(run_dir, state["trainer"]["iteration"] + 1 if state else None)
-        if state is not None:
-            handlers.tensorboard_logging.complete_after_resume(tb_logger, run_dir, history)
+        tb_logger = handlers.tensorboard_logging.create_logger(run_dir, state["trainer"]["iteration"] + 1 if state else None,
+                                                               history if state else None)
         handlers.tensorboard_logging.attach_iteration_logging(trainer, tb_logger, run.optimizer, run.log_every)
 
     for split, evaluator in run.evaluators.items():  # 1.

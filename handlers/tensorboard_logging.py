@@ -4,7 +4,9 @@ history record of the epoch) indexed by epoch.
 Ordering keeps a resumed run's event stream free of repeats and gaps: the iteration points are flushed
 before the epoch's checkpoint is written, the epoch points after it. So epoch points exist only for
 epochs that have a checkpoint; a resume purges iteration points beyond its checkpoint (`purge_step`) and
-re-writes the epoch points of its checkpoint's epoch if the kill came before they reached the disk.
+re-writes the epoch points of its checkpoint's epoch if the kill came before they reached the disk. A resume
+that goes on from an older checkpoint than the newest (a damaged one) removes the points of the epochs it
+redoes from the older event files, which TensorBoard's purge, by step across all tags, cannot reach.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEMP_SUFF
 from handlers.history import History
 
 EPOCH_TAG = "train/loss_epoch"
+ITERATION_TAGS = ("train/loss_iter", "train/lr")  # attach_iteration_logging: step = iteration; any other: epoch
 
 
 def epoch_scalars(record: dict) -> dict[str, float]:
@@ -85,19 +88,52 @@ def text_entries(path: str) -> list[tuple[str, int, str]]:
             for value in event.summary.value if value.metadata.plugin_data.plugin_name == "text"]
 
 
-def create_logger(log_dir: str, purge_step: int | None = None) -> TensorboardLogger:
-    """The run's TensorBoard logger (the caller closes it). `purge_step` (a resume) hides points from that
-    iteration on in older event files.
+def drop_epoch_points_after(log_dir: str, epoch: int) -> None:
+    """Remove the points at steps after `epoch`, but the iteration points (which `purge_step` hides), from the event
+    files of `log_dir`, each file rewritten atomically."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    def redone(record: bytes) -> bool:
+        event = Event.FromString(record)
+        return (event.step > epoch and event.HasField("summary")
+                and not any(value.tag in ITERATION_TAGS for value in event.summary.value))
+
+    for name in sorted(filter(is_event_file, os.listdir(log_dir))):
+        path = os.path.join(log_dir, name)
+        records = list(RawEventFileLoader(path).Load())
+        if any(map(redone, records)):
+            with open(path + TEMP_SUFFIX, "wb") as f:
+                writer = RecordWriter(f)
+                for record in records:
+                    if not redone(record):
+                        writer.write(record)
+            os.replace(path + TEMP_SUFFIX, path)
+
+
+def create_logger(log_dir: str, purge_step: int | None = None, resumed: History | None = None) -> TensorboardLogger:
+    """The run's TensorBoard logger (the caller closes it). A resume's `purge_step` hides points from that iteration
+    on in older event files. Its `resumed` history's last epoch gets its points if a kill came between its checkpoint
+    and them; the points of later epochs, which the resume redoes (it went on from an older checkpoint than a
+    damaged newest one), are removed from the older files.
 
     TensorBoard reads a folder's event files in name order, and a name starts with its creation second, then
     the host and the process id: a resume within the same second as the killed run, by a process with a
     smaller id, would sort first and scramble the stream. So a resumed logger waits for the next second."""
+    logged = logged_epochs(log_dir) if resumed is not None else set()
+    last = resumed.epochs[-1][EPOCH] if resumed is not None and resumed.epochs else 0
+    if max(logged, default=0) > last:
+        drop_epoch_points_after(log_dir, last)
     if purge_step is not None:
         seconds = (name[len(EVENT_FILE_PREFIX):].split(".")[0] for name in os.listdir(log_dir) if is_event_file(name))
         newest = max((int(second) for second in seconds if second.isdigit()), default=0)
         while int(time.time()) <= newest:
             time.sleep(0.05)
-    return TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
+    logger = TensorboardLogger(log_dir=log_dir, purge_step=purge_step)
+    if last and last not in logged:
+        write_epoch(logger, resumed.epochs[-1])
+    return logger
 
 
 def attach_iteration_logging(trainer: Engine, logger: TensorboardLogger, optimizer: torch.optim.Optimizer,
@@ -119,10 +155,3 @@ def attach_flush(trainer: Engine, logger: TensorboardLogger) -> None:
 def attach_epoch_logging(trainer: Engine, logger: TensorboardLogger, history: History) -> None:
     """Write each epoch's record once it is in the history (attach after the checkpoint handler)."""
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: write_epoch(logger, history.epochs[-1]))
-
-
-def complete_after_resume(logger: TensorboardLogger, log_dir: str, history: History) -> None:
-    """A kill between an epoch's checkpoint and its TensorBoard points leaves that epoch without points:
-    write them from the restored history."""
-    if history.epochs and history.epochs[-1][EPOCH] not in logged_epochs(log_dir):
-        write_epoch(logger, history.epochs[-1])
