@@ -56,7 +56,7 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
     if setup.parallel == "members" and launched_by_torchrun():
         return train_dealt(plan, recipe, setup, data, resume_dir, default)
     with opened(plan, resume_dir, setup.output_dir, default) as directory:
-        say(f"Study directory: {directory} (seeds {', '.join(map(str, seeds))})" if seeds else comparison_heading(directory, nets))
+        say(plan.heading(directory))
         retester = Retester(setup, data)
         with continuing_with(plan.command(directory), directory):
             for seed, folder in plan.folders(directory):
@@ -68,10 +68,9 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
                 elif seed is None:
                     train_comparison(seed_recipe, setup, nets, folder, resuming, retester)
                 else:  # each seed's folder is an ordinary comparison, with its own plan and lock
-                    seed_plan = dataclasses.replace(plan, kind=COMPARISON, seeds=None, recipe=dataclasses.asdict(seed_recipe))
-                    exists = resuming and os.path.isdir(folder)
+                    seed_plan, exists = plan.of_seed(seed), resuming and os.path.isdir(folder)
                     with opened(seed_plan, folder if exists else None, folder) as folder:
-                        say(comparison_heading(folder, nets))
+                        say(seed_plan.heading(folder))
                         train_comparison(seed_recipe, setup, nets, folder, exists, retester)
             if seeds:
                 write_on_rank_0(lambda: write_study(directory, retester))
@@ -93,13 +92,10 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
     try:
         with opened(plan, resume_dir, setup.output_dir, default) as directory:
             for seed, folder in plan.folders(directory) if plan.seeds and plan.nets else ():
-                seed_recipe = dataclasses.replace(recipe, seed=seed)
-                seed_plan = dataclasses.replace(plan, kind=COMPARISON, seeds=None, recipe=dataclasses.asdict(seed_recipe))
-                with opened(seed_plan, folder if os.path.isdir(folder) else None, folder):
+                with opened(plan.of_seed(seed), folder if os.path.isdir(folder) else None, folder):
                     pass  # each seed's folder is an ordinary comparison: claimed, with its plan, before any member
             dealer.share("directory", directory)
-            say(f"Study directory: {directory} (seeds {', '.join(map(str, plan.seeds))})" if plan.seeds
-                else comparison_heading(directory, plan.nets))
+            say(plan.heading(directory))
             say(f"{len(members)} runs dealt to {dealer.world} processes, each trained alone")
             with dealer.watched(sys.stdout, plan.command(directory)):  # each member's line, the last before the reports
                 deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
@@ -177,10 +173,6 @@ def train_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...], direct
         train_member(dataclasses.replace(recipe, arch=arch), setup, retester.data, net_dir(directory, arch), resuming,
                      name=arch, heading=f"== {arch} ==")
     write_on_rank_0(lambda: write_report(directory, comparison_histories(directory), retester))
-
-
-def comparison_heading(directory: str, nets: tuple[str, ...]) -> str:
-    return f"{'Bonus' if nets == BONUS_PAIR else 'Comparison'} directory: {directory}"
 
 
 def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: bool, name: str,

@@ -84,6 +84,16 @@ class Plan:
         """The command that continues it."""
         return continuing_command(directory, self.nets, self.seeds)
 
+    def heading(self, directory: str) -> str:
+        """The line training it opens with: 'Study directory: D (seeds 0, 1)', 'Bonus directory: D', ..."""
+        if self.kind == STUDY:
+            return f"Study directory: {directory} (seeds {', '.join(map(str, self.seeds))})"
+        return f"{'Bonus' if self.nets == BONUS_PAIR else 'Comparison'} directory: {directory}"
+
+    def of_seed(self, seed: int) -> Plan:
+        """A study of comparisons: the plan of its `seed<k>/` folder, an ordinary comparison."""
+        return dataclasses.replace(self, kind=COMPARISON, seeds=None, recipe={**self.recipe, "seed": seed})
+
 
 def read_plan(directory: str) -> Plan | None:
     """The plan of `directory`: its record, else what its folders say; None for a directory that holds none (yet)."""
