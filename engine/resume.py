@@ -217,16 +217,18 @@ def restore_history(run_dir: str) -> None:
 
 
 def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:
-    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches, that has a checkpoint and
-    that `skip` (e.g. "in use by another process") does not rule out; None if there is none."""
+    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches, that has a checkpoint, has
+    not trained more epochs than `recipe` asks for, and that `skip` (e.g. "in use by another process") does not rule
+    out; None if there is none."""
     candidates = []
     for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", HISTORY_FILE)):
         run_dir = os.path.dirname(history_path)
         try:
-            stored = read_history(run_dir).config
+            history = read_history(run_dir)
         except UserError:
             continue  # not a run directory after all
-        if has_checkpoint(run_dir) and recipe.difference(stored, ignore=recipe.resumable()) is None:
+        if (has_checkpoint(run_dir) and recipe.difference(history.config, ignore=recipe.resumable()) is None
+                and trained_beyond(history, recipe) is None):
             candidates.append((os.path.getmtime(history_path), run_dir))
     for _, run_dir in sorted(candidates, reverse=True):
         if not skip(run_dir):

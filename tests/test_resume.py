@@ -125,12 +125,19 @@ def test_resume_auto_picks_the_newest_matching_run(reference, tmp_path, capsys):
     other["config"]["lr"] = 0.5
     copy_run(reference_dir, root / "different", 2)
     (root / "different" / "history.json").write_text(json.dumps(other))
+    shutil.copytree(reference_dir, root / "longer")  # the newest, but it trained more epochs than asked: skipped
+    longer = json.loads((root / "longer" / "history.json").read_text())
+    (root / "longer" / "history.json").write_text(json.dumps(dict(longer, epochs=longer["epochs"] + [
+        dict(longer["epochs"][-1], epoch=EPOCHS + 1)])))
+    newest = os.path.getmtime(root / "newer" / "history.json") + 10
+    os.utime(root / "longer" / "history.json", (newest, newest))
     args = [a for a in train_args(data_dir, "x") if a not in ("--output-dir", "x")]
     assert run.main(args + ["--runs-root", str(root), "--resume", "auto"]) == 0
     assert f"Run directory: {root / 'newer'} (resuming from {root / 'newer' / 'checkpoint_2.pt'}: 2 epochs" in capsys.readouterr().out
     assert len(read_history(str(root / "newer"))["epochs"]) == EPOCHS
     assert len(read_history(str(root / "older"))["epochs"]) == 2
     assert len(read_history(str(root / "different"))["epochs"]) == 2
+    assert len(read_history(str(root / "longer"))["epochs"]) == EPOCHS + 1
 
 
 def test_resume_auto_without_a_matching_run(tmp_path, cifar10_dir, capsys):
