@@ -19,7 +19,7 @@ import handlers.evaluation
 from core.errors import UserError
 from core.figures import pyplot, save
 from core.history_file import ACCURACY, EPOCH, TEST, RunHistory, metric, read_history, write_json
-from core.numbers import exact, percent
+from core.numbers import counted, exact, percent
 from core.recipe import Setup
 from engine.build import fine_to_coarse_map, model_on, uses_channels_last
 from engine.console import say, warn
@@ -85,6 +85,7 @@ class Retest:
     device: torch.device
     precision: Precision
     epoch: int  # whole epochs the checkpoint had trained
+    into_epoch: int  # iterations of the next epoch, for a checkpoint written mid-epoch (interrupted_<iteration>.pt)
     true: torch.Tensor
     predicted: torch.Tensor
     metrics: dict
@@ -92,6 +93,11 @@ class Retest:
     @property
     def fine_to_coarse(self) -> torch.Tensor | None:
         return fine_to_coarse_map(self.data)
+
+    @property
+    def trained(self) -> str:
+        """How far the checkpoint had trained: 'epoch 2', or 'epoch 2 + 3 iterations' mid-epoch."""
+        return f"epoch {self.epoch}" + (f" + {counted(self.into_epoch, 'iteration')}" if self.into_epoch else "")
 
 
 def retest(target: str, setup: Setup, data: CifarData | None = None, with_metrics: bool = True) -> Retest:
@@ -129,10 +135,10 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: (
         predictions.append(engine.state.output["y_pred"].argmax(dim=1).cpu()), labels.append(engine.state.output["y"].cpu())))
     evaluator.run(batches)
-    epoch = state["trainer"]["iteration"] // state["trainer"]["epoch_length"]
+    epoch, into_epoch = divmod(state["trainer"]["iteration"], state["trainer"]["epoch_length"])
     metrics = {metric(TEST, name): value for name, value in evaluator.state.metrics.items()}
     return Retest(run_dir=run_dir, checkpoint=checkpoint, history=history, data=data, device=device,
-                  precision=precision, epoch=epoch, true=torch.cat(labels), predicted=torch.cat(predictions),
+                  precision=precision, epoch=epoch, into_epoch=into_epoch, true=torch.cat(labels), predicted=torch.cat(predictions),
                   metrics=metrics)
 
 
@@ -140,9 +146,11 @@ def evaluate(target: str, setup: Setup) -> str:
     """Re-test the model of `target` and write evaluation.md/.json and confusion.png; returns the folder."""
     tested = retest(target, setup)
     data, metrics, lookup = tested.data, tested.metrics, tested.fine_to_coarse
-    recorded = next((e for e in tested.history.epochs if e[EPOCH] == tested.epoch), None)
+    # The history records numbers at the end of epochs: a mid-epoch checkpoint has none to compare with.
+    recorded = None if tested.into_epoch else next((e for e in tested.history.epochs if e[EPOCH] == tested.epoch), None)
     classes = confusion(tested.true, tested.predicted, data.num_classes)
-    result = {"checkpoint": tested.checkpoint, "epoch": tested.epoch, "recipe": tested.history.config,
+    result = {"checkpoint": tested.checkpoint, "epoch": tested.epoch, "trained": tested.trained,
+              "recipe": tested.history.config,
               "device": str(tested.device), "precision": tested.precision.dtype_name or "float32", "metrics": metrics,
               "recorded_in_history": {key: recorded[key] for key in metrics if key in recorded} if recorded else None,
               "per_class_accuracy": per_class_accuracy(classes, data.class_names),
@@ -165,15 +173,15 @@ def evaluate(target: str, setup: Setup) -> str:
     with open(os.path.join(folder, EVALUATION_MARKDOWN), "w") as f:
         f.write(render_evaluation(result, recipe.dataset))
     plot_confusion(matrix, names, os.path.join(folder, CONFUSION_FIGURE),
-                   f"{recipe.dataset} {recipe.arch}, epoch {tested.epoch}: "
+                   f"{recipe.dataset} {recipe.arch}, {tested.trained}: "
                    f"{'superclass' if lookup is not None else 'class'} confusion")
-    say(f"Test accuracy {percent(metrics[metric(TEST, ACCURACY)])} (epoch {tested.epoch} of {tested.run_dir}); "
+    say(f"Test accuracy {percent(metrics[metric(TEST, ACCURACY)])} ({tested.trained} of {tested.run_dir}); "
         f"evaluation: {folder}")
     return folder
 
 
 def render_evaluation(result: dict, dataset: str) -> str:
-    lines = [f"# Evaluation of {result['checkpoint']} (epoch {result['epoch']}, {dataset})", "",
+    lines = [f"# Evaluation of {result['checkpoint']} ({result['trained']}, {dataset})", "",
              "| metric | now | recorded in history.json |", "| --- | ---: | ---: |"]
     recorded = result["recorded_in_history"] or {}
     for key, value in result["metrics"].items():

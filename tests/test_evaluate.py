@@ -49,6 +49,29 @@ def test_evaluating_the_final_checkpoint_gives_the_last_history_record_and_per_c
 
 
 @pytest.mark.slow
+def test_a_mid_epoch_checkpoint_is_evaluated_as_what_it_is(cifar10_dir, tmp_path, capsys, monkeypatch):
+    """interrupted_6.pt (epoch 1 and 2 of epoch 2's 4 iterations): said as such, and not set beside epoch 1's recorded
+    numbers, which its weights no longer give."""
+    import engine.build
+    from fault_injection import with_fault
+
+    data_dir, _ = cifar10_dir
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(engine.build, "build_run", with_fault(engine.build.build_run, "sigint", 6))
+    assert cli("--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+               "--output-dir", str(run_dir)) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert evaluate(run_dir / "interrupted_6.pt", "--data-dir", data_dir) == 0
+    folder = run_dir / "evaluation-interrupted_6"
+    result = json.loads((folder / "evaluation.json").read_text())
+    assert (result["epoch"], result["trained"], result["recorded_in_history"]) == (1, "epoch 1 + 2 iterations", None)
+    assert f"(epoch 1 + 2 iterations of {run_dir})" in capsys.readouterr().out
+    assert (folder / "evaluation.md").read_text().startswith(
+        f"# Evaluation of {run_dir / 'interrupted_6.pt'} (epoch 1 + 2 iterations, cifar10)")
+
+
+@pytest.mark.slow
 def test_cifar100_evaluation_has_a_20_by_20_superclass_confusion(cifar100_dir, tmp_path):
     data_dir, written = cifar100_dir
     run_dir = tmp_path / "run"
