@@ -143,6 +143,9 @@ def test_resume_of_a_partly_finished_study_trains_only_what_is_missing(bonus_stu
     (unfinished / "history.json").write_text(json.dumps(dict(history, status="running", epochs=history["epochs"][:1])))
     os.remove(study_dir / "study.json")
     capsys.readouterr()
+    assert run.main(["--report", str(study_dir), "--data-dir", str(data_dir)]) == 1
+    assert capsys.readouterr().err == ("error: the study is not finished: multistage of seed 1 has not completed; "
+                                       f"finish it with: python run.py --seeds 0 1 --bonus --resume {study_dir}\n")
     assert run.main(study_args(data_dir) + ["--resume", str(study_dir)]) == 0
     out = capsys.readouterr().out
     assert out.count("already trained") == 3 and out.count("Epoch   2/2") == 1 and "Epoch   1/2" not in out

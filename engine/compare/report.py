@@ -202,7 +202,9 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
     for arch, runs in histories.items():
         unfinished = [s for s, h in zip(seeds, runs) if not h.completed]
         if unfinished:
-            raise UserError(f"the study is not finished: {arch} of seed(s) {unfinished} has not completed")
+            raise UserError(f"the study is not finished: {arch} of seed{'s' if len(unfinished) > 1 else ''} "
+                            f"{' '.join(map(str, unfinished))} has not completed; finish it with: "
+                            f"{plan.command(study_dir)}")
         recipes = {dataclasses.replace(h.recipe, seed=0) for h in runs}
         if len(recipes) != 1:
             raise UserError(f"the seeds of {study_dir} were trained with different recipes")
