@@ -141,9 +141,13 @@ class Recipe:
         return None
 
     def difference(self, stored: dict, ignore: frozenset[str] = frozenset()) -> str | None:
-        """`differing_field` in words: "'lr' was 0.001, now 0.01"."""
+        """`differing_field` in words: "'lr' was 0.001, now 0.01"; for the epochs, why they may not change."""
         name = self.differing_field(stored, ignore)
-        return None if name is None else f"'{name}' was {stored[name]!r}, now {getattr(self, name)!r}"
+        if name is None:
+            return None
+        why = (f" (the {self.schedule} schedule is laid out over the epochs: train a new run for more)"
+               if name == "epochs" and self.schedule != "constant" else "")
+        return f"'{name}' was {stored[name]!r}, now {getattr(self, name)!r}{why}"
 
     def resumable(self) -> frozenset[str]:
         """The fields a resume may change: the epochs, unless the schedule is stretched over them."""

@@ -119,7 +119,8 @@ def test_each_field_is_recorded_logged_and_evaluated(recipe_run):
     (["--crop-padding", "4"], "'crop_padding' was 2, now 4"),
     (["--ema", "0.99"], "'ema' was 0.9, now 0.99"),
     (["--tta", "none"], "'tta' was 'flip', now 'none'"),
-    (["--epochs", "3"], "'epochs' was 2, now 3"),  # the cosine is laid out over the epochs: no more of them
+    (["--epochs", "3"], "'epochs' was 2, now 3 (the cosine schedule is laid out over the epochs: train a new run for "
+                        "more)"),
 ])
 def test_a_resume_with_another_value_is_refused(recipe_run, flags, message):
     _, run_dir = recipe_run
