@@ -19,6 +19,7 @@ HISTORY_FILE = "history.json"
 CONFIG, PRESET, VERSIONS, DEVICE, AMP, AMP_DTYPE, TF32 = "config", "preset", "versions", "device", "amp", "amp_dtype", "tf32"
 DEVICE_MODEL, THREADS = "device_model", "threads"  # the machine (engine/devices.machine): trained numbers depend on it
 PARAMETERS, NORMALIZATION, CLASS_NAMES = "parameters", "normalization", "class_names"
+NUM_TRAIN = "num_train"  # the training images a run trained on (after --val-split held its images out)
 VAL_IMAGES = "val_images"  # --val-split: a fingerprint of the held-out images' positions (datasets.positions_hash)
 # A user's own network (models/user_nets.py): {"spec": as given, "file": the file it resolved to, "sha256": its hash}.
 NETWORK = "network"
@@ -209,6 +210,12 @@ class RunHistory:
     @property
     def num_classes(self) -> int:
         return len(self.data[CLASS_NAMES])
+
+    @property
+    def train_eval_images(self) -> int:
+        """How many training images train-eval measured: --train-eval N, or all of them where there were fewer."""
+        asked = self.recipe.train_eval
+        return min(asked, self.data.get(NUM_TRAIN, asked))
 
 
 def read_history(run_dir: str) -> RunHistory:

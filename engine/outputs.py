@@ -23,8 +23,8 @@ import handlers.evaluation
 import handlers.progress
 import handlers.tensorboard_logging
 import handlers.tensorboard_summary
-from core.history_file import (AMP, AMP_DTYPE, CLASS_NAMES, CONFIG, DEVICE, NETWORK, NORMALIZATION, PARAMETERS, PRESET,
-                               TEST, TF32, VAL_IMAGES, VERSIONS)
+from core.history_file import (AMP, AMP_DTYPE, CLASS_NAMES, CONFIG, DEVICE, NETWORK, NORMALIZATION, NUM_TRAIN,
+                               PARAMETERS, PRESET, TEST, TF32, VAL_IMAGES, VERSIONS)
 from core.recipe import config_dict, matching_preset
 from engine.build import Run
 from engine.data.datasets import positions_hash
@@ -67,7 +67,7 @@ def run_header(run: Run, run_dir: str) -> dict:
         "backend": idist.backend(),
         "global_batch_size": recipe.batch_size,
         "per_process_batch_size": recipe.batch_size // idist.get_world_size(),
-        "num_train": len(run.data.train),
+        NUM_TRAIN: len(run.data.train),
         "num_test": len(run.data.test),
         **({"num_val": len(run.data.val), VAL_IMAGES: positions_hash(run.data.val_positions)} if run.data.val else {}),
         PARAMETERS: count_parameters(run.model),

@@ -89,6 +89,24 @@ def test_train_eval_accuracy_is_measured_on_the_fixed_subset(bonus_run):
 
 
 @pytest.mark.slow
+def test_train_eval_larger_than_the_training_set_measures_every_training_image_and_the_reports_say_so(finished_bonus,
+                                                                                                      tmp_path):
+    """--train-eval 60 with --val-split 50 of 100 images: train-eval measures the 50 left to train on, and report.md
+    and study.md give that count, not the 60 asked for (which the recipe keeps)."""
+    data_dir = finished_bonus[0]
+    common = ["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "25", "--val-split", "50",
+              "--train-eval", "60"]
+    assert bonus("--bonus", *common, "--output-dir", str(tmp_path / "bonus")) == 0
+    report = json.loads((tmp_path / "bonus" / "report.json").read_text())
+    assert report["config"]["train_eval"] == 60 and {r["train_eval_images"] for r in report["runs"].values()} == {50}
+    for record in read_history(str(tmp_path / "bonus" / "multistage"))["epochs"]:
+        assert round(record["train_eval_accuracy"] * 50) == pytest.approx(record["train_eval_accuracy"] * 50, abs=1e-9)
+    assert "train-eval on 50 fixed training images." in (tmp_path / "bonus" / "report.md").read_text()
+    assert bonus("--seeds", "0", "1", *common, "--output-dir", str(tmp_path / "study")) == 0
+    assert ", train-eval 50, " in (tmp_path / "study" / "study.md").read_text()
+
+
+@pytest.mark.slow
 def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, capsys):
     data_dir, bonus_dir, _ = bonus_run
     finished = read_history(str(bonus_dir / "multistage"))

@@ -28,7 +28,8 @@ def _header_lines(report: dict) -> list[str]:
              f"{'Both' if len(runs) == 2 else 'All'} runs: {counted(config['epochs'], 'epoch')}, batch {config['batch_size']}, "
              f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
              f"blocks per stage {config['blocks_per_stage']}, {device}"
-             + (f", train-eval on {config['train_eval']} fixed training images." if has_train_eval else "."), ""]
+             + (f", train-eval on {runs[last].get('train_eval_images', config['train_eval'])} fixed training images."
+                if has_train_eval else "."), ""]
     users = [f"- **{name}**: {run['model']['description']}" for name, run in runs.items() if "description" in run["model"]]
     lines += users + [""] * bool(users)
     lines += ["## Per epoch", ""]
@@ -141,7 +142,7 @@ def render_study(study: dict) -> str:
              *([f"**{missing_words(study)}.**", ""] if "missing" in study else []),
              f"Seeds {', '.join(map(str, seeds))}; {counted(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, "
              f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
-             f"{recipe.blocks_per_stage}, train-eval {recipe.train_eval}"
+             f"{recipe.blocks_per_stage}, train-eval {study.get('train_eval_images', recipe.train_eval)}"
              + (f", precision {study['precision']}." if study.get("precision") else "."), "",
              "Accuracies in %, losses as they are: mean ± sample sd [95 % Student-t interval, df = K - 1].", "",
              "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",

@@ -85,6 +85,7 @@ def run_summary(history: RunHistory) -> dict:
         "device": history.data[DEVICE],
         "machine": machine_in_words(history.machine) if history.machine else None,
         "precision": history.precision,
+        "train_eval_images": history.train_eval_images,
     }
 
 
@@ -210,6 +211,7 @@ def write_study(study_dir: str, retester: Retester | None = None) -> str:
             raise UserError(f"the seeds of {study_dir} were trained with different recipes")
     recipe = dataclasses.asdict(next(iter(histories.values()))[0].recipe)
     study = {"seeds": seeds, "recipe": {k: v for k, v in recipe.items() if k not in ("seed", "arch")},
+             "train_eval_images": min(h.train_eval_images for runs in histories.values() for h in runs),
              "nets": {arch: across_seeds(runs) for arch, runs in histories.items()}}
     if missing:  # planned seeds without their runs: named in study.json, study.md and the console
         study["missing"] = {str(seed): runs for seed, runs in missing.items()}
