@@ -138,8 +138,8 @@ def retest(target: str, setup: Setup, data: CifarData | None = None, with_metric
     epoch, into_epoch = divmod(state["trainer"]["iteration"], state["trainer"]["epoch_length"])
     metrics = {metric(TEST, name): value for name, value in evaluator.state.metrics.items()}
     return Retest(run_dir=run_dir, checkpoint=checkpoint, history=history, data=data, device=device,
-                  precision=precision, epoch=epoch, into_epoch=into_epoch, true=torch.cat(labels), predicted=torch.cat(predictions),
-                  metrics=metrics)
+                  precision=precision, epoch=epoch, into_epoch=into_epoch, true=torch.cat(labels),
+                  predicted=torch.cat(predictions), metrics=metrics)
 
 
 def evaluate(target: str, setup: Setup) -> str:

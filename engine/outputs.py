@@ -124,8 +124,8 @@ def attach_outputs(run: Run, run_dir: str, state: dict | None = None) -> Outputs
         handlers.checkpointing.restore(to_save, state, epoch_length=len(run.train_batches))
     tb_logger = None
     if rank0:
-        tb_logger = handlers.tensorboard_logging.create_logger(run_dir, state["trainer"]["iteration"] + 1 if state else None,
-                                                               history if state else None)
+        purge_step = state["trainer"]["iteration"] + 1 if state else None
+        tb_logger = handlers.tensorboard_logging.create_logger(run_dir, purge_step, history if state else None)
         handlers.tensorboard_logging.attach_iteration_logging(trainer, tb_logger, run.optimizer, run.log_every)
 
     for split, evaluator in run.evaluators.items():  # 1.

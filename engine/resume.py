@@ -76,7 +76,9 @@ def trained_beyond(history: RunHistory, recipe: Recipe) -> str | None:
     """'has trained 4 epochs, more than --epochs 2' where the run has trained more epochs than `recipe` asks for (a
     resume cannot take an epoch back); None otherwise."""
     trained = history.epochs[-1][RECORD_EPOCH] if history.epochs else 0
-    return f"has trained {counted(trained, 'epoch')}, more than --epochs {recipe.epochs}" if trained > recipe.epochs else None
+    if trained <= recipe.epochs:
+        return None
+    return f"has trained {counted(trained, 'epoch')}, more than --epochs {recipe.epochs}"
 
 
 def member_state(recipe: Recipe, run_dir: str) -> str:

@@ -192,8 +192,8 @@ def ablation_lines(study: dict) -> list[str]:
                   f"{points(gain['mean'], signed=True)} pts {_interval(gain)} (per seed "
                   f"{', '.join(points(v, signed=True) for v in gain['values'])})"
               + ("." if gain["clear"] else "; its interval contains 0, so there is no gain to explain."), "",
-              f"Paired contrasts (window means of the last {counted(ablation['window'], 'epoch')}, differences in points, "
-              "95 % intervals across seeds):", "",
+              f"Paired contrasts (window means of the last {counted(ablation['window'], 'epoch')}, differences in "
+              "points, 95 % intervals across seeds):", "",
               "| contrast | differs in | held equal | train-eval acc, per seed | mean [95 %] | share of the gain | "
               "test acc, mean [95 %] | P(variant > reference), test [95 %] |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]

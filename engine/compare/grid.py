@@ -162,7 +162,8 @@ def opened(plan: Plan, resume_dir: str | None, output_dir: str | None, default: 
             if recorded is None or not recorded.recorded:
                 plan.write(directory)
             elif recorded.recipe and recorded.recipe.get("epochs") != plan.recipe["epochs"]:  # a resume's --epochs
-                dataclasses.replace(recorded, recipe={**recorded.recipe, "epochs": plan.recipe["epochs"]}).write(directory)
+                epochs = {"epochs": plan.recipe["epochs"]}
+                dataclasses.replace(recorded, recipe={**recorded.recipe, **epochs}).write(directory)
         yield directory
 
 

@@ -25,7 +25,8 @@ def _header_lines(report: dict) -> list[str]:
     device = f"device {runs[last]['device']}" + (f" ({runs[last]['machine']})" if runs[last].get("machine") else "")
     device += f", precision {runs[last]['precision']}" if runs[last].get("precision") else ""
     lines = [f"# {names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])}{kind} on {config['dataset']}", "",
-             f"{'Both' if len(runs) == 2 else 'All'} runs: {counted(config['epochs'], 'epoch')}, batch {config['batch_size']}, "
+             f"{'Both' if len(runs) == 2 else 'All'} runs: {counted(config['epochs'], 'epoch')}, "
+             f"batch {config['batch_size']}, "
              f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
              f"blocks per stage {config['blocks_per_stage']}, {device}"
              + (f", train-eval on {runs[last].get('train_eval_images', config['train_eval'])} fixed training images."
@@ -110,8 +111,8 @@ def _window_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
     base, cand = names
     lines = []
     if "differences" in verdict:
-        lines += [f"Numbers that decided (means over the last {counted(verdict['window'], 'epoch')}, {label(cand)} minus "
-                  f"{label(base)}, signed so that positive favours {noun(cand)}):",
+        lines += [f"Numbers that decided (means over the last {counted(verdict['window'], 'epoch')}, {label(cand)} "
+                  f"minus {label(base)}, signed so that positive favours {noun(cand)}):",
                   "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
         for key, d in verdict["differences"].items():
             unit, scale = ("", 1) if is_loss(key) else (" pts", 100)
