@@ -115,6 +115,11 @@ def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, c
     interrupted = dict(finished, status="running", epochs=finished["epochs"][:1])
     (bonus_dir / "multistage" / "history.json").write_text(json.dumps(interrupted))
     os.remove(bonus_dir / "report.json")
+    unfinished = (f"error: the multistage run has not completed (status: running); finish it with: python run.py "
+                  f"--bonus --resume {bonus_dir}\n")
+    for directories in ([bonus_dir], [bonus_dir / "singlestage", bonus_dir / "multistage"]):
+        assert run.main(["--report", *map(str, directories), "--data-dir", data_dir]) == 1
+        assert capsys.readouterr().err == unfinished
 
     assert bonus("--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
                  "--train-eval", "60", "--resume", str(bonus_dir)) == 0

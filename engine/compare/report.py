@@ -15,7 +15,7 @@ from core.numbers import counted, loss, millions, percent, points
 from core.recipe import COMPARED, Recipe
 from core.stats import interval
 from engine.compare.ablation import ablation, ablation_summary, run_facts
-from engine.compare.plan import STUDY, net_dir, read_plan, seed_dir
+from engine.compare.plan import COMPARISON, RUN, STUDY, Plan, net_dir, read_plan, seed_dir
 from engine.compare.render import (console_table, missing_words, plot_curves, plot_study, render_report, render_study,
                                    verdict_lines)
 from engine.compare.verdict import compare_classes, judge
@@ -34,7 +34,8 @@ VERDICT_TAG = "bonus/verdict"  # TensorBoard's TEXT tab, in each judged net's fo
 
 
 def check_comparable(histories: dict[str, RunHistory]) -> None:
-    """Refuse, naming the field, runs whose recipes differ in more than the architecture, or that did not finish."""
+    """Refuse, naming the field, runs whose recipes differ in more than the architecture, or that did not finish (with
+    the command that finishes it: its comparison's, where it is a comparison's run)."""
     (base_name, base), *others = ((arch, history.config) for arch, history in histories.items())
     for name, config in others:
         field = Recipe.from_dict(config).differing_field(base, ignore=COMPARED)
@@ -43,7 +44,11 @@ def check_comparable(histories: dict[str, RunHistory]) -> None:
                             f"({base_name}: {base.get(field)!r}, {name}: {config.get(field)!r})")
     for arch, history in histories.items():
         if not history.completed:
-            raise UserError(f"the {arch} run has not completed (status: {history.status})")
+            holder = os.path.dirname(history.run_dir)
+            plan = read_plan(holder)
+            command = plan.command(holder) if plan is not None and plan.kind == COMPARISON else \
+                Plan(RUN).command(history.run_dir)
+            raise UserError(f"the {arch} run has not completed (status: {history.status}); finish it with: {command}")
 
 
 def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
