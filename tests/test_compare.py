@@ -59,8 +59,10 @@ def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus
         best = max(run_summary["epochs"], key=lambda e: (e["test_accuracy"], -e["epoch"]))
         assert run_summary.pop("best_epoch") == {"epoch": best["epoch"], "test_accuracy": best["test_accuracy"],
                                                  "chosen_by": "test_accuracy"}  # the fixture's runs hold nothing out
-        # and the precision and machine, as far as its histories recorded them (the precision, not the machine)
+        # and the precision and machine, as far as its histories recorded them (the precision, not the machine),
+        # and how many training images train-eval measured (the 60 asked for, of 100)
         assert (run_summary.pop("precision"), run_summary.pop("machine")) == ("fp32", None)
+        assert run_summary.pop("train_eval_images") == 60
     assert timeless(after) == timeless(before)  # recipe fields the histories lack are absent from the records too
     # The fixture keeps the single-stage run's checkpoint only: the per-class part says what it lacked.
     assert "classes" in gain_before and "checkpoint_" in gain_after["unavailable"]
