@@ -26,9 +26,9 @@ def has_checkpoint(run_dir: str) -> bool:
     return bool(checkpoints(run_dir))
 
 
-def check_resumable(recipe: Recipe, run_dir: str) -> None:
+def check_resumable(recipe: Recipe, run_dir: str) -> RunHistory:
     """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine,
-    fewer than it has trained are not: a resume cannot take an epoch back)."""
+    fewer than it has trained are not: a resume cannot take an epoch back); return the history it checked."""
     try:
         history = recorded_history(run_dir)
     except UserError as exc:
@@ -37,6 +37,7 @@ def check_resumable(recipe: Recipe, run_dir: str) -> None:
     more_trained = trained_beyond(history, recipe)
     if difference or more_trained:
         raise UserError(f"cannot resume {run_dir}: {difference or 'it ' + more_trained}")
+    return history
 
 
 def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
@@ -88,8 +89,7 @@ def member_state(recipe: Recipe, run_dir: str) -> str:
     holds neither (it trains afresh). A changed recipe is refused."""
     if not has_checkpoint(run_dir) and not _completed_history(run_dir):
         return UNSTARTED
-    check_resumable(recipe, run_dir)
-    history = read_history(run_dir)
+    history = check_resumable(recipe, run_dir)
     if history.completed and history.epochs[-1][RECORD_EPOCH] == recipe.epochs:
         return FINISHED
     if not has_checkpoint(run_dir):

@@ -19,7 +19,7 @@ from ignite.handlers.tensorboard_logger import OutputHandler, TensorboardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from core.history_file import (EPOCH, IMAGES_PER_S, LOSS_SCALING_KEYS, TEMP_SUFFIX, TEST, TRAIN_EVAL, TRAIN_LOSS, VAL,
-                               TRAIN_SECONDS, is_seconds)
+                               TRAIN_SECONDS, is_seconds, temp_path)
 from handlers.history import History
 
 EPOCH_TAG = "train/loss_epoch"
@@ -103,13 +103,13 @@ def drop_epoch_points_after(log_dir: str, epoch: int) -> None:
     for name in sorted(filter(is_event_file, os.listdir(log_dir))):
         path = os.path.join(log_dir, name)
         records = list(RawEventFileLoader(path).Load())
-        if any(map(redone, records)):
-            with open(path + TEMP_SUFFIX, "wb") as f:
+        kept = [record for record in records if not redone(record)]
+        if len(kept) < len(records):
+            with open(temp_path(path), "wb") as f:
                 writer = RecordWriter(f)
-                for record in records:
-                    if not redone(record):
-                        writer.write(record)
-            os.replace(path + TEMP_SUFFIX, path)
+                for record in kept:
+                    writer.write(record)
+            os.replace(temp_path(path), path)
 
 
 def create_logger(log_dir: str, purge_step: int | None = None, resumed: History | None = None) -> TensorboardLogger:

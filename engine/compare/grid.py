@@ -148,7 +148,8 @@ def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Pla
 @contextlib.contextmanager
 def opened(plan: Plan, resume_dir: str | None, output_dir: str | None, default: str | None = None):
     """Continue `resume_dir`, or claim `output_dir` (else `default`, numbered); hold its lock (its runs that exist
-    must be free) and write its plan first, unless it has one. Yields the directory."""
+    must be free) and write its plan first, unless it has one (then a resume's other --epochs go into it). Yields the
+    directory."""
     directory = continue_or_claim(resume_dir, output_dir, default)
     runs = [path for path in (*(folder for _seed, folder in plan.folders(directory)), *plan.runs(directory))
             if path != directory and os.path.isdir(path)]
@@ -162,8 +163,8 @@ def opened(plan: Plan, resume_dir: str | None, output_dir: str | None, default: 
             if recorded is None or not recorded.recorded:
                 plan.write(directory)
             elif recorded.recipe and recorded.recipe.get("epochs") != plan.recipe["epochs"]:  # a resume's --epochs
-                epochs = {"epochs": plan.recipe["epochs"]}
-                dataclasses.replace(recorded, recipe={**recorded.recipe, **epochs}).write(directory)
+                recipe = dict(recorded.recipe, epochs=plan.recipe["epochs"])
+                dataclasses.replace(recorded, recipe=recipe).write(directory)
         yield directory
 
 

@@ -15,13 +15,14 @@ from core.numbers import counted, loss, millions, percent, points
 from core.recipe import COMPARED, Recipe
 from core.stats import interval
 from engine.compare.ablation import ablation, ablation_summary, run_facts
-from engine.compare.plan import COMPARISON, RUN, STUDY, Plan, net_dir, read_plan, seed_dir
+from engine.compare.plan import COMPARISON, STUDY, net_dir, read_plan, seed_dir
 from engine.compare.render import (console_table, missing_words, plot_curves, plot_study, render_report, render_study,
                                    verdict_lines)
 from engine.compare.verdict import compare_classes, judge
 from engine.console import say
 from engine.devices import machine_in_words
 from engine.evaluate import Retester
+from engine.rundir import continuing_command
 from handlers.tensorboard_logging import replace_text
 from models import BONUS_PAIR, build_model, field_phrase, noun
 from models.stats import IMAGE_SIZE, feature_maps
@@ -46,8 +47,8 @@ def check_comparable(histories: dict[str, RunHistory]) -> None:
         if not history.completed:
             holder = os.path.dirname(history.run_dir)
             plan = read_plan(holder)
-            command = plan.command(holder) if plan is not None and plan.kind == COMPARISON else \
-                Plan(RUN).command(history.run_dir)
+            command = (plan.command(holder) if plan is not None and plan.kind == COMPARISON
+                       else continuing_command(history.run_dir))
             raise UserError(f"the {arch} run has not completed (status: {history.status}); finish it with: {command}")
 
 
