@@ -27,16 +27,16 @@ def has_checkpoint(run_dir: str) -> bool:
 
 
 def check_resumable(recipe: Recipe, run_dir: str) -> RunHistory:
-    """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine,
-    fewer than it has trained are not: a resume cannot take an epoch back); return the history it checked."""
+    """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine
+    where it can train on to them: `cannot_train_on`); return the history it checked."""
     try:
         history = recorded_history(run_dir)
     except UserError as exc:
         raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
     difference = recipe.difference(history.config, ignore=recipe.resumable()) or user_nets.change(history.network)
-    more_trained = trained_beyond(history, recipe)
-    if difference or more_trained:
-        raise UserError(f"cannot resume {run_dir}: {difference or 'it ' + more_trained}")
+    why_not = cannot_train_on(history, recipe)
+    if difference or why_not:
+        raise UserError(f"cannot resume {run_dir}: {difference or 'it ' + why_not}")
     return history
 
 
@@ -73,13 +73,15 @@ def machine_change(run_dir: str, device: torch.device) -> str | None:
 FINISHED, INTERRUPTED, UNSTARTED = "finished", "interrupted", "unstarted"
 
 
-def trained_beyond(history: RunHistory, recipe: Recipe) -> str | None:
-    """'has trained 4 epochs, more than --epochs 2' where the run has trained more epochs than `recipe` asks for (a
-    resume cannot take an epoch back); None otherwise."""
+def cannot_train_on(history: RunHistory, recipe: Recipe) -> str | None:
+    """Why a run cannot train on to `recipe.epochs`, or None: 'has trained 4 epochs, more than --epochs 2' (a resume
+    cannot take an epoch back), or, for a finished run with fewer, that it holds no checkpoint to go on from."""
     trained = history.epochs[-1][RECORD_EPOCH] if history.epochs else 0
-    if trained <= recipe.epochs:
-        return None
-    return f"has trained {counted(trained, 'epoch')}, more than --epochs {recipe.epochs}"
+    if trained > recipe.epochs:
+        return f"has trained {counted(trained, 'epoch')}, more than --epochs {recipe.epochs}"
+    if history.completed and trained < recipe.epochs and not has_checkpoint(history.run_dir):
+        return f"holds its {HISTORY_FILE} alone, no checkpoint to train on to {counted(recipe.epochs, 'epoch')} from"
+    return None
 
 
 def member_state(recipe: Recipe, run_dir: str) -> str:
@@ -89,13 +91,8 @@ def member_state(recipe: Recipe, run_dir: str) -> str:
     holds neither (it trains afresh). A changed recipe is refused."""
     if not has_checkpoint(run_dir) and not _completed_history(run_dir):
         return UNSTARTED
-    history = check_resumable(recipe, run_dir)
-    if history.completed and history.epochs[-1][RECORD_EPOCH] == recipe.epochs:
-        return FINISHED
-    if not has_checkpoint(run_dir):
-        raise UserError(f"cannot train {run_dir} on to {counted(recipe.epochs, 'epoch')}: it holds its "
-                        f"{HISTORY_FILE} alone, no checkpoint")
-    return INTERRUPTED
+    history = check_resumable(recipe, run_dir)  # also: a finished run that more epochs extend has a checkpoint
+    return FINISHED if history.completed and history.epochs[-1][RECORD_EPOCH] == recipe.epochs else INTERRUPTED
 
 
 def _completed_history(run_dir: str) -> bool:
@@ -220,7 +217,7 @@ def restore_history(run_dir: str) -> None:
 
 def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:
     """`--resume auto`: the newest run directory under `runs_root` whose recipe matches, that has a checkpoint, has
-    not trained more epochs than `recipe` asks for, and that `skip` (e.g. "in use by another process") does not rule
+    can train on to the epochs `recipe` asks for, and that `skip` (e.g. "in use by another process") does not rule
     out; None if there is none."""
     candidates = []
     for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", HISTORY_FILE)):
@@ -230,7 +227,7 @@ def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False)
         except UserError:
             continue  # not a run directory after all
         if (has_checkpoint(run_dir) and recipe.difference(history.config, ignore=recipe.resumable()) is None
-                and trained_beyond(history, recipe) is None):
+                and cannot_train_on(history, recipe) is None):
             candidates.append((os.path.getmtime(history_path), run_dir))
     for _, run_dir in sorted(candidates, reverse=True):
         if not skip(run_dir):

@@ -347,6 +347,17 @@ def test_more_epochs_extend_every_run_of_a_finished_study_and_fewer_than_trained
                                        "trained 3 epochs, more than --epochs 2\n")
     assert snapshot(study_dir) == before
 
+    # A finished run that holds its history alone (its checkpoints gone) cannot be trained on: one line, nothing
+    # written.
+    first = study_dir / "seed0" / "singlestage"
+    for checkpoint in first.glob("checkpoint_*.pt"):
+        checkpoint.unlink()
+    before = snapshot(study_dir)
+    assert run.main(["--resume", str(study_dir), "--epochs", "4", "--no-progress"]) == 1
+    assert capsys.readouterr().err == (f"error: cannot resume {study_dir}: {first} holds its history.json alone, no "
+                                       "checkpoint to train on to 4 epochs from\n")
+    assert snapshot(study_dir) == before
+
 
 def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(tmp_path, capsys):
     """What it recorded first (seeds, recipe, data folder, precision) is all a resume needs: no flag given again, not

@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.history_file import HISTORY_FILE, read_history, write_json
 from core.recipe import Recipe
 from engine.precision import AMP_MODES, recorded_mode
-from engine.resume import has_checkpoint, recorded_history, trained_beyond
+from engine.resume import cannot_train_on, has_checkpoint, recorded_history
 from engine.rundir import comparison_flag, continuing_command, run_dir_of
 from models import BONUS_PAIR, dir_name
 
@@ -164,8 +164,8 @@ def what_to_resume(directory: str, seeds: list[int] | None,
 
 def check_recorded_recipe(directory: str, recipe: Recipe) -> None:
     """Refuse, naming the field, a resume of a comparison or study with another recipe than its plan holds (its runs,
-    where they exist, check their own histories as well), or with fewer epochs than one of its runs has trained; more
-    epochs are fine where a run's would be. Said before anything is written."""
+    where they exist, check their own histories as well), or with epochs one of its runs cannot train on to
+    (`cannot_train_on`); more epochs are fine where a run's would be. Said before anything is written."""
     plan = read_plan(directory)
     if plan is None or plan.kind == RUN:
         return
@@ -174,11 +174,11 @@ def check_recorded_recipe(directory: str, recipe: Recipe) -> None:
         raise UserError(f"cannot resume {directory}: {difference}")
     for run in plan.runs(directory):
         try:
-            more_trained = trained_beyond(read_history(run), recipe)
+            why_not = cannot_train_on(read_history(run), recipe)
         except UserError:
             continue  # no readable history: the run's own resume says what it holds
-        if more_trained:
-            raise UserError(f"cannot resume {directory}: {run} {more_trained}")
+        if why_not:
+            raise UserError(f"cannot resume {directory}: {run} {why_not}")
 
 
 def recorded_flags(resume: str | None) -> dict:
