@@ -37,7 +37,8 @@ seconds_this_run = collections.Counter()
 
 
 def pytest_collection_modifyitems(config, items):
-    recorded = config.cache.get(FILE_SECONDS, {}) if config.cache is not None else {}
+    cache = getattr(config, "cache", None)  # None under `-p no:cacheprovider`
+    recorded = cache.get(FILE_SECONDS, {}) if cache is not None else {}
     slow = collections.Counter(item.path.name for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: (item.path.name in recorded, -recorded.get(item.path.name, 0), -slow[item.path.name]))
 
@@ -52,7 +53,7 @@ def pytest_sessionfinish(session):
     config = session.config
     whole_suite = (config.args_source is pytest.Config.ArgsSource.TESTPATHS and not config.option.markexpr
                    and not config.option.keyword)
-    if whole_suite and config.cache is not None and not hasattr(config, "workerinput") and seconds_this_run:
+    if whole_suite and getattr(config, "cache", None) is not None and not hasattr(config, "workerinput") and seconds_this_run:
         config.cache.set(FILE_SECONDS, {name: round(seconds, 1) for name, seconds in seconds_this_run.items()})
 
 

@@ -205,7 +205,8 @@ def test_help_and_a_run_work_under_python_OO(cifar10_dir, tmp_path, request):
     data_dir, _ = cifar10_dir
     # Bytecode compiled under -OO is kept in pytest's cache folder: compiling torch's modules again would take most of
     # the test's time, and a venv holds none of it.
-    bytecode = {"PYTHONPYCACHEPREFIX": str(request.config.cache.mkdir("bytecode-OO"))} if request.config.cache else {}
+    cache = getattr(request.config, "cache", None)  # None under `-p no:cacheprovider`
+    bytecode = {"PYTHONPYCACHEPREFIX": str(cache.mkdir("bytecode-OO"))} if cache else {}
     environment = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
     # One interpreter for the rules every report prints (constants, not docstrings: they survive -OO), --help
     # and a training run.
@@ -265,13 +266,16 @@ def test_a_learning_rate_that_cannot_train_stops_in_one_line_saying_nothing_was_
     """Before any checkpoint: the line says so, and what to change; whatever the optimizer, never a traceback."""
     data_dir, _ = cifar10_dir
     run_dir = tmp_path / "run"
+    # fp32 unless the case names a precision: `--amp auto` picks bf16 on CPUs with native bf16, and the line then
+    # adds "or with --amp off".
+    precision = [] if "--amp" in flags else ["--no-amp"]
     code = run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
-                     "--arch", "multistage-narrow", "--no-progress", *flags, "--output-dir", str(run_dir)])
-    err = capsys.readouterr().err.splitlines()[-1]
+                     "--arch", "multistage-narrow", "--no-progress", *precision, *flags, "--output-dir", str(run_dir)])
+    err = capsys.readouterr().err
     lr = f"{float(flags[flags.index('--lr') + 1]):g}"
     amp = " or with --amp off" if "--amp" in flags else ""
     assert code == 1 and re.fullmatch(
         re.escape(f"error: training stopped: {stop}; no checkpoint was written yet in {run_dir}; train again with a "
-                  f"lower --lr (now {lr}){amp}").replace(r"\{n\}", r"\d"), err), err
+                  f"lower --lr (now {lr}){amp}\n").replace(r"\{n\}", r"\d"), err), err  # the whole of stderr
     assert not [f for f in os.listdir(run_dir) if f.endswith(".pt")]
     assert read_history(str(run_dir))["status"].startswith(("stopped: loss became NaN", "failed: training stopped"))

@@ -1,5 +1,12 @@
-"""The README stays a short manual, and the documents speak of the project, never of how it was built."""
+"""The README stays a short manual, its test command runs as people run pytest, and the documents speak of the
+project, never of how it was built."""
 import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import HANG_TIMEOUT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README_LIMIT = 14 * 1024
@@ -24,3 +31,17 @@ def test_documents_speak_of_the_project_not_of_how_it_was_built():
     found = [(os.path.relpath(path, REPO), phrase) for path in documents()
              for phrase in FORBIDDEN if phrase in open(path, encoding="utf-8").read().lower()]
     assert found == []
+
+
+@pytest.mark.slow
+def test_the_suite_runs_without_pytests_cache_and_with_a_cache_folder_elsewhere(tmp_path):
+    """`-p no:cacheprovider` (read-only checkouts, many CI set-ups) and `-o cache_dir=DIR`: the suite's own hooks
+    (tests/conftest.py) run either way; one short file, in one process, is enough to reach them."""
+    command = [sys.executable, "-m", "pytest", "-q", "-n", "0", "tests/test_docs.py", "-k", "not cache"]
+    without = subprocess.run([*command, "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True,
+                             timeout=HANG_TIMEOUT)
+    assert without.returncode == 0 and "INTERNALERROR" not in without.stdout + without.stderr, without.stdout
+    elsewhere = subprocess.run([*command, "-o", f"cache_dir={tmp_path / 'cache'}"], cwd=REPO, capture_output=True,
+                               text=True, timeout=HANG_TIMEOUT)
+    assert elsewhere.returncode == 0, elsewhere.stdout
+    assert (tmp_path / "cache" / "v" / "cache" / "nodeids").exists()
