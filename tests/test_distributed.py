@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -371,21 +372,23 @@ def test_parallel_members_needs_a_plan_of_several_runs(capsys):
         "error: argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)\n")
 
 
-THREADS_AFTER_SHARE = ("import torch; from engine.devices import take_a_share_of_the_cores; "
+# The process torchrun starts, told that 8 cores are its own: its share then differs from both 1 and all the cores,
+# on a machine of any size.
+THREADS_AFTER_SHARE = ("import os, torch; from engine.devices import take_a_share_of_the_cores; "
+                       "os.sched_getaffinity = lambda pid: set(range(8)); "
                        "take_a_share_of_the_cores(); print(torch.get_num_threads())")
-# What torchrun does for each of several processes: OMP_NUM_THREADS=1 unless its own environment sets it.
-LAUNCHER = ("import os, subprocess, sys; env = dict(os.environ, LOCAL_WORLD_SIZE=sys.argv[1]); "
-            "env.setdefault('OMP_NUM_THREADS', '1'); "
-            f"sys.exit(subprocess.run([sys.executable, '-c', {THREADS_AFTER_SHARE!r}], env=env).returncode)")
 
 
-@pytest.mark.parametrize("given, processes", [(None, 1), (None, 2), ("1", 1)])
-def test_a_process_dealt_runs_takes_its_share_of_the_cores_unless_threads_are_given(given, processes):
+@pytest.mark.parametrize("given, processes, threads", [(None, 1, 8), (None, 2, 4), ("1", 2, 1)])
+def test_a_process_dealt_runs_takes_its_share_of_the_cores_unless_threads_are_given(given, processes, threads):
+    """What torchrun does for each of several processes: OMP_NUM_THREADS=1 unless its own environment sets it. The
+    launcher here is a shell that stays the parent (`; exit`), whose environment the process reads."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if given:
         env["OMP_NUM_THREADS"] = given
-    result = subprocess.run([sys.executable, "-c", LAUNCHER, str(processes)], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=HANG_TIMEOUT)
+    launcher = (f'LOCAL_WORLD_SIZE={processes} OMP_NUM_THREADS="${{OMP_NUM_THREADS:-1}}" '
+                f'"$0" -c {shlex.quote(THREADS_AFTER_SHARE)}; exit $?')
+    result = subprocess.run(["sh", "-c", launcher, sys.executable], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=HANG_TIMEOUT)
     assert result.returncode == 0, result.stderr
-    cores = len(os.sched_getaffinity(0))
-    assert int(result.stdout) == (int(given) if given else max(1, cores // processes))
+    assert int(result.stdout) == threads
