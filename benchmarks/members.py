@@ -6,7 +6,7 @@ processes (`--parallel members`), side by side: the two in turn, A B A B ..., ea
     python benchmarks/members.py --data-dir DATA --device cuda --nproc 4 --sequential-threads 1 \\
         --json OUT/members.json                                        # 4 processes sharing one GPU vs 1
 
-The study is `--bonus --seeds 0 1` (2 nets x 2 seeds), fp32 unless --amp is given; the sequential process gets
+The study is `--bonus --seeds 0 1` (2 nets x 2 seeds; `--seeds` for others), fp32 unless --amp is given; the sequential process gets
 `--sequential-threads` threads (default: every core), each dealt process OMP_NUM_THREADS=`--member-threads`.
 Both write into a fresh temporary folder each time; what the study prints is thrown away, its exit code checked.
 """
@@ -47,28 +47,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nproc", type=int, default=2, help="torchrun's processes")
     parser.add_argument("--member-threads", type=int, default=1)
     parser.add_argument("--sequential-threads", type=int, default=os.cpu_count())
-    parser.add_argument("--pairs", type=int, default=3, help="A B pairs timed, after one warm-up of each")
+    parser.add_argument("--pairs", type=int, default=3, help="A B pairs timed, after the warm-up pairs")
+    parser.add_argument("--warmup", type=int, default=1, help="A B pairs run first and not counted (caches, disk)")
+    parser.add_argument("--seeds", nargs="+", default=["0", "1"], help="the bonus study's seeds")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
-    study = ["--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir", os.path.abspath(args.data_dir),
+    study = ["--bonus", "--seeds", *args.seeds, "--dataset", "cifar10", "--data-dir", os.path.abspath(args.data_dir),
              "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--device", args.device, "--amp", args.amp, "--no-progress"]
     sequential, dealt = [], []
     with tempfile.TemporaryDirectory() as scratch:
-        for pair in range(args.pairs + 1):  # the first pair warms the caches up and is not counted
+        for pair in range(args.warmup + args.pairs):
             out = os.path.join(scratch, str(pair))
             seconds_a = timed([sys.executable, "run.py", *study, "--output-dir", f"{out}-sequential"],
                               args.sequential_threads)
             seconds_b = timed([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                f"--nproc_per_node={args.nproc}", "run.py", *study, "--parallel", "members",
                                "--output-dir", f"{out}-dealt"], args.member_threads)
-            if pair:
+            if pair >= args.warmup:
                 sequential.append(seconds_a)
                 dealt.append(seconds_b)
-            print(f"pair {pair}{' (warm-up)' if not pair else ''}: sequential {seconds_a:.1f}s, "
+            print(f"pair {pair}{' (warm-up)' if pair < args.warmup else ''}: sequential {seconds_a:.1f}s, "
                   f"dealt {seconds_b:.1f}s", flush=True)
     ratios = [a / b for a, b in zip(sequential, dealt)]
     figures = {"machine": cpu_model() if args.device == "cpu" else args.device, "cores": os.cpu_count(),
-               "study": "--bonus --seeds 0 1", "epochs": args.epochs, "nproc": args.nproc,
+               "study": f"--bonus --seeds {' '.join(args.seeds)}", "epochs": args.epochs, "nproc": args.nproc,
                "member_threads": args.member_threads, "sequential_threads": args.sequential_threads,
                "sequential_seconds": sequential, "dealt_seconds": dealt, "speed_up_per_pair": ratios,
                "median_speed_up": statistics.median(ratios)}

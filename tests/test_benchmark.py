@@ -129,19 +129,37 @@ def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_
 
 @pytest.mark.slow
 def test_the_members_benchmark_times_both_ways_in_turn_and_reports_their_ratio(cifar10_dir, tmp_path, capsys):
-    """benchmarks/members.py on tiny data, one counted pair: both studies ran (it exits otherwise), the ratio is the
-    sequential time over the dealt one, and the file holds what main() computed."""
+    """benchmarks/members.py on tiny data, one counted pair of a one-seed bonus (2 runs, one per process) and no
+    warm-up: both studies ran (it exits otherwise), the ratio is the sequential time over the dealt one, and the file
+    holds what main() computed."""
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from members import main as members
 
     data_dir, _ = cifar10_dir
     out = tmp_path / "members.json"
-    figures = members(["--data-dir", data_dir, "--epochs", "1", "--batch-size", "32", "--pairs", "1", "--json", str(out)])
+    figures = members(["--data-dir", data_dir, "--epochs", "1", "--batch-size", "32", "--seeds", "0", "--warmup", "0",
+                       "--pairs", "1", "--json", str(out)])
     assert json.loads(out.read_text()) == figures
     (sequential,), (dealt,) = figures["sequential_seconds"], figures["dealt_seconds"]
     assert figures["speed_up_per_pair"] == [pytest.approx(sequential / dealt)]
     assert figures["median_speed_up"] == pytest.approx(sequential / dealt) and figures["nproc"] == 2
-    assert "pair 0 (warm-up): sequential " in capsys.readouterr().out
+    assert figures["study"] == "--bonus --seeds 0"
+    assert "pair 0: sequential " in capsys.readouterr().out
+
+
+def test_the_members_benchmark_counts_no_warm_up_pair(monkeypatch, capsys):
+    """The warm-up pairs run (and print) first, and only the pairs after them make the figures."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import members
+
+    seconds = iter([9.0, 8.0, 4.0, 2.0, 6.0, 2.0])  # warm-up A B, then two counted pairs
+    commands = []
+    monkeypatch.setattr(members, "timed", lambda command, threads: commands.append(command) or next(seconds))
+    figures = members.main(["--data-dir", "data", "--warmup", "1", "--pairs", "2"])
+    assert (figures["sequential_seconds"], figures["dealt_seconds"]) == ([4.0, 6.0], [2.0, 2.0])
+    assert figures["speed_up_per_pair"] == [2.0, 3.0] and figures["median_speed_up"] == 2.5
+    assert len(commands) == 6 and "--parallel" in commands[1] and "--parallel" not in commands[0]
+    assert "pair 0 (warm-up): sequential 9.0s, dealt 8.0s\npair 1: sequential 4.0s" in capsys.readouterr().out
 
 
 def test_end_to_end_speedup_is_fp32_time_over_the_other_precisions_time_where_both_ran():
