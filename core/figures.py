@@ -16,19 +16,24 @@ def pyplot():
 
 
 def curve_panels():
-    """(figure, loss axes, accuracy axes): mean training loss and accuracy per epoch, side by side."""
+    """(figure, loss axes, accuracy axes): mean training loss and accuracy per epoch, side by side. Its margins are
+    fixed for this size and these labels: tight_layout would draw the figure a second time to measure them, half of
+    the time every report spends on its figure."""
     figure, (loss_axes, accuracy_axes) = pyplot().subplots(1, 2, figsize=(11, 4.2))
+    figure.subplots_adjust(left=0.06, right=0.985, bottom=0.12, top=0.83, wspace=0.2)
     loss_axes.set(title="Mean training loss per epoch", xlabel="epoch", ylabel="cross-entropy")
     accuracy_axes.set(title="Accuracy per epoch", xlabel="epoch", ylabel="accuracy (%)")
     return figure, loss_axes, accuracy_axes
 
 
-def save(figure, path: str, legends=()) -> None:
-    """Grid and legend on each of `legends`, tight layout, PNG at 110 dpi, figure closed."""
+def save(figure, path: str, legends=(), tight: bool = True) -> None:
+    """Grid and legend on each of `legends`, tight layout unless the figure has margins of its own, PNG at 110 dpi,
+    figure closed."""
     for axes in legends:
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.tight_layout()
+    if tight:
+        figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot().close(figure)
 
@@ -56,4 +61,4 @@ def plot_curves_of(nets: dict[str, list[dict]], path: str, heading: str) -> None
                 axes.fill_between(x, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
                                   color=color, alpha=0.15)
     figure.suptitle(heading)
-    save(figure, path, legends=(loss_axes, accuracy_axes))
+    save(figure, path, legends=(loss_axes, accuracy_axes), tight=False)

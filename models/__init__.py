@@ -1,6 +1,7 @@
 """Model registry: each architecture is one entry (constructor, the name the reports use, a one-line description);
 `build_model(name, num_classes, **kw)` builds one, and `model_facts` measures what every report says of a net
 (parameters, MACs, receptive field; `field_words`, `field_phrase` in words)."""
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -134,16 +135,29 @@ def model_facts(arch: str, num_classes: int, blocks_per_stage: int, network: dic
     """A fresh model of `arch` and its facts. The receptive field is measured by gradient
     (models/stats.measured_receptive_field), so any network gets one, or None and "receptive_field_note" saying why.
     A user's network is imported from the file a run recorded (`network`) where its spec does not resolve from here."""
-    net = user_nets.load_recorded(network) if network else user_nets.load(arch) if user_nets.is_spec(arch) else None
     model = build_model(arch, num_classes, blocks_per_stage=blocks_per_stage)
+    if network is None and arch in ARCHITECTURES:
+        return model, dict(_registered_facts(arch, num_classes, blocks_per_stage))
+    net = user_nets.load_recorded(network) if network else user_nets.load(arch) if user_nets.is_spec(arch) else None
+    facts = _measured_facts(model)
+    if net is not None:
+        facts["description"] = net.description
+    return model, facts
+
+
+@functools.lru_cache(maxsize=None)
+def _registered_facts(arch: str, num_classes: int, blocks_per_stage: int) -> dict:
+    """A registered net's facts, measured once per process: a study's report asks for them once per run."""
+    return _measured_facts(build_model(arch, num_classes, blocks_per_stage=blocks_per_stage))
+
+
+def _measured_facts(model: nn.Module) -> dict:
     field = measured_receptive_field(model)
     facts = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model),
              "receptive_field": field.pixels}
     if field.pixels is None:
         facts["receptive_field_note"] = field.why
-    if net is not None:
-        facts["description"] = net.description
-    return model, facts
+    return facts
 
 
 def field_words(facts: dict) -> str:
