@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import HANG_TIMEOUT, free_port, independent_eval, read_history
+from helpers import HANG_TIMEOUT, free_port, independent_eval, read_history, run_in_process
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,14 +211,13 @@ def test_a_study_dealt_to_two_processes_equals_the_sequential_study(sequential_s
     assert "Epoch " not in result.stdout and result.stderr == ""
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("continue_with", ["torchrun", "one process"])
-def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequential_study, tmp_path, continue_with):
-    """SIGKILL to the whole torchrun job once the first member has finished; `--resume STUDY` (again dealt, or in one
-    process) trains what is missing and ends equal to the uninterrupted study."""
+@pytest.fixture(scope="module")
+def killed_study(sequential_study, tmp_path_factory):
+    """A dealt study SIGKILLed, the whole torchrun job, once its first member has finished: its launcher is gone and
+    its workers, in sessions of their own, must end themselves. Returns (study directory, what the job said)."""
     import signal
 
-    root, study_dir = sequential_study, tmp_path / "study"
+    root, study_dir = sequential_study, tmp_path_factory.mktemp("killed") / "study"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *STUDY,
                "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(study_dir)]
     job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -228,24 +227,36 @@ def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequentia
         if line.startswith("[1/4]"):
             break
     workers = children(job.pid)
-    assert len(workers) == 2
-    os.killpg(job.pid, signal.SIGKILL)  # the launcher; its workers run in sessions of their own and must end themselves
+    os.killpg(job.pid, signal.SIGKILL)
     job.wait(timeout=HANG_TIMEOUT)
     deadline = time.monotonic() + 10  # the store is polled 5 times a second
     while any(map(alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(map(alive, workers)), "a worker trains on without its launcher"
-    said = job.stderr.read()
+    return study_dir, workers, [alive(worker) for worker in workers], job.stderr.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("continue_with", ["torchrun", "one process"])
+def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequential_study, killed_study, tmp_path,
+                                                                       continue_with):
+    """SIGKILL to the whole torchrun job once the first member has finished; `--resume STUDY` (again dealt, or in one
+    process) trains what is missing and ends equal to the uninterrupted study. The job is killed once; each way of
+    continuing resumes a copy of what it left."""
+    killed_dir, workers, still_alive, said = killed_study
+    assert len(workers) == 2
+    assert not any(still_alive), "a worker trains on without its launcher"
     assert f"error: the torchrun launcher is gone (its store stopped answering); continue with: python run.py " \
-           f"--seeds 0 1 --bonus --resume {study_dir}\n" in said, said
+           f"--seeds 0 1 --bonus --resume {killed_dir}\n" in said, said
     assert "Traceback (most recent call last)" not in said, said  # c10d's own warnings may precede the line
-    assert not (study_dir / "study.json").exists()
+    assert not (killed_dir / "study.json").exists()
+    study_dir = tmp_path / "study"
+    shutil.copytree(killed_dir, study_dir)
     if continue_with == "torchrun":
         result = torchrun("--resume", str(study_dir), "--parallel", "members")
     else:
         result = sequential("--resume", str(study_dir), "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert_same_study(study_dir, root / "sequential")
+    assert_same_study(study_dir, sequential_study / "sequential")
     assert not list(study_dir.rglob("run.lock"))
 
 
@@ -338,13 +349,16 @@ def test_parallel_members_refuses_a_single_run_once(ddp_run):
 @pytest.mark.slow
 def test_a_re_test_under_torchrun_is_done_once_by_rank_0_as_one_process_does_it(ddp_run, sequential_study, tmp_path):
     """--evaluate and --report under torchrun: nothing to split, so rank 0 re-tests alone and the other process ends
-    at once: one evaluation folder, not one per process, and one report, equal to what one process writes."""
+    at once: one evaluation folder, not one per process, and one report, equal to what one process writes. run.main
+    sends every re-test (--evaluate, --report of a comparison or of runs) through one branch before anything is
+    dispatched, so one launch of each flag proves it; the one-process side runs in this worker (one thread, as each
+    torchrun process has)."""
     root, _, _ = ddp_run
     run_dir = root / "runs" / "run"
     evaluated = torchrun("--evaluate", str(run_dir), "--no-progress")
     assert evaluated.returncode == 0, evaluated.stderr
     assert [p.name for p in run_dir.iterdir() if p.name.startswith("evaluation-")] == ["evaluation-checkpoint_2"]
-    alone = sequential("--evaluate", str(run_dir), "--no-progress", "--output-dir", str(tmp_path / "alone"))
+    alone = run_in_process(["--evaluate", str(run_dir), "--no-progress", "--output-dir", str(tmp_path / "alone")])
     assert alone.returncode == 0, alone.stderr
     assert json.loads((run_dir / "evaluation-checkpoint_2" / "evaluation.json").read_text()) == json.loads(
         (tmp_path / "alone" / "evaluation.json").read_text())
@@ -352,11 +366,13 @@ def test_a_re_test_under_torchrun_is_done_once_by_rank_0_as_one_process_does_it(
 
     comparison = tmp_path / "seed0"
     shutil.copytree(sequential_study / "sequential" / "seed0", comparison)
+    data = ["--data-dir", str(sequential_study / "data")]
+    reported = torchrun("--report", str(comparison), *data)
+    assert reported.returncode == 0, reported.stderr
+    assert reported.stdout.count("Report: ") == 1 and reported.stderr == ""
     runs = [str(comparison / arch) for arch in ("singlestage", "multistage")]
-    for args in (["--report", str(comparison)], ["--report", *runs, "--output-dir", str(tmp_path / "two-runs")]):
-        reported = torchrun(*args, "--data-dir", str(sequential_study / "data"))
-        assert reported.returncode == 0, reported.stderr
-        assert reported.stdout.count("Report: ") == 1 and reported.stderr == ""
+    two_runs = run_in_process(["--report", *runs, "--output-dir", str(tmp_path / "two-runs"), *data])
+    assert two_runs.returncode == 0, two_runs.stderr
     expected = timeless(json.loads((sequential_study / "sequential" / "seed0" / "report.json").read_text()))
     for written in (comparison, tmp_path / "two-runs"):
         assert timeless(json.loads((written / "report.json").read_text())) == expected
