@@ -395,6 +395,7 @@ THREADS_AFTER_SHARE = ("import os, torch; from engine.devices import take_a_shar
                        "take_a_share_of_the_cores(); print(torch.get_num_threads())")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("given, processes, threads", [(None, 1, 8), (None, 2, 4), ("1", 2, 1)])
 def test_a_process_dealt_runs_takes_its_share_of_the_cores_unless_threads_are_given(given, processes, threads):
     """What torchrun does for each of several processes: OMP_NUM_THREADS=1 unless its own environment sets it. The
