@@ -200,6 +200,11 @@ def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, st
         if rank0:
             outputs.history.finish(f"stopped: loss became NaN or infinite at {at}")
         amp = " or with --amp off" if run.precision.amp else ""
+        if run.trainer.state.iteration == 1:  # the first batch's loss came before any step: no rate made it
+            raise TrainingDiverged(
+                f"training stopped: the loss of the first batch is NaN or infinite, before any optimizer step, so the "
+                f"network's output (or its loss) is not finite whatever the learning rate; {what_is_saved(run_dir)}; "
+                f"check the network's forward pass{amp}")
         raise TrainingDiverged(f"training stopped: the loss became NaN or infinite at {at}; {what_is_saved(run_dir)}; "
                                f"train again with a lower --lr (now {recipe.lr:g}){amp}")
     if outputs.history.epochs:  # rank 0 holds the history

@@ -168,3 +168,22 @@ def hit_train_step(monkeypatch, iteration, hit):
         return trainer
 
     monkeypatch.setattr(engine.build, "create_trainer", trainer_with_a_hit)
+
+
+# A user's network (a file spec) whose logits are NaN in training from the first batch: it passes the one-image check.
+NAN_NET = '''
+import torch
+from torch import nn
+
+
+class NanNet(nn.Module):
+    """a net whose logits turn NaN in training"""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+
+    def forward(self, x):
+        out = self.head(x)
+        return out * float("nan") if self.training and x.shape[0] > 1 else out
+'''

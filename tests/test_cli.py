@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import engine.build
 import run
-from helpers import HANG_TIMEOUT, REPO, cli, device_line, hit_train_step, independent_eval, read_history
+from helpers import HANG_TIMEOUT, NAN_NET, REPO, cli, device_line, hit_train_step, independent_eval, read_history
 
 
 def scalars(run_dir, tag):
@@ -279,3 +279,18 @@ def test_a_learning_rate_that_cannot_train_stops_in_one_line_saying_nothing_was_
                   f"lower --lr (now {lr}){amp}\n").replace(r"\{n\}", r"\d"), err), err  # the whole of stderr
     assert not [f for f in os.listdir(run_dir) if f.endswith(".pt")]
     assert read_history(str(run_dir))["status"].startswith(("stopped: loss became NaN", "failed: training stopped"))
+
+
+def test_a_loss_that_is_not_finite_before_any_step_names_the_network_not_the_learning_rate(cifar10_dir, tmp_path,
+                                                                                            capsys):
+    data_dir, _ = cifar10_dir
+    (tmp_path / "nan_net.py").write_text(NAN_NET)
+    run_dir = tmp_path / "run"
+    code = run.main(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "32", "--arch",
+                     f"{tmp_path / 'nan_net.py'}:NanNet", "--no-progress", "--no-amp", "--output-dir", str(run_dir)])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        "error: training stopped: the loss of the first batch is NaN or infinite, before any optimizer step, so the "
+        "network's output (or its loss) is not finite whatever the learning rate; no checkpoint was written yet in "
+        f"{run_dir}; check the network's forward pass\n")
+    assert read_history(str(run_dir))["status"] == "stopped: loss became NaN or infinite at epoch 1, iteration 1"

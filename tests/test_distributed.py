@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import HANG_TIMEOUT, free_port, independent_eval, read_history, run_in_process
+from helpers import HANG_TIMEOUT, NAN_NET, free_port, independent_eval, read_history, run_in_process
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,24 +300,6 @@ def alive(pid: int) -> bool:
         return False
 
 
-NAN_NET = '''
-import torch
-from torch import nn
-
-
-class NanNet(nn.Module):
-    """a net whose logits turn NaN in training"""
-
-    def __init__(self, num_classes):
-        super().__init__()
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
-
-    def forward(self, x):
-        out = self.head(x)
-        return out * float("nan") if self.training and x.shape[0] > 1 else out
-'''
-
-
 @pytest.mark.slow
 def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_study, tmp_path):
     root = sequential_study
@@ -331,7 +313,7 @@ def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_stud
     errors = [line.split("] ", 1)[-1] for line in result.stderr.splitlines() if "error: " in line]
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith(f"error: {spec} seed 0 (in {tmp_path / 'study' / 'seed0' / 'NanNet'}): training "
-                                "stopped: the loss became NaN or infinite at epoch 1")
+                                "stopped: the loss of the first batch is NaN or infinite, before any optimizer step")
     assert errors[0].endswith(f"; the rest continues with: python run.py --seeds 0 --compare singlestage {spec} "
                               f"--resume {tmp_path / 'study'}")
 
