@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 import sys
@@ -185,7 +187,8 @@ def compared_nets(args: argparse.Namespace) -> tuple[str, ...] | None:
     return tuple(args.compare) if args.compare else BONUS_PAIR if args.bonus else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def parsed_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's flags, with the rules between them that argparse cannot say (each a usage error, exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.bonus and args.compare:
@@ -196,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("argument --seeds: not allowed with --seed")
     if getattr(args, "parallel", None) == "members" and not (args.seeds or compared_nets(args) or args.resume):
         parser.error("argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Every process of a torchrun job parses the same command: a wrong one is said once, by rank 0; the others exit
+    # with the same code (2), silently.
+    silent = launched_by_torchrun() and os.environ.get("RANK", "0") != "0"
+    with contextlib.redirect_stderr(io.StringIO()) if silent else contextlib.nullcontext():
+        args = parsed_arguments(argv)
     if launched_by_torchrun() and (args.evaluate or args.report):
         # A re-test has nothing to split: rank 0 does it alone, as one process would, and the others end at once
         # (each would otherwise write a folder of its own).

@@ -329,6 +329,16 @@ def test_parallel_members_refuses_a_single_run_once(ddp_run):
 
 
 @pytest.mark.slow
+def test_a_wrong_command_under_torchrun_is_said_once_by_rank_0():
+    """Every process parses the command; rank 0 alone says what is wrong, the other exits with the same code."""
+    result = torchrun("--arch", "multistage", "--parallel", "members")
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if "error: " in line] == [
+        "run.py: error: argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)"]
+    assert result.stderr.count("usage: ") == 1
+
+
+@pytest.mark.slow
 def test_a_re_test_under_torchrun_is_done_once_by_rank_0_as_one_process_does_it(ddp_run, sequential_study, tmp_path):
     """--evaluate and --report under torchrun: nothing to split, so rank 0 re-tests alone and the other process ends
     at once: one evaluation folder, not one per process, and one report, equal to what one process writes. run.main
