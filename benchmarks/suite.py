@@ -46,14 +46,17 @@ def machine() -> dict:
             "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
 
 
-def file_seconds(junit_xml: str) -> dict[str, float]:
-    """Seconds per test file from pytest's JUnit XML (each test's setup + call + teardown)."""
-    seconds = collections.Counter()
+def read_junit(junit_xml: str) -> tuple[dict[str, float], list[str]]:
+    """Seconds per test file from pytest's JUnit XML (each test's setup + call + teardown), and the tests that failed
+    or raised an error."""
+    seconds, failed = collections.Counter(), []
     for case in ElementTree.parse(junit_xml).getroot().iter("testcase"):
         # classname "tests.test_resume" (or "tests.test_resume.TestX"): the file is its first two parts
-        module = ".".join(case.get("classname", "").split(".")[:2])
-        seconds[module.replace(".", "/") + ".py"] += float(case.get("time", 0))
-    return dict(seconds)
+        path = ".".join(case.get("classname", "").split(".")[:2]).replace(".", "/") + ".py"
+        seconds[path] += float(case.get("time", 0))
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(f"{path}::{case.get('name')}")
+    return dict(seconds), failed
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         wall = time.perf_counter() - started
         summary = (result.stdout.strip().splitlines() or [""])[-1]
-        per_file = file_seconds(junit) if os.path.exists(junit) else {}
+        per_file, failed = read_junit(junit) if os.path.exists(junit) else ({}, [])
     workers = min(4, machine()["cores"])  # setup.cfg: -n logical --maxprocesses 4
-    figures = {"machine": machine(), "pytest_args": pytest_args, "exit_code": result.returncode, "summary": summary,
+    figures = {"machine": machine(), "pytest_args": pytest_args, "exit_code": result.returncode, "summary": summary, "failed": failed,
                "wall_seconds": round(wall, 1), "workers": workers,
                "sum_of_files_seconds": round(sum(per_file.values()), 1),
                "files_seconds": {name: round(s, 1) for name, s in sorted(per_file.items(), key=lambda kv: -kv[1])}}
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{seconds:8.1f} s  {name}")
     print(f"{figures['sum_of_files_seconds']:8.1f} s  all files ({figures['sum_of_files_seconds'] / workers:.1f} s "
           f"per worker over {workers})")
+    for test in failed:
+        print(f"FAILED {test}")
     print(f"wall {figures['wall_seconds']:.1f} s: {summary}")
     if args.json:
         with open(args.json, "w") as f:
