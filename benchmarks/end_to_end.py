@@ -33,8 +33,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from core.history_file import (AMP_DTYPE, DEVICE_MODEL, IMAGES_PER_S, TEST_ACCURACY, TF32, THREADS, TRAIN_LOSS,  # noqa: E402
-                               is_seconds, read_history)
+from core.history_file import (AMP_DTYPE, DEVICE_MODEL, IMAGES_PER_S, ONEDNN_ISA, TEST_ACCURACY, TF32,  # noqa: E402
+                               THREADS, TRAIN_LOSS, is_seconds, read_history)
 from engine.precision import PRECISION_MODES  # noqa: E402
 
 # auto: run.py's own choice; a named precision: the --amp mode that forces it.
@@ -78,7 +78,7 @@ def timed_run(command: list[str], run_dir: str) -> dict:
         "final_train_loss": history["epochs"][-1][TRAIN_LOSS],
         "amp_dtype": history.get(AMP_DTYPE),
         "tf32": history.get(TF32),
-        "machine": {key: history.get(key) for key in (DEVICE_MODEL, THREADS)},
+        "machine": {key: history.get(key) for key in (DEVICE_MODEL, ONEDNN_ISA, THREADS)},
         "first_line": result.stdout.splitlines()[0] if result.stdout else "",
     }
 

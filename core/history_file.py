@@ -17,7 +17,8 @@ HISTORY_FILE = "history.json"
 # The top level: a header written at the start of a run (engine/outputs.run_header), then STATUS, EPOCHS (one record
 # each) and FINAL (the last record, with EPOCHS_TRAINED), which handlers/history.History adds.
 CONFIG, PRESET, VERSIONS, DEVICE, AMP, AMP_DTYPE, TF32 = "config", "preset", "versions", "device", "amp", "amp_dtype", "tf32"
-DEVICE_MODEL, THREADS = "device_model", "threads"  # the machine (engine/devices.machine): trained numbers depend on it
+# The machine (engine/devices.machine): trained numbers depend on it. ONEDNN_ISA: the CPU kernels' instruction-set level.
+DEVICE_MODEL, THREADS, ONEDNN_ISA = "device_model", "threads", "onednn_isa"
 PARAMETERS, NORMALIZATION, CLASS_NAMES = "parameters", "normalization", "class_names"
 NUM_TRAIN = "num_train"  # the training images a run trained on (after --val-split held its images out)
 VAL_IMAGES = "val_images"  # --val-split: a fingerprint of the held-out images' positions (datasets.positions_hash)
@@ -194,8 +195,11 @@ class RunHistory:
 
     @property
     def machine(self) -> dict | None:
-        """{DEVICE_MODEL, THREADS} the run trained on; None where it did not record them."""
-        return {key: self.data[key] for key in (DEVICE_MODEL, THREADS)} if DEVICE_MODEL in self.data else None
+        """{DEVICE_MODEL, THREADS, and on a CPU ONEDNN_ISA} the run trained on, as far as it recorded them; None where
+        it recorded none."""
+        if DEVICE_MODEL not in self.data:
+            return None
+        return {key: self.data[key] for key in (DEVICE_MODEL, THREADS, ONEDNN_ISA) if key in self.data}
 
     @property
     def normalization(self) -> dict:

@@ -9,8 +9,9 @@ import ignite.distributed as idist
 import torch
 
 from core.errors import UserError
-from core.history_file import DEVICE_MODEL, THREADS
+from core.history_file import DEVICE_MODEL, ONEDNN_ISA, THREADS
 from core.numbers import counted
+from engine.precision import onednn_isa
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -88,11 +89,14 @@ def device_model(device: torch.device) -> str:
 
 
 def machine(device: torch.device) -> dict:
-    """The facts besides the seed that decide a run's trained numbers bit for bit: the device's model and torch's
-    intra-op thread count (threads split the sums differently)."""
-    return {DEVICE_MODEL: device_model(device), THREADS: torch.get_num_threads()}
+    """The facts besides the seed that decide a run's trained numbers bit for bit: the device's model, on a CPU the
+    instruction-set level of oneDNN's kernels (another level, or a cap, rounds differently), and torch's intra-op
+    thread count (threads split the sums differently)."""
+    isa = onednn_isa() if device.type == "cpu" else None
+    return {DEVICE_MODEL: device_model(device), **({ONEDNN_ISA: isa} if isa else {}), THREADS: torch.get_num_threads()}
 
 
 def machine_in_words(facts: dict) -> str:
-    """'AMD EPYC, 2 threads'."""
-    return f"{facts[DEVICE_MODEL]}, {counted(facts[THREADS], 'thread')}"
+    """'AMD EPYC, avx2 kernels, 2 threads' (a GPU, or a run recorded without the level: 'AMD EPYC, 2 threads')."""
+    isa = f", {facts[ONEDNN_ISA]} kernels" if facts.get(ONEDNN_ISA) else ""
+    return f"{facts[DEVICE_MODEL]}{isa}, {counted(facts[THREADS], 'thread')}"

@@ -43,6 +43,18 @@ ONEDNN_ISA_LEVELS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512
                      "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
                      "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
 ONEDNN_LEVEL_OF_FEATURE = {"avx512_bf16": "AVX512_CORE_BF16", "amx_bf16": "AVX512_CORE_AMX"}
+# The CPU features (torch.cpu.get_capabilities() names) each level needs, as oneDNN's dispatcher asks for them; the
+# AVX10 levels, which it reaches only on CPUs that announce AVX10, are left out.
+_AVX512_CORE = ("avx512_f", "avx512_bw", "avx512_vl", "avx512_dq")
+_AVX512_CORE_BF16 = (*_AVX512_CORE, "avx512_vnni", "avx512_bf16")
+ONEDNN_LEVEL_NEEDS = {
+    "SSE41": ("sse4_1",), "AVX": ("avx",), "AVX2": ("avx2",), "AVX2_VNNI": ("avx2", "avx_vnni"),
+    "AVX2_VNNI_2": ("avx2", "avx_vnni", "avx_vnni_int8", "avx_ne_convert"), "AVX512_CORE": _AVX512_CORE,
+    "AVX512_CORE_VNNI": (*_AVX512_CORE, "avx512_vnni"), "AVX512_CORE_BF16": _AVX512_CORE_BF16,
+    "AVX512_CORE_FP16": (*_AVX512_CORE_BF16, "avx512_fp16"),
+    "AVX512_CORE_AMX": (*_AVX512_CORE_BF16, "amx_tile", "amx_int8", "amx_bf16"),
+    "AVX512_CORE_AMX_FP16": (*_AVX512_CORE_BF16, "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16"),
+}
 
 
 def cpu_bf16_features() -> list[str]:
@@ -66,6 +78,20 @@ def onednn_isa_cap(environ: Mapping[str, str] = os.environ) -> str | None:
         if value:
             return value if value in ONEDNN_ISA_LEVELS else None
     return None
+
+
+def onednn_isa() -> str | None:
+    """The instruction-set level oneDNN runs its kernels at in this process, as it names them ('avx2',
+    'avx512_core_bf16', 'avx512_core_amx'): the highest level the CPU has, at most `ONEDNN_MAX_CPU_ISA`. Trained
+    numbers differ between levels in their last bits. None off x86 or without oneDNN."""
+    get_capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if get_capabilities is None or not torch.backends.mkldnn.is_available():
+        return None
+    features, cap = get_capabilities(), onednn_isa_cap()
+    highest = len(ONEDNN_ISA_LEVELS) if cap is None else ONEDNN_ISA_LEVELS.index(cap) + 1
+    levels = [level for level in ONEDNN_ISA_LEVELS[:highest]
+              if level in ONEDNN_LEVEL_NEEDS and all(features.get(name) for name in ONEDNN_LEVEL_NEEDS[level])]
+    return levels[-1].lower() if levels else None
 
 
 def onednn_bf16_path() -> bool:

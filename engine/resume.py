@@ -60,10 +60,11 @@ def check_held_out(run_dir: str, data) -> None:
 
 
 def machine_change(run_dir: str, device: torch.device) -> str | None:
-    """The line a resume says when the device's model or the thread count differ from the ones the run recorded
-    (its numbers then cannot repeat bit for bit); None when they are the same or were not recorded."""
+    """The line a resume says when the device's model, oneDNN's instruction-set level or the thread count differ from
+    the ones the run recorded (its numbers then cannot repeat bit for bit); None when they are the same or were not
+    recorded (a run recorded before the level was is compared on the rest)."""
     recorded, now = read_history(run_dir).machine, machine(device)
-    if recorded is None or recorded == now:
+    if recorded is None or recorded == {key: value for key, value in now.items() if key in recorded}:
         return None
     return (f"note: {run_dir} was trained on {machine_in_words(recorded)}, and continues on {machine_in_words(now)}: "
             "its numbers will not repeat bit for bit")

@@ -122,7 +122,7 @@ def test_end_to_end_script_runs_and_reports_consistent_numbers(cifar10_dir, tmp_
     history = json.loads((kept / "multistage-eager-fp32" / "history.json").read_text())
     assert row["amp_dtype"] is None and (history["amp_dtype"], history["config"]["amp"]) == (None, "off")
     assert results["speedup_over_fp32"] == {}  # nothing to compare with
-    assert row["machine"] == {key: history[key] for key in ("device_model", "threads")}
+    assert row["machine"] == {key: history[key] for key in ("device_model", "onednn_isa", "threads")}
     assert set(results["kernel_gflops_before"]) == set(results["kernel_gflops_after"]) == {"fp32", "bf16"}
     assert "multistage   eager    fp32" in stdout
 

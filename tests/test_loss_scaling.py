@@ -81,13 +81,13 @@ def test_fp16_run_stopped_mid_epoch_resumes_bit_for_bit_in_fp16(fp16_run, tmp_pa
     assert os.path.exists(run_dir / "interrupted_3.pt")
     # Recorded as trained elsewhere: the resume says so, and continues.
     history = json.loads((run_dir / "history.json").read_text())
-    history["device_model"], history["threads"] = "Another CPU", 64
+    history["device_model"], history["onednn_isa"], history["threads"] = "Another CPU", "sse41", 64
     (run_dir / "history.json").write_text(json.dumps(history))
     resumed = run_in_process(["--resume", str(run_dir)])  # no --amp: the run's own precision; the scale: its checkpoint's
     assert resumed.returncode == 0, resumed.stderr
     lines = resumed.stdout.splitlines()
     assert lines[0] == device_line("fp16 autocast with loss scaling (--amp fp16: forced on a CPU)")
-    assert lines[1] == (f"note: {run_dir} was trained on Another CPU, 64 threads, and continues on "
+    assert lines[1] == (f"note: {run_dir} was trained on Another CPU, sse41 kernels, 64 threads, and continues on "
                         f"{machine_in_words(machine(torch.device('cpu')))}: its numbers will not repeat bit for bit")
     assert without_timings(read_history(str(run_dir))) == without_timings(read_history(str(reference)))
     ours, theirs = (torch.load(d / "checkpoint_2.pt", weights_only=True) for d in (run_dir, reference))

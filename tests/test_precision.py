@@ -183,17 +183,40 @@ def test_the_older_cap_variable_counts_and_so_does_a_missing_bf16_path(cpu_featu
         "fp32 (auto: this CPU has native bf16 (avx512_bf16) but oneDNN has no bf16 kernels for it)")
 
 
+# What oneDNN's verbose mode calls the levels these tests meet ("onednn_verbose,...,cpu,isa:Intel AVX2").
+ONEDNN_SAYS = {"sse41": "Intel SSE4.1", "avx": "Intel AVX", "avx2": "Intel AVX2",
+               "avx512_core": "Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions",
+               "avx512_core_vnni": "Intel AVX-512 with Intel DL Boost",
+               "avx512_core_bf16": "Intel AVX-512 with Intel DL Boost and bfloat16 support"}
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA=AVX2 caps x86 only")
-def test_under_a_real_avx2_cap_onednn_has_no_bf16_path_and_auto_is_fp32():
-    # Nothing patched: a fresh interpreter, since oneDNN reads its cap once, when it starts.
-    probe = ("import torch, engine.precision as p; print(p.onednn_bf16_path()); "
-             "print(p.resolve_precision('auto', torch.device('cpu')).dtype)")
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    env.pop("DNNL_MAX_CPU_ISA", None)
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600).stdout
-    assert out.split() == ["False", "None"]
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONEDNN_MAX_CPU_ISA caps x86 only")
+def test_the_recorded_kernel_level_is_the_one_onednn_says_it_runs_and_under_an_avx2_cap_auto_is_fp32():
+    """Nothing patched: fresh interpreters, since oneDNN reads its cap once, when it starts; each runs a convolution
+    with oneDNN's verbose mode on, which names the level it dispatches to, beside engine.precision's answers."""
+    probe = ("import torch, engine.precision as p; "
+             "torch.nn.functional.conv2d(torch.zeros(2, 16, 32, 32), torch.zeros(16, 16, 3, 3)); "
+             "print('ours', p.onednn_isa(), p.onednn_bf16_path(), p.resolve_precision('auto', torch.device('cpu')).dtype)")
+    said = {}
+    for cap in (None, "AVX2", "SSE41"):
+        env = {key: value for key, value in os.environ.items() if key not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+        said[cap] = subprocess.Popen([sys.executable, "-c", probe], env={**env, "ONEDNN_VERBOSE": "1",
+                                     **({"ONEDNN_MAX_CPU_ISA": cap} if cap else {})}, stdout=subprocess.PIPE, text=True,
+                                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    levels = {}
+    for cap, process in said.items():
+        out = process.communicate(timeout=600)[0].splitlines()
+        assert process.returncode == 0
+        onednn = next(line.split("isa:", 1)[1] for line in out if ",cpu,isa:" in line)
+        ours = next(line.split()[1:] for line in out if line.startswith("ours "))
+        levels[cap] = ours[0], onednn
+        if ours[0] in ONEDNN_SAYS:
+            assert onednn == ONEDNN_SAYS[ours[0]], (cap, ours, onednn)
+        if cap == "AVX2":
+            assert ours == ["avx2", "False", "None"]  # no bf16 kernels below AVX-512: auto is fp32
+    # Where a level is not in the table (an AMX Xeon), two levels are the same for us exactly where they are for oneDNN.
+    assert len({ours for ours, _ in levels.values()}) == len(set(levels.values())) == len({o for _, o in levels.values()})
 
 
 def train(data_dir, run_dir, *flags):

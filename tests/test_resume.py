@@ -115,6 +115,28 @@ def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, cap
 
 
 @pytest.mark.slow
+def test_a_resume_notes_another_kernel_level_and_compares_an_older_record_on_what_it_holds(reference, tmp_path):
+    """The level of oneDNN's kernels is part of the machine a run records: another one is noted as another CPU model
+    is; a history written before it was recorded is compared on its model and threads alone."""
+    from engine.devices import machine, machine_in_words
+    from engine.resume import machine_change
+
+    _, reference_dir = reference
+    history = json.loads((reference_dir / "history.json").read_text())
+    now = machine(torch.device("cpu"))
+    assert {key: history[key] for key in now} == now and "onednn_isa" in now
+    (tmp_path / "history.json").write_text(json.dumps(history))
+    assert machine_change(str(tmp_path), torch.device("cpu")) is None
+    (tmp_path / "history.json").write_text(json.dumps({k: v for k, v in history.items() if k != "onednn_isa"}))
+    assert machine_change(str(tmp_path), torch.device("cpu")) is None
+    (tmp_path / "history.json").write_text(json.dumps({**history, "onednn_isa": "sse41"}))
+    assert machine_change(str(tmp_path), torch.device("cpu")) == (
+        f"note: {tmp_path} was trained on {now['device_model']}, sse41 kernels, {now['threads']} thread"
+        f"{'s' if now['threads'] > 1 else ''}, and continues on {machine_in_words(now)}: its numbers will not repeat "
+        "bit for bit")
+
+
+@pytest.mark.slow
 def test_resume_auto_picks_the_newest_matching_run(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     root = tmp_path / "runs"
