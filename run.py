@@ -12,14 +12,14 @@ import sys
 
 import ignite.distributed as idist
 
-from core.errors import UserError
+from core.errors import ProcessLost, UserError
 from core.recipe import DEFAULT_PRESET, PRESETS, Recipe, Setup, flag_name, non_negative_int
 from core.recipe_words import preset_flags
 from engine.build import OPTIMIZERS, TTA_MODES
 from engine.compare.grid import MemberFailed, report_only, train_plan
 from engine.compare.plan import check_recorded_recipe, recorded_flags, runs_in, what_to_resume
 from engine.data.cifar_archive import DATASETS
-from engine.devices import DEVICE_CHOICES, distributed_backend, launched_by_torchrun
+from engine.devices import DEVICE_CHOICES, distributed_backend, launched_by_torchrun, lost_processes
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.run_lock import PARALLEL_MODES
@@ -165,6 +165,10 @@ def dispatch(args: argparse.Namespace) -> int:
             train(recipe, setup, resume=args.resume)
     except Interrupted as exc:
         return fail(str(exc), exc.exit_code)
+    except ProcessLost as exc:  # said once, by the lowest surviving rank, whichever that is
+        if exc.speaks:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     except UserError as exc:
         if args.debug:
             raise
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run_then_wait_for_the_others(_local_rank, parsed):
         exit_codes.append(dispatch(parsed))
+        if exit_codes[-1] != 0 or lost_processes() is not None:
+            return  # failed, or a peer is gone: the others must not wait here for a collective that will never come
         # No process tears its process group down while another still works (rank 0 writes checkpoints, history
         # and TensorBoard after the last collective): gloo may abort a process whose peers are still using the
         # group ("terminate called without an active exception"), failing a run that had succeeded.

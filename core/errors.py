@@ -37,6 +37,19 @@ class DiskFull(UserError):
         return DiskFull(self.path, command)
 
 
+class ProcessLost(UserError):
+    """A process of the torchrun job on this node stopped without a word (killed: out of memory, SIGKILL) while
+    this one trained with it or beside it. The lowest surviving rank says so (`speaks`); the message ends with the
+    command that continues the work."""
+
+    def __init__(self, lost: str, doing: str, saved: str, command: str, speaks: bool):
+        super().__init__(f"{lost} of the torchrun job stopped while {doing}; {saved}; continue with: {command}")
+        self.lost, self.doing, self.saved, self.command, self.speaks = lost, doing, saved, command, speaks
+
+    def continued_by(self, command: str) -> ProcessLost:
+        return ProcessLost(self.lost, self.doing, self.saved, command, self.speaks)
+
+
 def disk_full(error: BaseException, path: str, command: str) -> DiskFull | None:
     """`error` as a DiskFull naming the file it was writing (else `path`) and the command that continues the work;
     None when `error` is no full disk."""

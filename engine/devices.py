@@ -2,13 +2,16 @@
 GPU per process)."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import platform
+import re
 
 import ignite.distributed as idist
 import torch
 
-from core.errors import UserError
+from core.errors import ProcessLost, UserError
 from core.history_file import DEVICE_MODEL, ONEDNN_ISA, THREADS
 from core.numbers import counted
 from engine.precision import onednn_isa
@@ -60,6 +63,40 @@ def take_a_share_of_the_cores() -> None:
         return
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def lost_processes() -> tuple[list[int], int] | None:
+    """The ranks of this node's torchrun processes that have stopped, and the lowest rank still running here; None
+    where none has, or where it cannot be seen (not Linux). torchrun starts a node's processes as children of its
+    agent, each with its RANK in its environment: a sibling that is gone or a zombie has stopped."""
+    try:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        here = range(rank - local_rank, rank - local_rank + int(os.environ["LOCAL_WORLD_SIZE"]))
+        parent, running = os.getppid(), set()
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(stat) as f:
+                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == parent and state != "Z":
+                    with open(os.path.join(os.path.dirname(stat), "environ"), "rb") as f:
+                        found = re.search(rb"(?:^|\0)RANK=(\d+)\0", f.read())
+                    if found:
+                        running.add(int(found.group(1)))
+    except (KeyError, ValueError, OSError):
+        return None
+    lost = [r for r in here if r not in running]
+    return (lost, min(running & set(here))) if lost and running else None
+
+
+def process_lost(doing: str, saved: str, command: str) -> ProcessLost | None:
+    """The error of a torchrun job whose process on this node stopped (`lost_processes`), said by the lowest rank
+    still running here; None when none did."""
+    found = lost_processes()
+    if found is None:
+        return None
+    lost, lowest = found
+    names = f"process {lost[0]}" if len(lost) == 1 else "processes " + ", ".join(map(str, lost))
+    return ProcessLost(names, doing, saved, command, speaks=int(os.environ["RANK"]) == lowest)
 
 
 def distributed_backend(name: str) -> str:

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import signal
 import sys
 import threading
 import time
@@ -19,8 +20,8 @@ import ignite.distributed as idist
 import torch
 import torch.distributed as dist
 
-from core.errors import RunDirError, RunInUse, UserError
-from engine.devices import take_a_share_of_the_cores
+from core.errors import ProcessLost, RunDirError, RunInUse, UserError
+from engine.devices import lost_processes, process_lost, take_a_share_of_the_cores
 
 LOCK_FILE = "run.lock"
 
@@ -183,6 +184,10 @@ NEVER = timedelta(days=365)  # a member may train for hours: waiting on the stor
 LAUNCHER_GONE = "the torchrun launcher is gone (its store stopped answering); continue with: {}"
 
 
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 class Dealer:
     """A plan's members dealt in order to torchrun's processes through its rendezvous store (no process group, no
     collective inside a step). Rank 0 shares the directory (`share`); each process takes the next member (`take`) until
@@ -195,6 +200,9 @@ class Dealer:
         if torch.cuda.is_available():  # a GPU of its own, or a share of one: 4 processes may train on one GPU
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         take_a_share_of_the_cores()
+        # torchrun stops every process with SIGTERM when one dies; between runs (no checkpoint to write) it ends the
+        # wait as Ctrl-C would, so that the process can say why instead of vanishing.
+        signal.signal(signal.SIGTERM, _interrupt)
 
     def share(self, key: str, value: str | None = None) -> str:
         """Rank 0 sets `key` (to `value`); every other process waits for it. An error is shared as "\0message"."""
@@ -212,6 +220,21 @@ class Dealer:
 
     def fail(self, message: str) -> None:
         self.store.set("failed", message)
+
+    def training(self, member: str) -> None:
+        """Note what this process trains now, for the line a survivor says if this process dies (`lost`)."""
+        self.store.set(f"training/{self.rank}", member)
+
+    def lost(self, continuing: str) -> ProcessLost | None:
+        """The error naming the process of this node that stopped without a word, and the member it was training;
+        None when none did."""
+        found = lost_processes()
+        if found is None:
+            return None
+        doing = [self.store.get(key).decode() for rank in found[0]
+                 if self.store.check([key := f"training/{rank}"])]
+        return process_lost(f"training {' and '.join(doing)}" if doing else "it waited for the others",
+                            "the others kept what they trained (their checkpoints)", continuing)
 
     @contextlib.contextmanager
     def watched(self, out, continuing: str):
@@ -249,8 +272,16 @@ class Dealer:
                 print("error: " + LAUNCHER_GONE.format(continuing), file=sys.stderr, flush=True)
             os._exit(1)
 
-    def wait_for_all(self) -> None:
-        """Every process has stopped taking members (rank 0 then reads what they wrote)."""
+    def wait_for_all(self, continuing: str) -> None:
+        """Every process has stopped taking members (rank 0 then reads what they wrote). A process that dies meanwhile
+        never will: the wait polls, and ends in one line (`lost`) once one has."""
         if self.store.add("stopped", 1) == self.world:
             self.store.set("all stopped", "")
-        self.store.wait(["all stopped"], NEVER)
+        try:
+            while not self.store.check(["all stopped"]):
+                lost = self.lost(continuing)
+                if lost is not None:
+                    raise lost
+                time.sleep(0.2)
+        except KeyboardInterrupt:  # torchrun's SIGTERM to a process with no run to interrupt (Dealer's handler)
+            raise self.lost(continuing) or KeyboardInterrupt() from None

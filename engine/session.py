@@ -11,7 +11,7 @@ import torch
 from ignite.engine import Events
 
 import handlers.checkpointing
-from core.errors import DiskFull, UserError, disk_full
+from core.errors import DiskFull, ProcessLost, UserError, disk_full
 from core.history_file import RUNNING, TEST_ACCURACY
 from core.numbers import counted, percent
 from core.recipe import Recipe, Setup
@@ -21,7 +21,7 @@ from engine.console import say, warn
 from engine.data.cifar_archive import DATASETS
 from engine.data.datasets import CifarData, hold_out, load_cifar
 from engine.outputs import attach_outputs
-from engine.devices import machine, machine_in_words, resolve_device
+from engine.devices import machine, machine_in_words, process_lost, resolve_device
 from engine.precision import resolve_precision
 from engine.resume import (check_held_out, check_precision, check_resumable, find_auto_resume, has_checkpoint,
                            load_checkpoint, load_newest_checkpoint, machine_change, restore_history)
@@ -56,7 +56,7 @@ def continuing_with(command: str, directory: str):
     training."""
     try:
         yield
-    except (Interrupted, DiskFull) as exc:
+    except (Interrupted, DiskFull, ProcessLost) as exc:
         raise exc.continued_by(command) from None
     except OSError as exc:
         full = disk_full(exc, directory, command)
@@ -180,6 +180,11 @@ def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, st
             raise _failed(outputs, full) from None
         if isinstance(exc, OSError):
             raise _failed(outputs, UserError(f"cannot write to {run_dir}: {exc.strerror or exc}")) from None
+        if isinstance(exc, RuntimeError) and idist.get_world_size() > 1:  # a collective whose peer is gone
+            lost = process_lost(f"training {run_dir} at epoch {run.trainer.state.epoch}, iteration "
+                                f"{run.trainer.state.iteration}", what_is_saved(run_dir), continuing_command(run_dir))
+            if lost is not None:
+                raise _failed(outputs, lost) from None
         if isinstance(exc, RuntimeError) and "without overflow" in str(exc):  # a step beyond float32 (Adam, --lr 1e38)
             raise _failed(outputs, TrainingDiverged(
                 f"training stopped: the optimizer's step overflowed float32 at epoch {run.trainer.state.epoch}, "

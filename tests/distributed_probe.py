@@ -1,8 +1,9 @@
 """Debugging aid for the torchrun tests: run `run.py` with `log_every` forced to N, noting every collective operation
 of each process with the trainer's iteration and event at that moment; optionally one process gets a SIGTERM after
-a given iteration.
+a given iteration of each run it trains (`:KILL`: a SIGKILL, the time noted in DUMP_DIR/killed_at first; `:OOM`: its
+step raises torch.OutOfMemoryError).
 
-    torchrun --nproc_per_node=2 tests/distributed_probe.py N DUMP_DIR [RANK:ITERATION] -- RUN.PY ARGS...
+    torchrun --nproc_per_node=2 tests/distributed_probe.py N DUMP_DIR [RANK:ITERATION[:KILL|:OOM]] -- RUN.PY ARGS...
 
 writes DUMP_DIR/collectives_rank<r>.json: [[iteration, event, operation], ...], one entry per all_reduce, all_gather
 or broadcast (iteration and event null before the trainer exists).
@@ -11,8 +12,9 @@ import json
 import os
 import signal
 import sys
+import time
 
-import ignite.distributed as idist
+import torch
 import torch.distributed as dist
 from ignite.engine import Events
 
@@ -48,10 +50,11 @@ def main():
         built = build_run(recipe, setup, data)
         trainers.append(built.trainer)
         if signal_at:
-            rank, iteration = map(int, signal_at.split(":"))
-            if idist.get_rank() == rank:
-                built.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=iteration),
-                                                lambda: signal.raise_signal(signal.SIGTERM))
+            rank, iteration, *how = signal_at.split(":")
+            if int(os.environ.get("RANK", 0)) == int(rank):
+                built.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(iteration)),
+                                                {"KILL": lambda: killed(directory), "OOM": out_of_memory}.get(
+                                                    how[0] if how else None, lambda: signal.raise_signal(signal.SIGTERM)))
         return built
 
     engine.build.build_run = build_and_watch
@@ -62,6 +65,17 @@ def main():
         with open(os.path.join(directory, f"collectives_rank{int(os.environ.get('RANK', 0))}.json"), "w") as f:
             json.dump(noted, f)
     sys.exit(code)
+
+
+def killed(directory):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "killed_at"), "w") as f:
+        f.write(str(time.time()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def out_of_memory():
+    raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -105,6 +106,35 @@ def test_processes_agree_on_a_stop_every_log_every_iterations_and_it_resumes_exa
     assert [{k: v for k, v in e.items() if "seconds" not in k and k != "images_per_s"}
             for e in read_history(str(run_dir))["epochs"]] == timeless
     ours, theirs = (torch.load(d / "checkpoint_2.pt", weights_only=True)["model"] for d in (run_dir, root / "runs" / "run"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["KILL", "OOM"])
+def test_a_process_that_dies_ends_the_job_at_once_in_one_line_and_the_resume_is_exact(ddp_run, tmp_path, how):
+    """--parallel data: rank 1 SIGKILLed after iteration 6 (inside epoch 2), or stopped there by an error of its own
+    (out of memory): rank 0, whose collective can never complete, ends within 5 s in one line that names the process,
+    the run and the command that continues it, without a traceback; that resume ends as the uninterrupted run."""
+    root, _, _ = ddp_run
+    run_dir = tmp_path / "run"
+    args = ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2", "--batch-size", "32",
+            "--no-progress", "--no-amp"]
+    stopped = torchrun(*args, "--output-dir", str(run_dir), probe=(3, tmp_path / "probe", f"1:6:{how}"))
+    ended = time.time()
+    assert stopped.returncode != 0
+    said = [line for line in stopped.stderr.splitlines() if "error: " in line]
+    assert said[-1] == (f"error: process 1 of the torchrun job stopped while training {run_dir} at epoch 2, iteration "
+                        f"6; the last good checkpoint is checkpoint_1.pt (epoch 1) in {run_dir}; "
+                        f"continue with: python run.py --resume {run_dir}"), stopped.stderr
+    assert len(said) == 1 and stopped.stderr.count("Traceback") <= 1, stopped.stderr  # torchrun's own summary
+    assert f'{REPO}/run.py"' not in stopped.stderr and f"{REPO}/engine" not in stopped.stderr, stopped.stderr
+    if how == "KILL":
+        assert ended - float((tmp_path / "probe" / "killed_at").read_text()) < 5
+    resumed = torchrun(*args, "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    reference = root / "runs" / "run"
+    assert timeless(read_history(str(run_dir))["epochs"]) == timeless(read_history(str(reference))["epochs"])
+    ours, theirs = (torch.load(d / "checkpoint_2.pt", weights_only=True)["model"] for d in (run_dir, reference))
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
@@ -258,6 +288,32 @@ def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequentia
     assert result.returncode == 0, result.stderr
     assert_same_study(study_dir, sequential_study / "sequential")
     assert not list(study_dir.rglob("run.lock"))
+
+
+@pytest.mark.slow
+def test_a_dealt_process_that_dies_ends_the_job_at_once_in_one_line_and_the_resume_ends_the_study(sequential_study,
+                                                                                                  tmp_path):
+    """--parallel members: rank 1 SIGKILLed inside its first member. torchrun stops the other process, which writes
+    what it can without the dead one (its member's interrupted_<i>.pt) and, rather than wait for it, ends within 5 s
+    in one line naming the process, its member and the command that continues the study; that resume (in one
+    process) ends equal to the sequential study."""
+    root, study_dir = sequential_study, tmp_path / "study"
+    stopped = torchrun(*STUDY, "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir",
+                       str(study_dir), probe=(3, tmp_path / "probe", "1:3:KILL"))
+    ended = time.time()
+    assert stopped.returncode != 0
+    said = [line for line in stopped.stderr.splitlines() if "error: " in line]
+    # No frame of ours: the one traceback is torchrun's own summary of the failed process.
+    assert len(said) == 1 and stopped.stderr.count("Traceback") <= 1, stopped.stderr
+    assert f'{REPO}/run.py"' not in stopped.stderr and f"{REPO}/engine" not in stopped.stderr, stopped.stderr
+    assert re.fullmatch(
+        rf"error: process 1 of the torchrun job stopped while training (single|multi)stage seed (0|1) \(in "
+        rf"{re.escape(str(study_dir))}/seed\2/\1stage\); the others kept what they trained \(their checkpoints\); "
+        rf"continue with: python run.py --seeds 0 1 --bonus --resume {re.escape(str(study_dir))}", said[0]), said
+    assert ended - float((tmp_path / "probe" / "killed_at").read_text()) < 5
+    resumed = sequential("--resume", str(study_dir), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_study(study_dir, root / "sequential")
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import time
 
 import ignite.distributed as idist
 
-from core.errors import UserError
+from core.errors import ProcessLost, UserError
 from core.history_file import TEST_ACCURACY, RunHistory, read_history
 from core.numbers import percent
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
@@ -128,20 +128,28 @@ def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Pla
                                          **({} if arch is None else {"arch": arch}))
             name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
             started = time.perf_counter()
+            dealer.training(f"{name} (in {member_dir})")
             try:
                 with continuing_with(continuing, directory), contextlib.redirect_stdout(io.StringIO()):
                     train_member(member, setup, data, member_dir, resuming, name=name)
-            except Interrupted:  # every process was: rank 0 says so, with the command that continues the plan
+            except Interrupted:  # torchrun stops the others when one process dies: the lowest survivor says which
                 dealer.fail(name)
-                raise
+                lost = dealer.lost(continuing)
+                if lost is not None:
+                    raise lost from None
+                raise  # every process was interrupted: rank 0 says so, with the command that continues the plan
             except (UserError, KeyboardInterrupt) as exc:
                 dealer.fail(name)
                 raise MemberFailed(f"{name} (in {member_dir}): {exc}; the rest continues with: {continuing}") from None
             accuracy = read_history(member_dir).epochs[-1][TEST_ACCURACY]
             dealer.finished(f"{name}: test accuracy {percent(accuracy)}, {time.perf_counter() - started:.0f}s "
                             f"(process {dealer.rank})")
-    finally:
-        dealer.wait_for_all()
+    except (Interrupted, ProcessLost):
+        raise  # nothing more is written: waiting for a process that is gone would never end
+    except BaseException:
+        dealer.wait_for_all(continuing)
+        raise
+    dealer.wait_for_all(continuing)
     return directory
 
 
