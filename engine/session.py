@@ -12,7 +12,7 @@ from ignite.engine import Events
 
 import handlers.checkpointing
 from core.errors import DiskFull, ProcessLost, UserError, disk_full
-from core.history_file import RUNNING, TEST_ACCURACY
+from core.history_file import COMPLETED, RUNNING, TEST_ACCURACY
 from core.numbers import counted, percent
 from core.recipe import Recipe, Setup
 from core.recipe_words import recipe_line
@@ -198,7 +198,7 @@ def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, st
 
     at = f"epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}"
     if stop.signum is not None:
-        if rank0:
+        if rank0 and outputs.history.status != COMPLETED:  # a signal at the very end: the run completed first
             outputs.history.finish(f"interrupted at {at}")
         raise Interrupted(stop.exit_code, at, continuing_command(run_dir))
     if diverged:

@@ -48,6 +48,8 @@ class GracefulStop:
 
             trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=inside_an_epoch), self._agree)
             trainer.add_event_handler(Events.EPOCH_COMPLETED, self._agree)
+        else:  # a signal in an epoch's last iteration stops after that epoch's evaluation and checkpoint
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: self.signum and self._stop(engine))
         trainer.add_event_handler(Events.TERMINATE, lambda engine: self.signum is not None and save(engine))
         trainer.add_event_handler(Events.COMPLETED, self.restore)
 
@@ -59,7 +61,7 @@ class GracefulStop:
             # half-written.
             for second in EXIT_CODES:
                 signal.signal(second, _exit_now)
-            if idist.get_world_size() == 1:
+            if idist.get_world_size() == 1 and trainer.state.iteration % trainer.state.epoch_length != 0:
                 trainer.terminate()
 
         for signum in EXIT_CODES:
@@ -71,6 +73,16 @@ class GracefulStop:
         flags = idist.all_reduce(flags, op="MAX")
         if flags.any():
             self.signum = int(flags[0]) or None  # None: stopped for a NaN loss, reported by the trainer
+            if self.signum is None or trainer.last_event_name != Events.EPOCH_COMPLETED:
+                trainer.terminate()
+            else:
+                self._stop(trainer)
+
+    @staticmethod
+    def _stop(trainer: Engine) -> None:
+        """Stop after an epoch's end, unless it was the last: then the run is complete, and ends as such (the caller
+        still sees `signum`)."""
+        if trainer.state.epoch < trainer.state.max_epochs:
             trainer.terminate()
 
     def restore(self) -> None:

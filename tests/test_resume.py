@@ -68,6 +68,26 @@ def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp
 
 
 @pytest.mark.slow
+def test_a_signal_in_an_epochs_last_iteration_stops_after_its_evaluation_and_at_the_last_the_run_completes(
+        reference, tmp_path):
+    """A SIGTERM in epoch 2's last iteration (8): the run stops once epoch 2 is evaluated and checkpointed, not before
+    (its record would be lost), and the resume ends as the uninterrupted run. A SIGINT in the run's last iteration (12):
+    the run is complete, recorded as such, and the process still says it was interrupted (exit 130)."""
+    data_dir, reference_dir = reference
+    stopped = run_cli(train_args(data_dir, tmp_path / "run"), "sigterm:8")
+    assert stopped.returncode == 143, stopped.stderr
+    assert stopped.stderr.startswith("interrupted at epoch 2, iteration 8; checkpoint written.")
+    history = read_history(str(tmp_path / "run"))
+    assert len(history["epochs"]) == 2 and (tmp_path / "run" / "checkpoint_2.pt").exists()
+    resumed = run_in_process(["--resume", str(tmp_path / "run")])
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_as_reference(tmp_path / "run", reference_dir)
+    at_the_end = run_cli(train_args(data_dir, tmp_path / "end"), "sigint:12")
+    assert at_the_end.returncode == 130, at_the_end.stderr
+    assert_same_as_reference(tmp_path / "end", reference_dir)  # status "completed" included
+
+
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tmp_path):
     """Also where SIGINT was inherited ignored (a background launch: nohup, `cmd &` in a script): the second
     Ctrl-C must still end the run at once rather than restore 'ignored'."""
