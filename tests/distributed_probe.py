@@ -1,7 +1,7 @@
 """Debugging aid for the torchrun tests: run `run.py` with `log_every` forced to N, noting every collective operation
 of each process with the trainer's iteration and event at that moment; optionally one process gets a SIGTERM after
-a given iteration of each run it trains (`:KILL`: a SIGKILL, the time noted in DUMP_DIR/killed_at first; `:OOM`: its
-step raises torch.OutOfMemoryError).
+a given iteration of each run it trains (`:KILL`: a SIGKILL; `:OOM`: its step raises torch.OutOfMemoryError; either
+notes the time in DUMP_DIR/stopped_at first).
 
     torchrun --nproc_per_node=2 tests/distributed_probe.py N DUMP_DIR [RANK:ITERATION[:KILL|:OOM]] -- RUN.PY ARGS...
 
@@ -53,7 +53,7 @@ def main():
             rank, iteration, *how = signal_at.split(":")
             if int(os.environ.get("RANK", 0)) == int(rank):
                 built.trainer.add_event_handler(Events.ITERATION_COMPLETED(once=int(iteration)),
-                                                {"KILL": lambda: killed(directory), "OOM": out_of_memory}.get(
+                                                {"KILL": lambda: killed(directory), "OOM": lambda: out_of_memory(directory)}.get(
                                                     how[0] if how else None, lambda: signal.raise_signal(signal.SIGTERM)))
         return built
 
@@ -67,14 +67,20 @@ def main():
     sys.exit(code)
 
 
-def killed(directory):
+def stopping(directory):
+    """Note when this process stops (DUMP_DIR/stopped_at), for the time the others take to end."""
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "killed_at"), "w") as f:
+    with open(os.path.join(directory, "stopped_at"), "w") as f:
         f.write(str(time.time()))
+
+
+def killed(directory):
+    stopping(directory)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def out_of_memory():
+def out_of_memory(directory):
+    stopping(directory)
     raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
 

@@ -114,7 +114,8 @@ def test_processes_agree_on_a_stop_every_log_every_iterations_and_it_resumes_exa
 def test_a_process_that_dies_ends_the_job_at_once_in_one_line_and_the_resume_is_exact(ddp_run, tmp_path, how):
     """--parallel data: rank 1 SIGKILLed after iteration 6 (inside epoch 2), or stopped there by an error of its own
     (out of memory): rank 0, whose collective can never complete, ends within 5 s in one line that names the process,
-    the run and the command that continues it, without a traceback; that resume ends as the uninterrupted run."""
+    the run and the command that continues it, without a traceback; that resume ends as the uninterrupted run (after
+    the kill: the error leaves the same checkpoints)."""
     root, _, _ = ddp_run
     run_dir = tmp_path / "run"
     args = ["--dataset", "cifar10", "--data-dir", str(root / "data"), "--epochs", "2", "--batch-size", "32",
@@ -128,8 +129,9 @@ def test_a_process_that_dies_ends_the_job_at_once_in_one_line_and_the_resume_is_
                         f"continue with: python run.py --resume {run_dir}"), stopped.stderr
     assert len(said) == 1 and stopped.stderr.count("Traceback") <= 1, stopped.stderr  # torchrun's own summary
     assert f'{REPO}/run.py"' not in stopped.stderr and f"{REPO}/engine" not in stopped.stderr, stopped.stderr
-    if how == "KILL":
-        assert ended - float((tmp_path / "probe" / "killed_at").read_text()) < 5
+    assert ended - float((tmp_path / "probe" / "stopped_at").read_text()) < 5
+    if how == "OOM":
+        return  # what it left is what the killed job leaves (checkpoint_1.pt): one resume proves both
     resumed = torchrun(*args, "--resume", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     reference = root / "runs" / "run"
@@ -310,7 +312,7 @@ def test_a_dealt_process_that_dies_ends_the_job_at_once_in_one_line_and_the_resu
         rf"error: process 1 of the torchrun job stopped while training (single|multi)stage seed (0|1) \(in "
         rf"{re.escape(str(study_dir))}/seed\2/\1stage\); the others kept what they trained \(their checkpoints\); "
         rf"continue with: python run.py --seeds 0 1 --bonus --resume {re.escape(str(study_dir))}", said[0]), said
-    assert ended - float((tmp_path / "probe" / "killed_at").read_text()) < 5
+    assert ended - float((tmp_path / "probe" / "stopped_at").read_text()) < 5
     resumed = sequential("--resume", str(study_dir), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_study(study_dir, root / "sequential")
