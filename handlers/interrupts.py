@@ -49,11 +49,20 @@ class GracefulStop:
             trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=inside_an_epoch), self._agree)
             trainer.add_event_handler(Events.EPOCH_COMPLETED, self._agree)
         else:  # a signal in an epoch's last iteration stops after that epoch's evaluation and checkpoint
-            trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: self.signum and self._stop(engine))
+            trainer.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_ended)
         trainer.add_event_handler(Events.TERMINATE, lambda engine: self.signum is not None and save(engine))
         trainer.add_event_handler(Events.COMPLETED, self.restore)
 
+    def _epoch_ended(self, trainer: Engine) -> None:
+        self._ended_at = trainer.state.iteration
+        if self.signum:
+            self._stop(trainer)
+
     def _install(self, trainer: Engine) -> None:
+        # The iteration whose epoch's end was handled: a resumed run starts from one. Only an epoch's last iteration
+        # before its end-of-epoch handlers waits for them; after them (the next batch being fetched) the stop is now.
+        self._ended_at = trainer.state.iteration
+
         def handle(signum, _frame):
             self.signum = signum
             # A second signal ends the process at once, whatever the inherited handlers were (a process started
@@ -61,7 +70,9 @@ class GracefulStop:
             # half-written.
             for second in EXIT_CODES:
                 signal.signal(second, _exit_now)
-            if idist.get_world_size() == 1 and trainer.state.iteration % trainer.state.epoch_length != 0:
+            iteration = trainer.state.iteration
+            inside_an_epoch = iteration % trainer.state.epoch_length != 0 or iteration == self._ended_at
+            if idist.get_world_size() == 1 and inside_an_epoch:
                 trainer.terminate()
 
         for signum in EXIT_CODES:

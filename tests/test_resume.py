@@ -87,6 +87,35 @@ def test_a_signal_in_an_epochs_last_iteration_stops_after_its_evaluation_and_at_
     assert_same_as_reference(tmp_path / "end", reference_dir)  # status "completed" included
 
 
+@pytest.mark.parametrize("signalled_on, stopped_at, epochs_ended", [
+    ("ITERATION_COMPLETED", 4, [1]),  # epoch 1's last iteration: after its end-of-epoch handlers
+    ("EPOCH_STARTED", 8, [1, 2]),  # epoch 3 starting, epoch 2's end already handled: at once, before it trains
+    ("ITERATION_STARTED", 6, [1]),  # inside epoch 2: after that iteration
+])
+def test_a_signal_stops_after_the_iteration_it_came_in_unless_that_ends_an_epoch_not_yet_handled(signalled_on,
+                                                                                                stopped_at,
+                                                                                                epochs_ended):
+    """GracefulStop on one process, on an engine of 4 iterations an epoch: where a SIGTERM lands decides where the
+    run stops, and the saved state always follows a handled epoch end or lies inside an epoch."""
+    import signal
+
+    from ignite.engine import Engine, Events
+
+    from handlers.interrupts import GracefulStop
+
+    trainer, stop, ended, saved = Engine(lambda engine, batch: {"loss": torch.tensor(0.0)}), GracefulStop(), [], []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda engine: ended.append(engine.state.epoch))
+    when = {"ITERATION_COMPLETED": Events.ITERATION_COMPLETED(once=4), "EPOCH_STARTED": Events.EPOCH_STARTED(once=3),
+            "ITERATION_STARTED": Events.ITERATION_STARTED(once=6)}[signalled_on]
+    trainer.add_event_handler(when, lambda: signal.raise_signal(signal.SIGTERM))
+    stop.attach(trainer, lambda engine: saved.append(engine.state.iteration))
+    try:
+        trainer.run(range(4), max_epochs=3)
+    finally:
+        stop.restore()
+    assert (stop.signum, saved, ended) == (signal.SIGTERM, [stopped_at], epochs_ended)
+
+
 @pytest.mark.slow
 def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tmp_path):
     """Also where SIGINT was inherited ignored (a background launch: nohup, `cmd &` in a script): the second
