@@ -83,12 +83,46 @@ def run_cli(args, fault=None):
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
-def run_in_process(args):
-    """run.py in this process (saves an interpreter start per resume): an object like subprocess's result."""
+def run_in_process(args, threads=None, fault=None):
+    """run.py in this process (saves an interpreter start per run): an object like subprocess's result.
+    `threads`: torch's thread count for this call, e.g. 1 as each process of the tests' torchrun jobs has; `fault`:
+    a signal sent at an iteration, "sigint:N" or "sigterm:N" (tests/fault_injection.py; a SIGKILL needs a process
+    of its own: run_cli)."""
+    from fault_injection import with_fault
+
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = run.main(args)
+    before, build_run = torch.get_num_threads(), engine.build.build_run
+    try:
+        torch.set_num_threads(threads or before)
+        if fault:
+            point, n = fault.split(":")
+            engine.build.build_run = with_fault(build_run, point, int(n))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = run.main(args)
+    finally:
+        torch.set_num_threads(before)
+        engine.build.build_run = build_run
     return types.SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def torchrun(*args, dump=None, probe=None):
+    """run.py under torchrun with 2 CPU processes of one thread each; `dump`: through tests/sample_dump.py; `probe`:
+    (log_every, dump folder, "RANK:ITERATION[:KILL|:OOM]" or None) through tests/distributed_probe.py."""
+    script = ["tests/sample_dump.py", str(dump), "--"] if dump else ["run.py"]
+    if probe:
+        every, folder, signal_at = probe
+        script = ["tests/distributed_probe.py", str(every), str(folder), *([signal_at] if signal_at else []), "--"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *script, *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
+
+
+def timeless(value):
+    """A history, report or study (any JSON value) without what differs between equal runs: times, speeds, paths."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items()
+                if "seconds" not in k and k not in ("images_per_s", "run_dir", "output_dir")}
+    return [timeless(v) for v in value] if isinstance(value, list) else value
 
 
 def without_timings(history):

@@ -46,7 +46,7 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
 def test_signal_writes_a_mid_epoch_checkpoint_and_resume_is_exact(reference, tmp_path, fault, code):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
-    stopped = run_cli(train_args(data_dir, run_dir), fault)
+    stopped = run_in_process(train_args(data_dir, run_dir), fault=fault)
     iteration = int(fault.split(":")[1])
     assert stopped.returncode == code, stopped.stderr
     assert stopped.stderr == (f"interrupted at epoch 2, iteration {iteration}; checkpoint written. "
@@ -74,7 +74,7 @@ def test_a_signal_in_an_epochs_last_iteration_stops_after_its_evaluation_and_at_
     (its record would be lost), and the resume ends as the uninterrupted run. A SIGINT in the run's last iteration (12):
     the run is complete, recorded as such, and the process still says it was interrupted (exit 130)."""
     data_dir, reference_dir = reference
-    stopped = run_cli(train_args(data_dir, tmp_path / "run"), "sigterm:8")
+    stopped = run_in_process(train_args(data_dir, tmp_path / "run"), fault="sigterm:8")
     assert stopped.returncode == 143, stopped.stderr
     assert stopped.stderr.startswith("interrupted at epoch 2, iteration 8; checkpoint written.")
     history = read_history(str(tmp_path / "run"))
@@ -82,7 +82,7 @@ def test_a_signal_in_an_epochs_last_iteration_stops_after_its_evaluation_and_at_
     resumed = run_in_process(["--resume", str(tmp_path / "run")])
     assert resumed.returncode == 0, resumed.stderr
     assert_same_as_reference(tmp_path / "run", reference_dir)
-    at_the_end = run_cli(train_args(data_dir, tmp_path / "end"), "sigint:12")
+    at_the_end = run_in_process(train_args(data_dir, tmp_path / "end"), fault="sigint:12")
     assert at_the_end.returncode == 130, at_the_end.stderr
     assert_same_as_reference(tmp_path / "end", reference_dir)  # status "completed" included
 

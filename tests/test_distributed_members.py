@@ -1,0 +1,223 @@
+"""A study's runs dealt to the processes of torchrun jobs (--parallel members: 2 CPU processes of one thread each,
+gloo), checked against the same study trained in one process: equal bit for bit, after kills anywhere too."""
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import HANG_TIMEOUT, NAN_NET, REPO, free_port, read_history, run_in_process, timeless, torchrun
+
+
+STUDY = ["--bonus", "--seeds", "0", "1", "--dataset", "cifar10", "--epochs", "2", "--batch-size", "32",
+         "--train-eval", "40", "--no-progress", "--no-amp"]
+
+
+def sequential(*args):
+    """run.py in this process with one thread, as each torchrun process has."""
+    return run_in_process(list(args), threads=1)
+
+
+def assert_same_study(study_dir, reference_dir):
+    """Every member's history and final weights equal, bit for bit, and study.json equal as data."""
+    for seed in (0, 1):
+        for arch in ("singlestage", "multistage"):
+            member, expected = study_dir / f"seed{seed}" / arch, reference_dir / f"seed{seed}" / arch
+            assert timeless(read_history(str(member))["epochs"]) == timeless(read_history(str(expected))["epochs"])
+            got, want = (torch.load(d / "checkpoint_2.pt", weights_only=True)["model"] for d in (member, expected))
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+    assert timeless(json.loads((study_dir / "study.json").read_text())) == timeless(
+        json.loads((reference_dir / "study.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def sequential_study(tmp_path_factory):
+    from synthetic_cifar import write_cifar10
+
+    root = tmp_path_factory.mktemp("members")
+    write_cifar10(str(root / "data"))
+    result = sequential(*STUDY, "--data-dir", str(root / "data"), "--output-dir", str(root / "sequential"))
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def killed_study(sequential_study, tmp_path_factory):
+    """A dealt study SIGKILLed, the whole torchrun job, once its first member has finished: its launcher is gone and
+    its workers, in sessions of their own, must end themselves. Returns (study directory, what the job said)."""
+    import signal
+
+    root, study_dir = sequential_study, tmp_path_factory.mktemp("killed") / "study"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *STUDY,
+               "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(study_dir)]
+    job = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True,
+                           env=dict(os.environ, OMP_NUM_THREADS="1"))
+    for line in job.stdout:
+        if line.startswith("[1/4]"):
+            break
+    workers = children(job.pid)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait(timeout=HANG_TIMEOUT)
+    deadline = time.monotonic() + 10  # the store is polled 5 times a second
+    while any(map(alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return study_dir, workers, [alive(worker) for worker in workers], job.stderr.read()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("continue_with", ["torchrun", "one process"])
+def test_a_dealt_study_killed_anywhere_resumes_to_the_sequential_study(sequential_study, killed_study, tmp_path,
+                                                                       continue_with):
+    """SIGKILL to the whole torchrun job once the first member has finished; `--resume STUDY` (again dealt, or in one
+    process) trains what is missing and ends equal to the uninterrupted study. The job is killed once; each way of
+    continuing resumes a copy of what it left."""
+    killed_dir, workers, still_alive, said = killed_study
+    assert len(workers) == 2
+    assert not any(still_alive), "a worker trains on without its launcher"
+    assert f"error: the torchrun launcher is gone (its store stopped answering); continue with: python run.py " \
+           f"--seeds 0 1 --bonus --resume {killed_dir}\n" in said, said
+    assert "Traceback (most recent call last)" not in said, said  # c10d's own warnings may precede the line
+    assert not (killed_dir / "study.json").exists()
+    study_dir = tmp_path / "study"
+    shutil.copytree(killed_dir, study_dir)
+    if continue_with == "torchrun":
+        result = torchrun("--resume", str(study_dir), "--parallel", "members")
+    else:
+        result = sequential("--resume", str(study_dir), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert_same_study(study_dir, sequential_study / "sequential")
+    assert not list(study_dir.rglob("run.lock"))
+
+
+@pytest.mark.slow
+def test_a_dealt_process_that_dies_ends_the_job_at_once_in_one_line_and_the_resume_ends_the_study(sequential_study,
+                                                                                                  tmp_path):
+    """--parallel members: rank 1 SIGKILLed inside its first member. torchrun stops the other process, which writes
+    what it can without the dead one (its member's interrupted_<i>.pt) and, rather than wait for it, ends within 5 s
+    in one line naming the process, its member and the command that continues the study; that resume (in one
+    process) ends equal to the sequential study."""
+    root, study_dir = sequential_study, tmp_path / "study"
+    stopped = torchrun(*STUDY, "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir",
+                       str(study_dir), probe=(3, tmp_path / "probe", "1:3:KILL"))
+    ended = time.time()
+    assert stopped.returncode != 0
+    said = [line for line in stopped.stderr.splitlines() if "error: " in line]
+    # No frame of ours: the one traceback is torchrun's own summary of the failed process.
+    assert len(said) == 1 and stopped.stderr.count("Traceback") <= 1, stopped.stderr
+    assert f'{REPO}/run.py"' not in stopped.stderr and f"{REPO}/engine" not in stopped.stderr, stopped.stderr
+    assert re.fullmatch(
+        rf"error: process 1 of the torchrun job stopped while training (single|multi)stage seed (0|1) \(in "
+        rf"{re.escape(str(study_dir))}/seed\2/\1stage\); the others kept what they trained \(their checkpoints\); "
+        rf"continue with: python run.py --seeds 0 1 --bonus --resume {re.escape(str(study_dir))}", said[0]), said
+    assert ended - float((tmp_path / "probe" / "stopped_at").read_text()) < 5
+    resumed = sequential("--resume", str(study_dir), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_study(study_dir, root / "sequential")
+
+
+@pytest.mark.slow
+def test_a_study_dealt_over_two_nodes_sharing_a_directory_equals_the_sequential_study(sequential_study):
+    """--parallel members: 2 nets x 2 seeds dealt to two torchrun launchers of one process each, as on two machines
+    (here on one, meeting through c10d's rendezvous), sharing the study directory. Rank 0 prints a line per member and
+    the reports, nothing else; every number equals the sequential study's. (Both processes under one launcher deal
+    the same way: the killed study's torchrun resume below ends equal to the sequential study too.)"""
+    root, port = sequential_study, free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+         f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=study", "run.py", *STUDY,
+         "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(root / "two-nodes")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        for _ in range(2)]
+    outputs = [node.communicate(timeout=HANG_TIMEOUT) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert_same_study(root / "two-nodes", root / "sequential")
+    (said, _), (silent, _) = sorted(outputs, key=lambda output: output[0] == "")  # rank 0's node first
+    assert silent == "" and [err for _, err in outputs] == ["", ""], outputs
+    lines = said.splitlines()
+    assert lines[:2] == [f"Study directory: {root / 'two-nodes'} (seeds 0, 1)",
+                         "4 runs dealt to 2 processes, each trained alone"]
+    done = [line for line in lines if line.startswith("[")]
+    assert sorted(line.split("] ")[1].split(":")[0] for line in done) == [
+        "multistage seed 0", "multistage seed 1", "singlestage seed 0", "singlestage seed 1"]
+    assert [line.split("]")[0] for line in done] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert "Epoch " not in said
+
+
+def process_state(stat: Path) -> list[str]:
+    """State, parent and the rest of the fields of Linux's /proc/<pid>/stat after the command's name."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(process_state(stat)[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has ended: nobody reaped it yet)."""
+    try:
+        return process_state(Path(f"/proc/{pid}/stat"))[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_member_that_fails_stops_the_dealt_study_with_one_line(sequential_study, tmp_path):
+    root = sequential_study
+    (tmp_path / "nan_net.py").write_text(NAN_NET)
+    spec = f"{tmp_path / 'nan_net.py'}:NanNet"
+    result = torchrun("--compare", "singlestage", spec, "--seeds", "0", "--dataset", "cifar10", "--data-dir",
+                      str(root / "data"), "--epochs", "1", "--batch-size", "32", "--no-progress", "--no-amp",
+                      "--parallel", "members", "--output-dir", str(tmp_path / "study"))
+    assert result.returncode != 0
+    # The process that trained it says so ("[rank 1] " first where that is not rank 0).
+    errors = [line.split("] ", 1)[-1] for line in result.stderr.splitlines() if "error: " in line]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"error: {spec} seed 0 (in {tmp_path / 'study' / 'seed0' / 'NanNet'}): training "
+                                "stopped: the loss of the first batch is NaN or infinite, before any optimizer step")
+    assert errors[0].endswith(f"; the rest continues with: python run.py --seeds 0 --compare singlestage {spec} "
+                              f"--resume {tmp_path / 'study'}")
+
+
+@pytest.mark.slow
+def test_a_re_test_under_torchrun_is_done_once_by_rank_0_as_one_process_does_it(sequential_study, tmp_path):
+    """--report and --evaluate under torchrun: nothing to split, so rank 0 re-tests alone and the other process ends
+    at once: one report, equal to what one process writes, and one evaluation folder, not one per process. run.main
+    sends every re-test (--evaluate, --report of a comparison or of runs) through one branch before anything is
+    dispatched, so one launch of each flag proves it; the one-process side runs in this worker (one thread, as each
+    torchrun process has)."""
+    comparison = tmp_path / "seed0"
+    shutil.copytree(sequential_study / "sequential" / "seed0", comparison)
+    data = ["--data-dir", str(sequential_study / "data")]
+    reported = torchrun("--report", str(comparison), *data)
+    assert reported.returncode == 0, reported.stderr
+    assert reported.stdout.count("Report: ") == 1 and reported.stderr == ""
+    runs = [str(comparison / arch) for arch in ("singlestage", "multistage")]
+    two_runs = run_in_process(["--report", *runs, "--output-dir", str(tmp_path / "two-runs"), *data], threads=1)
+    assert two_runs.returncode == 0, two_runs.stderr
+    expected = timeless(json.loads((sequential_study / "sequential" / "seed0" / "report.json").read_text()))
+    for written in (comparison, tmp_path / "two-runs"):
+        assert timeless(json.loads((written / "report.json").read_text())) == expected
+
+    run_dir = comparison / "multistage"
+    evaluated = torchrun("--evaluate", str(run_dir), "--no-progress")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith("evaluation-")] == ["evaluation-checkpoint_2"]
+    alone = run_in_process(["--evaluate", str(run_dir), "--no-progress", "--output-dir", str(tmp_path / "alone")],
+                           threads=1)
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads((run_dir / "evaluation-checkpoint_2" / "evaluation.json").read_text()) == json.loads(
+        (tmp_path / "alone" / "evaluation.json").read_text())
+    assert evaluated.stdout.count("Test accuracy") == 1 and evaluated.stderr == ""
