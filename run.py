@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import os
 import sys
@@ -23,7 +24,7 @@ from engine.devices import DEVICE_CHOICES, distributed_backend, launched_by_torc
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
 from engine.run_lock import PARALLEL_MODES
-from engine.session import Interrupted, train
+from engine.session import Interrupted, train as train_run
 from handlers.lr_schedule import SCHEDULES
 from models import ARCHITECTURES, BONUS_PAIR, check_networks, user_nets
 
@@ -69,8 +70,16 @@ def add_field_flags(parser: argparse.ArgumentParser, config_type) -> None:
                                 default=argparse.SUPPRESS, help=negative_help)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class RaisingParser(argparse.ArgumentParser):
+    """The command's parser for Python callers (`train`, `compare`): a wrong argument raises a UserError with the
+    line the command would print, rather than ending the process."""
+
+    def error(self, message: str):
+        raise UserError(message)
+
+
+def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = parser_class(
         description="Train single- or multi-stage ResNets on CIFAR-100/CIFAR-10 with PyTorch Ignite.")
     learned = parser.add_argument_group("what is learned (a resume or a comparison keeps these)")
     learned.add_argument("--recipe", choices=sorted(PRESETS), default=argparse.SUPPRESS,
@@ -123,12 +132,39 @@ def configs_from_args(args: argparse.Namespace) -> tuple[Recipe, Setup]:
                  for cls in (Recipe, Setup))
 
 
+def execute(args: argparse.Namespace) -> dict | str | None:
+    """Do what the flags ask for in this process: a single run's history, a comparison's or study's directory (None
+    for a re-test). Errors raise; `dispatch` turns them into one line."""
+    nets, seeds = compared_nets(args), args.seeds
+    recipe, setup = configs_from_args(args)
+    if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
+        seeds, nets = what_to_resume(args.resume, seeds, nets)
+        check_recorded_recipe(args.resume, recipe)
+    if setup.parallel == "members" and launched_by_torchrun() and not (seeds or nets):
+        raise UserError(f"--parallel members needs a plan of several runs; {args.resume} is a single run")
+    elif not (args.evaluate or args.report or args.resume):
+        recipe.check()
+        check_networks(nets or (recipe.arch,), DATASETS[recipe.dataset].num_classes, recipe.blocks_per_stage,
+                       blocks_given="blocks_per_stage" in vars(args))
+    if args.evaluate:  # a run, or every run of a comparison or study, each into a folder of its own
+        for run_dir in runs_in(args.evaluate):
+            inside = os.path.relpath(run_dir, args.evaluate)  # "." for a run itself
+            where = os.path.normpath(os.path.join(setup.output_dir, inside)) if setup.output_dir else None
+            evaluate(run_dir, dataclasses.replace(setup, output_dir=where))
+    elif args.report:
+        report_only(args.report, setup)
+    elif seeds or nets:
+        return train_plan(recipe, setup, nets, seeds, resume_dir=args.resume)
+    else:
+        return train_run(recipe, setup, resume=args.resume)
+    return None
+
+
 def dispatch(args: argparse.Namespace) -> int:
-    """Run what the flags ask for in this process; errors become one line and an exit code.
+    """`execute` the flags; errors become one line and an exit code.
 
     Under torchrun rank 0 reports; another process reports an error of its own too, marked with its rank
     (an error all processes share is said once, by rank 0)."""
-    nets = compared_nets(args)
     rank = idist.get_rank()
     if getattr(args, "parallel", None) == "members" and launched_by_torchrun():  # no process group: torchrun's rank
         rank = int(os.environ.get("RANK", "0"))
@@ -140,29 +176,8 @@ def dispatch(args: argparse.Namespace) -> int:
             print(f"[rank {rank}] {message}", file=sys.stderr, flush=True)
         return code
 
-    seeds = args.seeds
     try:
-        recipe, setup = configs_from_args(args)
-        if args.resume and args.resume != "auto" and os.path.isdir(args.resume):
-            seeds, nets = what_to_resume(args.resume, seeds, nets)
-            check_recorded_recipe(args.resume, recipe)
-        if setup.parallel == "members" and launched_by_torchrun() and not (seeds or nets):
-            raise UserError(f"--parallel members needs a plan of several runs; {args.resume} is a single run")
-        elif not (args.evaluate or args.report or args.resume):
-            recipe.check()
-            check_networks(nets or (recipe.arch,), DATASETS[recipe.dataset].num_classes, recipe.blocks_per_stage,
-                           blocks_given="blocks_per_stage" in vars(args))
-        if args.evaluate:  # a run, or every run of a comparison or study, each into a folder of its own
-            for run_dir in runs_in(args.evaluate):
-                inside = os.path.relpath(run_dir, args.evaluate)  # "." for a run itself
-                where = os.path.normpath(os.path.join(setup.output_dir, inside)) if setup.output_dir else None
-                evaluate(run_dir, dataclasses.replace(setup, output_dir=where))
-        elif args.report:
-            report_only(args.report, setup)
-        elif seeds or nets:
-            train_plan(recipe, setup, nets, seeds, resume_dir=args.resume)
-        else:
-            train(recipe, setup, resume=args.resume)
+        execute(args)
     except Interrupted as exc:
         return fail(str(exc), exc.exit_code)
     except ProcessLost as exc:  # said once, by the lowest surviving rank, whichever that is
@@ -191,9 +206,10 @@ def compared_nets(args: argparse.Namespace) -> tuple[str, ...] | None:
     return tuple(args.compare) if args.compare else BONUS_PAIR if args.bonus else None
 
 
-def parsed_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+def parsed_arguments(argv: list[str] | None = None,
+                     parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.Namespace:
     """The command's flags, with the rules between them that argparse cannot say (each a usage error, exit 2)."""
-    parser = build_parser()
+    parser = build_parser(parser_class)
     args = parser.parse_args(argv)
     if args.bonus and args.compare:
         parser.error("argument --compare: not allowed with --bonus (which is --compare " + " ".join(BONUS_PAIR) + ")")
@@ -204,6 +220,88 @@ def parsed_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     if getattr(args, "parallel", None) == "members" and not (args.seeds or compared_nets(args) or args.resume):
         parser.error("argument --parallel: members needs a plan of several runs (--seeds, --bonus or --compare)")
     return args
+
+
+# --- The same, called from Python (a notebook): keyword arguments are the flags -------------------------------------
+
+# Keywords that are commands' flags rather than fields of the recipe or setup.
+COMMAND_KEYWORDS = {"recipe": "--recipe", "resume": "--resume", "seeds": "--seeds"}
+
+
+def flags_of(keywords: dict) -> list[str]:
+    """The command line that says what keyword arguments say, one flag per Recipe/Setup field (its metadata):
+    {"epochs": 10, "amp": False, "augment": True} is `--epochs 10 --no-amp --augment`. None leaves a field unsaid."""
+    fields = {field.name: field for config_type in (Recipe, Setup) for field in dataclasses.fields(config_type)}
+    argv = []
+    for name, value in keywords.items():
+        if value is None:
+            continue
+        if name in COMMAND_KEYWORDS:
+            argv += [COMMAND_KEYWORDS[name], *map(str, value if isinstance(value, (list, tuple)) else [value])]
+            continue
+        if name not in fields:
+            raise UserError(f"unknown argument {name}=; the arguments are the flags' names: "
+                            + ", ".join([*fields, *COMMAND_KEYWORDS]))
+        field, flag = fields[name], flag_name(fields[name])
+        action, negation = field.metadata.get("action"), field.metadata.get("negation")
+        if action in ("store_true", "store_false"):
+            if not isinstance(value, bool):
+                raise UserError(f"argument {name}=: expected True or False, got {value!r}")
+            argv += [flag] if value == (action == "store_true") else []
+        elif value is False and negation:  # amp=False: --no-amp
+            argv.append(negation[0])
+        elif value is True and field.metadata.get("nargs") == "?":  # amp=True: --amp (its const)
+            argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_from_python(argv: list[str]) -> dict | str | None:
+    """`execute` a command line in this process, for `train` and `compare`: errors raise (UserError, with the line
+    the command prints), nothing exits."""
+    return execute(parsed_arguments(argv, RaisingParser))
+
+
+@dataclasses.dataclass
+class Trained:
+    """What `train` wrote: the run's directory and its history (history.json's content)."""
+    directory: str
+    history: dict
+
+
+@dataclasses.dataclass
+class Compared:
+    """What `compare` wrote: its directory, its report (report.json, or study.json over several seeds), that report
+    as Markdown (report.md, study.md, without the link to its figure, which a notebook shows inline from the
+    file) and the figure of its curves."""
+    directory: str
+    report: dict
+    markdown: str
+    figure: str
+
+
+def train(**keywords) -> Trained:
+    """Train one run in this process, as the command with the same flags does: `train(arch="multistage",
+    epochs=10)` is `python run.py --arch multistage --epochs 10` (each keyword a flag's name with underscores;
+    True/False for on/off flags, amp=False for --no-amp; `resume="DIR"` continues a run). It prints what the command
+    prints; an error raises UserError with the command's line."""
+    history = run_from_python(flags_of(keywords))
+    return Trained(history["config"]["output_dir"], history)
+
+
+def compare(*nets: str, seeds: list[int] | None = None, **keywords) -> Compared:
+    """Train `nets` (each against the first; none: the bonus's pair, single-stage then multi-stage) with one recipe
+    and write their comparison, as `python run.py --compare NET ...` (`--bonus`) with the same flags does; over
+    `seeds`, paired per seed with intervals, as `--seeds`. Keywords as for `train`."""
+    argv = (["--compare", *nets] if nets else ["--bonus"]) + flags_of({"seeds": seeds, **keywords})
+    directory = run_from_python(argv)
+    name, figure = ("study", "study.png") if seeds else ("report", "curves.png")
+    with open(os.path.join(directory, f"{name}.json")) as f:
+        report = json.load(f)
+    with open(os.path.join(directory, f"{name}.md")) as f:
+        markdown = f.read().replace(f"![curves]({figure})", "").rstrip() + "\n"
+    return Compared(directory, report, markdown, os.path.join(directory, figure))
 
 
 def main(argv: list[str] | None = None) -> int:

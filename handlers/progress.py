@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar
@@ -31,10 +32,19 @@ def format_epoch(record: dict, max_epochs: int) -> str:
     return line + f"  {record[TRAIN_SECONDS]:.1f}s  {record[IMAGES_PER_S]:.0f} img/s"
 
 
+def in_a_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (Jupyter, Colab): its output is no terminal, yet shows a bar."""
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
 def attach(trainer: Engine, history: History, show_bar: bool, log_every: int = 1) -> None:
-    """Print each epoch's line after `history` has recorded it; show a bar only on a terminal."""
-    if show_bar and sys.stdout.isatty():
-        bar = ProgressBar(persist=False)
+    """Print each epoch's line after `history` has recorded it; show a bar only on a terminal or in a notebook (a
+    bar in a file or a pipe would fill it with carriage returns)."""
+    if show_bar and (sys.stdout.isatty() or in_a_notebook()):
+        with warnings.catch_warnings():  # tqdm's "notebook mode" notice: a notebook is where that mode belongs
+            warnings.filterwarnings("ignore", message=".*tqdm.autonotebook.*")
+            bar = ProgressBar(persist=False)
         bar.attach(
             trainer, output_transform=lambda out: {"loss": out["loss"]}, event_name=Events.ITERATION_COMPLETED(every=log_every)
         )
