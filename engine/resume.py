@@ -26,11 +26,12 @@ def has_checkpoint(run_dir: str) -> bool:
     return bool(checkpoints(run_dir))
 
 
-def check_resumable(recipe: Recipe, run_dir: str) -> RunHistory:
+def check_resumable(recipe: Recipe, run_dir: str, history: RunHistory | None = None) -> RunHistory:
     """Refuse, naming the field, to resume a run whose history.json holds a different recipe (more epochs are fine
-    where it can train on to them: `cannot_train_on`); return the history it checked."""
+    where it can train on to them: `cannot_train_on`); return the history it checked (`history`, where the caller
+    read it already: `restore_history`)."""
     try:
-        history = recorded_history(run_dir)
+        history = history or recorded_history(run_dir)
     except UserError as exc:
         raise UserError(f"cannot resume {run_dir}: no readable {HISTORY_FILE} ({exc})") from None
     difference = recipe.difference(history.config, ignore=recipe.resumable()) or user_nets.change(history.network)
@@ -40,33 +41,32 @@ def check_resumable(recipe: Recipe, run_dir: str) -> RunHistory:
     return history
 
 
-def check_precision(run_dir: str, precision: Precision, mode: str) -> None:
+def check_precision(history: RunHistory, precision: Precision, mode: str) -> None:
     """Refuse, as a changed recipe field is, to resume a run in another precision than the one it recorded (`mode`:
     the --amp mode that gave `precision`). A run resumed without --amp gets its own (engine/compare/plan.py: recorded_flags)."""
-    history = read_history(run_dir)
     if history.precision is not None and history.amp_dtype != precision.dtype_name:
         was = history.precision
-        raise UserError(f"cannot resume {run_dir}: it was trained in {was}, now {precision.in_words()} (--amp {mode}); "
+        raise UserError(f"cannot resume {history.run_dir}: it was trained in {was}, now {precision.in_words()} (--amp {mode}); "
                         f"resume without --amp to continue in {was}")
 
 
-def check_held_out(run_dir: str, data) -> None:
+def check_held_out(history: RunHistory, data) -> None:
     """Refuse to resume a run whose --val-split images, as recorded, are not the ones this training set gives (another
     copy of the dataset): it would train on images it held out."""
-    recorded = recorded_history(run_dir).data.get(VAL_IMAGES)
+    recorded = history.data.get(VAL_IMAGES)
     if recorded is not None and (data.val_positions is None or positions_hash(data.val_positions) != recorded):
-        raise UserError(f"cannot resume {run_dir}: its --val-split held out other training images than this data "
+        raise UserError(f"cannot resume {history.run_dir}: its --val-split held out other training images than this data "
                         f"folder's would be (fingerprint {recorded}); resume with the data folder it trained on")
 
 
-def machine_change(run_dir: str, device: torch.device) -> str | None:
+def machine_change(history: RunHistory, device: torch.device) -> str | None:
     """The line a resume says when the device's model, oneDNN's instruction-set level or the thread count differ from
     the ones the run recorded (its numbers then cannot repeat bit for bit); None when they are the same or were not
     recorded (a run recorded before the level was is compared on the rest)."""
-    recorded, now = read_history(run_dir).machine, machine(device)
+    recorded, now = history.machine, machine(device)
     if recorded is None or recorded == {key: value for key, value in now.items() if key in recorded}:
         return None
-    return (f"note: {run_dir} was trained on {machine_in_words(recorded)}, and continues on {machine_in_words(now)}: "
+    return (f"note: {history.run_dir} was trained on {machine_in_words(recorded)}, and continues on {machine_in_words(now)}: "
             "its numbers will not repeat bit for bit")
 
 
@@ -193,18 +193,18 @@ def recorded_history(run_dir: str) -> RunHistory:
         return RunHistory(run_dir, found[1])
 
 
-def restore_history(run_dir: str) -> None:
+def restore_history(run_dir: str) -> RunHistory | None:
     """Before a resume: a history.json that is missing or unreadable while a checkpoint loads is rebuilt from the
-    checkpoint's copy, the unreadable file kept as history.json.damaged, and said in one line."""
+    checkpoint's copy, the unreadable file kept as history.json.damaged, and said in one line. Returns the history
+    read or rebuilt, None where there is nothing to rebuild it from."""
     path = os.path.join(run_dir, HISTORY_FILE)
     try:
-        read_history(run_dir)
-        return
+        return read_history(run_dir)
     except UserError as exc:
         problem = f"unreadable ({exc})" if os.path.isfile(path) else "missing"
     found = history_in_checkpoint(run_dir)
     if found is None:
-        return  # nothing to rebuild it from: the resume says what is wrong
+        return None  # nothing to rebuild it from: the resume says what is wrong
     checkpoint, data = found
     kept = ""
     if os.path.isfile(path):
@@ -214,6 +214,7 @@ def restore_history(run_dir: str) -> None:
     epochs = len(data[EPOCHS])
     say(f"note: {path} was {problem}; rebuilt it from {os.path.basename(checkpoint)} "
         f"({counted(epochs, 'epoch')}){kept}")
+    return RunHistory(run_dir, data)
 
 
 def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:

@@ -164,18 +164,20 @@ def hold(directory: str, members=()):
             os.close(fd)
 
 
-def write_on_rank_0(write: Callable[[], object]) -> None:
-    """Call `write()` on rank 0 only; under torchrun the other processes wait until it is done. A failure is
-    raised on rank 0 after the barrier, so that no process waits forever."""
-    failure = None
+def write_on_rank_0(write: Callable[[], object]) -> object:
+    """Call `write()` on rank 0 only and return what it returns there (None on the others); under torchrun the other
+    processes wait until it is done. A failure is raised on rank 0 after the barrier, so that no process waits
+    forever."""
+    failure = written = None
     if idist.get_rank() == 0:
         try:
-            write()
+            written = write()
         except Exception as exc:
             failure = exc
     idist.barrier()
     if failure is not None:
         raise failure
+    return written
 
 
 # Under torchrun: every run split over the processes (DistributedDataParallel), or a plan's runs dealt to them.

@@ -112,15 +112,16 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         if resume is not None:
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
-            check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume, or (with a lost
-            write_on_rank_0(lambda: restore_history(run_dir))  # history.json rebuilt from a checkpoint first)
-            check_resumable(recipe, run_dir)  # a different recipe, or precision, is refused at once
-            check_precision(run_dir, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
+            check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume
+            # Its history, read once (rebuilt from a checkpoint first where it is lost), decides every check below:
+            # a different recipe or precision is refused at once.
+            record = check_resumable(recipe, run_dir, write_on_rank_0(lambda: restore_history(run_dir)))
+            check_precision(record, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
                             setup.amp)
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
         if resume is not None:
-            check_held_out(run_dir, run.data)  # the images its --val-split held out, or none
+            check_held_out(record, run.data)  # the images its --val-split held out, or none
         opening = recipe_line(recipe)
         if opening:  # the first line: the named recipe, the flags given beside it, every value spelled out
             say(opening)
@@ -128,7 +129,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         say(f"Device: {run.device} ({machine_in_words(machine(run.device))}), {run.precision.describe()}")
         if run.precision.warning:
             warn(run.precision.warning)
-        change = machine_change(run_dir, run.device) if resume is not None else None
+        change = machine_change(record, run.device) if resume is not None else None
         if change:
             say(change)
 

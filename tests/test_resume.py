@@ -145,6 +145,34 @@ def copy_run(src, dst, upto_epoch):
     (dst / "history.json").write_text(json.dumps(history))
 
 
+# Paths opened for reading while a test watches (an audit hook cannot be removed: it records only while watched).
+reads_watched = []
+
+
+def _note_a_read(event, args):
+    if reads_watched and event == "open" and isinstance(args[0], str) and args[1] in (None, "r", "rb"):
+        reads_watched[-1].append(args[0])
+
+
+sys.addaudithook(_note_a_read)
+
+
+@pytest.mark.slow
+def test_a_resume_reads_the_runs_history_at_most_twice(reference, tmp_path):
+    """Once for the flags it recorded, once for every check before training (rebuilt first where it is lost); the
+    writes that follow are not reads."""
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    copy_run(reference_dir, run_dir, 2)
+    reads_watched.append([])
+    try:
+        resumed = run_in_process(["--resume", str(run_dir), "--no-progress"])
+    finally:
+        opened = reads_watched.pop()
+    assert resumed.returncode == 0, resumed.stderr
+    assert len([path for path in opened if path.endswith("history.json")]) == 2, opened
+
+
 @pytest.mark.slow
 def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
@@ -167,6 +195,7 @@ def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, cap
 def test_a_resume_notes_another_kernel_level_and_compares_an_older_record_on_what_it_holds(reference, tmp_path):
     """The level of oneDNN's kernels is part of the machine a run records: another one is noted as another CPU model
     is; a history written before it was recorded is compared on its model and threads alone."""
+    from core.history_file import read_history as read_record
     from engine.devices import machine, machine_in_words
     from engine.resume import machine_change
 
@@ -175,11 +204,11 @@ def test_a_resume_notes_another_kernel_level_and_compares_an_older_record_on_wha
     now = machine(torch.device("cpu"))
     assert {key: history[key] for key in now} == now and "onednn_isa" in now
     (tmp_path / "history.json").write_text(json.dumps(history))
-    assert machine_change(str(tmp_path), torch.device("cpu")) is None
+    assert machine_change(read_record(str(tmp_path)), torch.device("cpu")) is None
     (tmp_path / "history.json").write_text(json.dumps({k: v for k, v in history.items() if k != "onednn_isa"}))
-    assert machine_change(str(tmp_path), torch.device("cpu")) is None
+    assert machine_change(read_record(str(tmp_path)), torch.device("cpu")) is None
     (tmp_path / "history.json").write_text(json.dumps({**history, "onednn_isa": "sse41"}))
-    assert machine_change(str(tmp_path), torch.device("cpu")) == (
+    assert machine_change(read_record(str(tmp_path)), torch.device("cpu")) == (
         f"note: {tmp_path} was trained on {now['device_model']}, sse41 kernels, {now['threads']} thread"
         f"{'s' if now['threads'] > 1 else ''}, and continues on {machine_in_words(now)}: its numbers will not repeat "
         "bit for bit")
