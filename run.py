@@ -23,7 +23,7 @@ from engine.data.cifar_archive import DATASETS
 from engine.devices import DEVICE_CHOICES, distributed_backend, launched_by_torchrun, lost_processes
 from engine.evaluate import evaluate
 from engine.precision import AMP_MODES
-from engine.run_lock import PARALLEL_MODES
+from engine.compare.dealing import PARALLEL_MODES
 from engine.session import Interrupted, train as train_run
 from handlers.lr_schedule import SCHEDULES
 from models import ARCHITECTURES, BONUS_PAIR, check_networks, user_nets
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         # (each would otherwise write a folder of its own).
         return dispatch(args) if os.environ.get("RANK", "0") == "0" else 0
     if not launched_by_torchrun() or getattr(args, "parallel", None) == "members":
-        return dispatch(args)  # --parallel members: no process group (engine/run_lock.Dealer)
+        return dispatch(args)  # --parallel members: no process group (engine/compare/dealing.py)
     # torchrun: one process per GPU (nccl) or per CPU worker (gloo); ignite.distributed sets the group up. Its
     # INFO lines ("Initialized distributed launcher", "Apply torch DistributedDataParallel on model") are not
     # ours: keep the console to our own lines. (Its loggers set their own level when created, so a level set

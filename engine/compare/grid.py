@@ -26,7 +26,8 @@ from engine.compare.report import Retester, check_comparable, write_report, writ
 from engine.console import say
 from engine.devices import launched_by_torchrun
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
-from engine.run_lock import Dealer, hold, write_on_rank_0
+from engine.compare.dealing import Dealer
+from engine.run_lock import hold, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, default_study_dir)
 from engine.session import Interrupted, continuing_with, load_data, train
@@ -78,7 +79,7 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
 
 
 def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str | None, default: str) -> str:
-    """`--parallel members` under torchrun: the plan's members dealt to the processes in order (engine/run_lock.Dealer),
+    """`--parallel members` under torchrun: the plan's members dealt to the processes in order (engine/compare/dealing.Dealer),
     each trained alone, quietly, by the process that took it; rank 0 opens the directory first, prints a line as each
     member finishes, and writes the reports once every process has stopped. Returns the directory."""
     members = [(seed, arch) for seed in plan.seeds or (None,) for arch in plan.nets or (None,)]
