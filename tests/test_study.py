@@ -384,7 +384,8 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
         cifar10_dir, tmp_path, monkeypatch):
     """A new evaluation metric is two entries: its Ignite metric (handlers/evaluation.classification_metrics) and its
     words (core/history_file.METRICS). Top-3 accuracy, added here, is then recorded every epoch, shown on the epoch
-    line, logged to TensorBoard and shown in study.md, with nothing else changed."""
+    line, logged to TensorBoard and shown in each seed's report.md (its tables and the console's) and in study.md,
+    with nothing else changed."""
     from ignite.metrics import TopKCategoricalAccuracy
 
     import handlers.evaluation
@@ -402,20 +403,26 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
     monkeypatch.setitem(METRICS, "top3", ("top-3", "top-3"))
     data_dir, _ = cifar10_dir
     study = tmp_path / "study"
-    result = run_in_process(["--arch", "multistage-narrow", "--seeds", "0", "1", "--dataset", "cifar10", "--data-dir",
-                             data_dir, "--epochs", "2", "--batch-size", "32", "--no-progress", "--no-amp",
-                             "--output-dir", str(study)])
+    result = run_in_process(["--compare", "multistage-narrow", "multistage", "--seeds", "0", "1", "--dataset",
+                             "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32", "--train-eval",
+                             "40", "--no-progress", "--no-amp", "--output-dir", str(study)])
     assert result.returncode == 0, result.stderr
     for seed in (0, 1):
-        last = read_history(str(study / f"seed{seed}"))["epochs"][-1]
+        run_dir = study / f"seed{seed}" / "multistage"
+        last = read_history(str(run_dir))["epochs"][-1]
         assert f"  top-5 {100 * last['test_top5']:.2f}%  test loss {last['test_loss']:.4f}  top-3 {100 * last['test_top3']:.2f}%  " \
             in result.stdout
-        epochs = read_history(str(study / f"seed{seed}"))["epochs"]
+        epochs = read_history(str(run_dir))["epochs"]
         assert all(e["test_accuracy"] <= e["test_top3"] <= e["test_top5"] for e in epochs)
-        assert tensorboard_points(study / f"seed{seed}")["test/top3"] == [(e["epoch"], pytest.approx(e["test_top3"]))
-                                                                          for e in epochs]
-    top3 = json.loads((study / "study.json").read_text())["nets"]["multistage-narrow"]["final"]["test_top3"]
-    assert top3["values"] == [read_history(str(study / f"seed{seed}"))["epochs"][-1]["test_top3"] for seed in (0, 1)]
+        assert tensorboard_points(run_dir)["test/top3"] == [(e["epoch"], pytest.approx(e["test_top3"])) for e in epochs]
+        report = (study / f"seed{seed}" / "report.md").read_text()
+        assert " | test top-3 | " in report.split("## Per epoch")[1].splitlines()[2]  # the per-epoch table's header
+        assert "| 2 | multistage | " in report and f" | {100 * last['test_top3']:.2f}% | " in report
+        assert "\n| test top-3 | " in report.split("## Final numbers")[1]
+    assert result.stdout.count("\ntest top-3 %") == 2  # each seed's console table
+    top3 = json.loads((study / "study.json").read_text())["nets"]["multistage"]["final"]["test_top3"]
+    assert top3["values"] == [read_history(str(study / f"seed{seed}" / "multistage"))["epochs"][-1]["test_top3"]
+                              for seed in (0, 1)]
     assert "\n| test top-3 | " in (study / "study.md").read_text()
 
 

@@ -4,8 +4,8 @@ figures are one drawing (core/figures.py; a study's curves are means across seed
 from __future__ import annotations
 
 from core.figures import plot_curves_of
-from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TEST_LOSS, TEST_TOP5,
-                               TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS, TRAIN_LOSS, VAL_ACCURACY, is_loss, record_label)
+from core.history_file import (EPOCH, GAP_ACCURACY, GAP_LOSS, TEST_ACCURACY, TRAIN_EVAL_ACCURACY, TRAIN_LOSS,
+                               VAL_ACCURACY, is_loss, is_result, record_label)
 from core.numbers import counted, loss, millions, number, percent, points, record_cell, stats_cell
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
@@ -33,27 +33,16 @@ def _header_lines(report: dict) -> list[str]:
                 if has_train_eval else "."), ""]
     users = [f"- **{name}**: {run['model']['description']}" for name, run in runs.items() if "description" in run["model"]]
     lines += users + [""] * bool(users)
-    lines += ["## Per epoch", ""]
-    header = "| epoch | net | mean train loss | train-eval acc | train-eval loss | test acc | test top-5 | test loss |"
-    lines += [header, "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    keys = result_keys(runs)
+    lines += ["## Per epoch", "", "| epoch | net | " + " | ".join(map(record_label, keys)) + " |",
+              "| ---: | --- |" + " ---: |" * len(keys)]
     for index in range(max(len(r["epochs"]) for r in runs.values())):
-        for arch in runs:
-            if index < len(runs[arch]["epochs"]):
-                e = runs[arch]["epochs"][index]
-                lines.append(f"| {e[EPOCH]} | {arch} | {loss(e[TRAIN_LOSS])} | {record_cell(e, TRAIN_EVAL_ACCURACY)} | "
-                             f"{record_cell(e, TRAIN_EVAL_LOSS)} | {percent(e[TEST_ACCURACY])} | {percent(e[TEST_TOP5])} | "
-                             f"{loss(e[TEST_LOSS])} |")
+        lines += [f"| {run['epochs'][index][EPOCH]} | {arch} | "
+                  + " | ".join(record_cell(run["epochs"][index], key) for key in keys) + " |"
+                  for arch, run in runs.items() if index < len(run["epochs"])]
     lines += ["", "## Final numbers (last epoch)", "", "| | " + " | ".join(runs) + " |",
               "| --- |" + " ---: |" * len(runs)]
-    rows = [("mean train loss (last epoch)", lambda r: loss(r['final'][TRAIN_LOSS]))]
-    if has_train_eval:
-        rows += [("train-eval accuracy", lambda r: percent(r["final"][TRAIN_EVAL_ACCURACY])),
-                 ("train-eval loss", lambda r: loss(r['final'][TRAIN_EVAL_LOSS]))]
-    rows += [("test accuracy", lambda r: percent(r["final"][TEST_ACCURACY])),
-             ("test top-5", lambda r: percent(r["final"][TEST_TOP5])),
-             ("test loss", lambda r: loss(r['final'][TEST_LOSS]))]
-    if VAL_ACCURACY in runs[last]["final"]:
-        rows += [("validation accuracy", lambda r: percent(r["final"][VAL_ACCURACY]))]
+    rows = [(record_label(key), lambda r, key=key: record_cell(r["final"], key)) for key in keys]
     if has_train_eval:
         rows += [("gap: train-eval acc - test acc", lambda r: f"{points(r['final'][GAP_ACCURACY])} pts"),
                  ("gap: test loss - train-eval loss", lambda r: loss(r['final'][GAP_LOSS]))]
@@ -194,15 +183,26 @@ def contrast_section(contrast: dict, heading: str, opening: str, body: list[str]
 
 
 def console_table(report: dict) -> str:
-    """A compact table for the terminal: final numbers and the verdict(s)."""
-    names = list(report["runs"])
-    lines = [f"{'':<22}" + "".join(f"{dir_name(name):>14}" for name in names)]
-    keys = [("train loss", TRAIN_LOSS, loss), ("train-eval acc %", TRAIN_EVAL_ACCURACY, points),
-            ("test acc %", TEST_ACCURACY, points), ("test loss", TEST_LOSS, loss), ("gap acc (pts)", GAP_ACCURACY, points)]
-    for row, key, written in keys:
-        if key in report["runs"][names[-1]]["final"]:
-            lines.append(f"{row:<22}" + "".join(f"{written(report['runs'][arch]['final'][key]):>14}" for arch in names))
+    """A compact table for the terminal: every recorded result of the last epoch (the same keys as report.md's), the
+    gap, and the verdict(s)."""
+    names, runs = list(report["runs"]), report["runs"]
+    widths = [max(14, len(dir_name(name)) + 2) for name in names]  # a long name never runs into the next
+    lines = [f"{'':<30}" + "".join(f"{dir_name(name):>{width}}" for name, width in zip(names, widths))]
+    for key in [*result_keys(runs), GAP_ACCURACY]:
+        if all(key in run["final"] for run in runs.values()):
+            written = loss if is_loss(key) else points
+            lines.append(f"{record_label(key) + ('' if is_loss(key) else ' %'):<30}"
+                         + "".join(f"{written(runs[name]['final'][key]):>{width}}" for name, width in zip(names, widths)))
     return "\n".join(lines + verdict_lines(report))
+
+
+def result_keys(runs: dict) -> list[str]:
+    """The trained results a report's tables show, in the order the runs recorded them: whatever metrics the registry
+    (core/history_file.METRICS) had them measure, on every split they evaluated (first the baseline's)."""
+    keys = {}
+    for run in runs.values():
+        keys.update((key, None) for key in run["epochs"][-1] if is_result(key))
+    return list(keys)
 
 
 def verdict_lines(record: dict, verdict_words: str = "Verdict") -> list[str]:
