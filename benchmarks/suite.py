@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{seconds:8.1f} s  {name}")
     print(f"{figures['sum_of_files_seconds']:8.1f} s  all files ({figures['sum_of_files_seconds'] / workers:.1f} s "
           f"per worker over {workers})")
+    if failed:  # pytest's own account of each failure, to stderr, for a rerun cannot be relied on to repeat it
+        print(result.stdout[result.stdout.find("= FAILURES ="):] if "= FAILURES =" in result.stdout else result.stdout,
+              file=sys.stderr)
     for test in failed:
         print(f"FAILED {test}")
     print(f"wall {figures['wall_seconds']:.1f} s: {summary}")
