@@ -139,7 +139,10 @@ def test_a_study_dealt_over_two_nodes_sharing_a_directory_equals_the_sequential_
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert_same_study(root / "two-nodes", root / "sequential")
     (said, _), (silent, _) = sorted(outputs, key=lambda output: output[0] == "")  # rank 0's node first
-    assert silent == "" and [err for _, err in outputs] == ["", ""], outputs
+    assert silent == "", outputs
+    # Nothing went wrong, said by any process (torchrun's rendezvous agents may warn of a slow heartbeat under load).
+    assert not [line for _, err in outputs for line in err.splitlines()
+                if "error" in line.lower() or "Traceback" in line or line.startswith("[rank")], outputs
     lines = said.splitlines()
     assert lines[:2] == [f"Study directory: {root / 'two-nodes'} (seeds 0, 1)",
                          "4 runs dealt to 2 processes, each trained alone"]
