@@ -11,6 +11,7 @@ from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import engine.build
+import engine.command
 import run
 from helpers import HANG_TIMEOUT, NAN_NET, REPO, cli, device_line, hit_train_step, independent_eval, read_history
 
@@ -160,7 +161,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_checkpoint(cifar1
 
 
 def test_help_documents_every_flag_with_default():
-    out = run.build_parser().format_help()
+    out = engine.command.build_parser().format_help()
     for flag in ("--arch", "--dataset", "--data-dir", "--no-download", "--epochs", "--batch-size", "--lr", "--seed",
                  "--augment", "--blocks-per-stage", "--device", "--amp", "--output-dir", "--no-progress", "--debug"):
         assert flag in out

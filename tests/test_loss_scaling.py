@@ -15,6 +15,7 @@ import torch
 
 import engine.build
 import handlers.loss_scaling
+import engine.command
 import run
 from engine.devices import machine, machine_in_words
 from engine.precision import resolve_precision
@@ -159,5 +160,5 @@ def test_a_resume_keeps_the_recorded_precision_and_refuses_another(cifar10_dir, 
                                        "bf16 autocast\n")
     assert {name: (run_dir / name).stat().st_mtime_ns for name in os.listdir(run_dir)} == before  # nothing written
     # Without --amp, the resume runs in the recorded precision (test_fp16_run_stopped_... trains such a resume).
-    _, setup = run.configs_from_args(run.build_parser().parse_args(["--resume", str(run_dir), "--epochs", "2"]))
+    _, setup = run.configs_from_args(engine.command.build_parser().parse_args(["--resume", str(run_dir), "--epochs", "2"]))
     assert resolve_precision(setup.amp, torch.device("cpu")).dtype == torch.bfloat16

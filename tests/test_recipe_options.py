@@ -9,6 +9,7 @@ from google.protobuf.json_format import MessageToDict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+import engine.command
 import run
 from helpers import learning_rate, run_in_process, tensorboard_points, without_timings
 
@@ -176,12 +177,12 @@ def test_an_option_that_would_do_nothing_is_refused(cifar10_dir, tmp_path, flags
 def test_a_named_recipe_expands_to_its_values_which_help_history_and_the_first_line_show(cifar10_dir, tmp_path, capsys):
     from core.recipe import PRESETS, Recipe, matching_preset
 
-    recipe, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast"]))
+    recipe, _ = run.configs_from_args(engine.command.build_parser().parse_args(["--recipe", "fast"]))
     assert {key: getattr(recipe, key) for key in PRESETS["fast"]} == PRESETS["fast"]
     assert (recipe.optimizer, recipe.nesterov, recipe.schedule, recipe.augment) == ("sgd", True, "onecycle", True)
-    given, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast", "--lr", "0.05"]))
+    given, _ = run.configs_from_args(engine.command.build_parser().parse_args(["--recipe", "fast", "--lr", "0.05"]))
     assert given.lr == 0.05 and given.optimizer == "sgd"  # a flag given beside the preset wins
-    assert run.configs_from_args(run.build_parser().parse_args(["--recipe", "assignment"]))[0] == Recipe()
+    assert run.configs_from_args(engine.command.build_parser().parse_args(["--recipe", "assignment"]))[0] == Recipe()
 
     assert matching_preset(given) is None and matching_preset(recipe) == "fast"  # --lr 0.05: a recipe of its own
 
@@ -204,18 +205,18 @@ def test_a_recipe_given_beside_a_preset_opens_with_the_preset_the_flags_that_dif
 
     from core.recipe_words import recipe_line
 
-    given, _ = run.configs_from_args(run.build_parser().parse_args(["--recipe", "fast", "--lr", "0.2",
+    given, _ = run.configs_from_args(engine.command.build_parser().parse_args(["--recipe", "fast", "--lr", "0.2",
                                                                     "--crop-padding", "4"]))
     line = recipe_line(given)
     assert line.startswith("Recipe fast, but --lr 0.2 --crop-padding 4: --optimizer sgd --lr 0.2 ")
     # The values after the colon are flags that give back the same recipe.
-    again, _ = run.configs_from_args(run.build_parser().parse_args(line.split(": ", 1)[1].split()))
+    again, _ = run.configs_from_args(engine.command.build_parser().parse_args(line.split(": ", 1)[1].split()))
     assert again == given
     assert recipe_line(dataclasses.replace(given, nesterov=False)).startswith(
         "Recipe fast, but --lr 0.2 without --nesterov --crop-padding 4: --optimizer sgd --lr 0.2 --momentum 0.9 "
         "--weight-decay 0.0005 ")
     for nearer_the_assignment in ([], ["--augment"], ["--optimizer", "sgd", "--schedule", "cosine"]):
-        recipe, _ = run.configs_from_args(run.build_parser().parse_args(nearer_the_assignment))
+        recipe, _ = run.configs_from_args(engine.command.build_parser().parse_args(nearer_the_assignment))
         assert recipe_line(recipe) is None  # such a run opens with its device, as the assignment's does
 
 
