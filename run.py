@@ -18,7 +18,7 @@ from core.errors import ProcessLost, UserError
 from core.recipe import Setup
 from engine.command import RaisingParser, compared_nets, configs_from_args, flags_of, parsed_arguments
 from engine.compare.grid import MemberFailed, report_only, train_plan
-from engine.compare.plan import check_recorded_recipe, runs_in, what_to_resume
+from engine.compare.plan import check_recorded_recipe, read_plan, runs_in, what_to_resume
 from engine.data.cifar_archive import DATASETS
 from engine.devices import distributed_backend, launched_by_torchrun, lost_processes
 from engine.evaluate import evaluate
@@ -126,6 +126,10 @@ def train(**keywords) -> Trained:
     epochs=10)` is `python run.py --arch multistage --epochs 10` (each keyword a flag's name with underscores;
     True/False for on/off flags, amp=False for --no-amp; `resume="DIR"` continues a run). It prints what the command
     prints; an error raises UserError with the command's line."""
+    resume = keywords.get("resume")
+    if keywords.get("seeds") or (resume and read_plan(resume) is not None):
+        raise UserError("train() trains one run; several seeds or nets are compare()'s (a study of one net: "
+                        "python run.py --arch NET --seeds ...)")
     history = run_from_python(flags_of(keywords))
     return Trained(history["config"]["output_dir"], history)
 

@@ -133,6 +133,7 @@ def test_keywords_are_the_flags_of_the_same_fields():
     ({"epoch": 3}, "unknown argument epoch=; the arguments are the flags' names: arch, dataset, "),
     ({"augment": "yes"}, "argument augment=: expected True or False, got 'yes'"),
     ({"arch": "resnet"}, "argument --arch: unknown network 'resnet'"),
+    ({"seeds": [0, 1]}, "train() trains one run; several seeds or nets are compare()'s"),
 ])
 def test_a_wrong_argument_raises_the_commands_line_and_exits_nothing(keywords, message):
     import run
@@ -170,6 +171,8 @@ def test_train_and_compare_write_what_the_command_writes(cifar10_dir, tmp_path):
     assert compared.figure == str(tmp_path / "compared" / "curves.png")
     for arch in ("singlestage", "multistage"):
         assert compared.report["runs"][arch]["epochs"] == read_history(str(tmp_path / "compared" / arch))["epochs"]
+    with pytest.raises(UserError, match=r"train\(\) trains one run"):  # before anything trains
+        run.train(resume=compared.directory)
 
     study = run.compare("singlestage", "multistage", seeds=[0, 1], train_eval=40, output_dir=str(tmp_path / "study"),
                         **dict(common, epochs=1))
