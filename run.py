@@ -19,6 +19,8 @@ from core.recipe import Setup
 from engine.command import RaisingParser, compared_nets, configs_from_args, flags_of, parsed_arguments
 from engine.compare.grid import MemberFailed, report_only, train_plan
 from engine.compare.plan import check_recorded_recipe, read_plan, runs_in, what_to_resume
+from engine.compare.render import REPORT_FIGURE, STUDY_FIGURE, figure_link
+from engine.compare.report import REPORT_JSON, REPORT_MARKDOWN, STUDY_JSON, STUDY_MARKDOWN
 from engine.data.cifar_archive import DATASETS
 from engine.devices import distributed_backend, launched_by_torchrun, lost_processes
 from engine.evaluate import evaluate
@@ -140,12 +142,13 @@ def compare(*nets: str, seeds: list[int] | None = None, **keywords) -> Compared:
     `seeds`, paired per seed with intervals, as `--seeds`. Keywords as for `train`."""
     argv = (["--compare", *nets] if nets else ["--bonus"]) + flags_of({"seeds": seeds, **keywords})
     directory = run_from_python(argv)
-    name, figure = ("study", "study.png") if seeds else ("report", "curves.png")
-    with open(os.path.join(directory, f"{name}.json")) as f:
+    json_name, markdown_name, figure_name = ((STUDY_JSON, STUDY_MARKDOWN, STUDY_FIGURE) if seeds
+                                             else (REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE))
+    with open(os.path.join(directory, json_name)) as f:
         report = json.load(f)
-    with open(os.path.join(directory, f"{name}.md")) as f:
-        markdown = f.read().replace(f"![curves]({figure})", "").rstrip() + "\n"
-    return Compared(directory, report, markdown, os.path.join(directory, figure))
+    with open(os.path.join(directory, markdown_name)) as f:
+        markdown = f.read().replace(figure_link(figure_name), "").rstrip() + "\n"
+    return Compared(directory, report, markdown, os.path.join(directory, figure_name))
 
 
 def main(argv: list[str] | None = None) -> int:

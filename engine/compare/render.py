@@ -13,6 +13,14 @@ from core.stats import expected_half_width
 from engine.compare.ablation import ablation_lines, gain_markdown
 from models import ARCHITECTURES, dir_name, field_words, label, noun
 
+# The figures the reports show below their text (engine/compare/report.py writes them beside the Markdown).
+REPORT_FIGURE, STUDY_FIGURE = "curves.png", "study.png"
+
+
+def figure_link(figure: str) -> str:
+    """The Markdown line that shows `figure` (a file beside the report) under a report's text."""
+    return f"![curves]({figure})"
+
 
 
 def _header_lines(report: dict) -> list[str]:
@@ -80,7 +88,7 @@ def render_report(report: dict) -> str:
                          f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
         lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
     lines += _contrasts_and_rule(contrasts, names, _window_contrast_lines)
-    return "\n".join(lines + ["", "![curves](curves.png)", ""])
+    return "\n".join(lines + ["", figure_link(REPORT_FIGURE), ""])
 
 
 def _contrasts_and_rule(contrasts: dict, names: list[str], contrast_lines) -> list[str]:
@@ -149,7 +157,7 @@ def render_study(study: dict) -> str:
     lines += _contrasts_and_rule(study.get("contrasts", {}), list(study["nets"]), _paired_contrast_lines)
     if "ablation" in study:
         lines += ablation_lines(study)
-    lines += ["", "![curves](study.png)", ""]
+    lines += ["", figure_link(STUDY_FIGURE), ""]
     return "\n".join(lines)
 
 

@@ -16,8 +16,8 @@ from core.recipe import COMPARED, Recipe
 from core.stats import interval
 from engine.compare.ablation import ablation, ablation_summary, run_facts
 from engine.compare.plan import COMPARISON, STUDY, net_dir, read_plan, seed_dir
-from engine.compare.render import (console_table, missing_words, plot_curves, plot_study, render_report, render_study,
-                                   verdict_lines)
+from engine.compare.render import (REPORT_FIGURE, STUDY_FIGURE, console_table, missing_words, plot_curves, plot_study,
+                                   render_report, render_study, verdict_lines)
 from engine.compare.verdict import compare_classes, judge
 from engine.console import say
 from engine.devices import machine_in_words
@@ -29,8 +29,7 @@ from models.stats import IMAGE_SIZE, feature_maps
 
 # What a comparison directory holds beside its runs, written by write_report; and a study beside its seeds, by
 # write_study.
-REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE = "report.json", "report.md", "curves.png"
-STUDY_JSON, STUDY_MARKDOWN, STUDY_FIGURE = "study.json", "study.md", "study.png"
+REPORT_JSON, REPORT_MARKDOWN, STUDY_JSON, STUDY_MARKDOWN = "report.json", "report.md", "study.json", "study.md"
 VERDICT_TAG = "bonus/verdict"  # TensorBoard's TEXT tab, in each judged net's folder
 
 
