@@ -5,7 +5,7 @@ such folders. A change meant to keep behaviour (a refactor) leaves the snapshot 
     python tests/snapshot.py write AFTER       # on the code after it
     python tests/snapshot.py compare BEFORE AFTER
 
-The commands: a run, a bonus, a 3-net 2-seed study, a 1-net 3-seed study, `--evaluate` and `--report` of each, a
+The commands: a run, a bonus, a 3-net 2-seed study, a 1-net 3-seed study, one-seed studies of 2 nets and of 1, `--evaluate` and `--report` of each, a
 `--recipe fast` run, a run interrupted by Ctrl-C and resumed, and the refusals that tiny data can provoke. What is
 kept: each command's exit code, console output and errors; every JSON file (as data) and Markdown file written.
 Timings and the folder the snapshot was written in are masked; trained numbers are compared exactly, so both
@@ -40,6 +40,8 @@ def commands(root: str) -> list[tuple[str, list[str], str | None]]:
         ("study-3x2", [*data, "--epochs", "1", "--train-eval", "40", "--compare", "singlestage", "multistage",
                        "multistage-narrow", "--seeds", "0", "1", *out("study-3x2")], None),
         ("study-1x3", [*tiny, "--arch", "multistage-narrow", "--seeds", "0", "1", "2", *out("study-1x3")], None),
+        ("study-2x1", [*tiny, "--bonus", "--train-eval", "40", "--seeds", "0", *out("study-2x1")], None),
+        ("study-1x1", [*tiny, "--arch", "multistage-narrow", "--seeds", "1", *out("study-1x1")], None),
         ("fast", [*tiny, "--recipe", "fast", "--arch", "multistage-narrow", *out("fast")], None),
         ("interrupted", [*tiny, "--arch", "multistage-narrow", *out("interrupted")], "sigint:6"),
         ("resumed", ["--resume", f"{root}/interrupted"], None),
