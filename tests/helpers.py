@@ -166,6 +166,12 @@ def cli(*args):
     return run.main([*args, "--no-progress", "--no-amp"])
 
 
+def runs_of(report):
+    """Each net's run of a one-seed report (report.json, or study.json of one seed), by net."""
+    assert len(report["seeds"]) == 1, report["seeds"]
+    return {arch: net["runs"][0] for arch, net in report["nets"].items()}
+
+
 def read_history(run_dir):
     with open(os.path.join(run_dir, "history.json")) as f:
         return json.load(f)

@@ -5,7 +5,8 @@ and noting which processes write a comparison report or a study summary.
     torchrun --nproc_per_node=2 tests/sample_dump.py DUMP_DIR -- RUN.PY ARGS...
 
 writes DUMP_DIR/rank<r>_epoch<e>.pt = {"index": sample indices, "loss": per-sample losses}, and appends a line
-"<rank> <what>" to DUMP_DIR/writers.txt for each report (write_report) or study summary (write_study) written.
+"<rank> <folder>" to DUMP_DIR/writers.txt for each report written (write_report: a comparison's, a study's), naming the
+folder it was written in.
 """
 import os
 import sys
@@ -48,16 +49,15 @@ def main():
 
     engine.build.build_run = build_and_dump
     os.makedirs(directory, exist_ok=True)
-    for name in ("write_report", "write_study"):
-        setattr(engine.compare.grid, name, noting_the_writer(getattr(engine.compare.grid, name), name, directory))
+    engine.compare.grid.write_report = noting_the_writer(engine.compare.grid.write_report, directory)
     sys.exit(run.main(args))
 
 
-def noting_the_writer(write, name: str, directory: str):
-    def noted(*args, **kwargs):
+def noting_the_writer(write, directory: str):
+    def noted(report_dir, *args, **kwargs):
         with open(os.path.join(directory, "writers.txt"), "a") as f:
-            f.write(f"{idist.get_rank()} {name}\n")
-        return write(*args, **kwargs)
+            f.write(f"{idist.get_rank()} {os.path.basename(report_dir)}\n")
+        return write(report_dir, *args, **kwargs)
 
     return noted
 

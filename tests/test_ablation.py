@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from engine.compare.ablation import ablation, network_properties, probability_better, share_in_words
-from engine.compare.report import write_study
+from engine.compare.report import write_report
 
 ALPHA = 0.05
 
@@ -97,7 +97,7 @@ def t_interval(values):
 
 def test_the_study_table_shows_each_contrast_as_computed_from_the_histories(tmp_path):
     write_study_dir(tmp_path)
-    write_study(str(tmp_path))
+    write_report(str(tmp_path))
     study = json.loads((tmp_path / "study.json").read_text())["ablation"]
 
     gain = [window_mean("multistage", k, 0) - window_mean("singlestage", k, 0) for k in range(3)]

@@ -13,7 +13,7 @@ import engine.build
 import run
 from synthetic_cifar import write_cifar10
 from fault_injection import with_fault
-from helpers import independent_eval, read_history, run_in_process, without_timings
+from helpers import independent_eval, read_history, run_in_process, runs_of, without_timings
 
 
 def bonus(*args):
@@ -58,14 +58,14 @@ def test_bonus_trains_both_and_writes_the_report(bonus_run):
 
     report = json.loads((bonus_dir / "report.json").read_text())
     for arch, history in histories.items():
-        assert report["runs"][arch]["epochs"] == history["epochs"]
+        assert runs_of(report)[arch]["epochs"] == history["epochs"]
         final = history["epochs"][-1]
-        assert report["runs"][arch]["final"]["gap_accuracy"] == pytest.approx(
+        assert runs_of(report)[arch]["final"]["gap_accuracy"] == pytest.approx(
             final["train_eval_accuracy"] - final["test_accuracy"])
         assert {"train_eval_accuracy", "train_eval_loss", "test_top5"} <= set(final)
-    assert report["runs"]["singlestage"]["model"] == {"parameters": 113_034, "macs_per_image": 114_131_264,
+    assert runs_of(report)["singlestage"]["model"] == {"parameters": 113_034, "macs_per_image": 114_131_264,
                                                       "receptive_field": 27}
-    assert report["runs"]["multistage"]["model"]["receptive_field"] == 53
+    assert runs_of(report)["multistage"]["model"]["receptive_field"] == 53
     assert report["contrasts"]["multistage"]["verdict"]["verdict"] in ("reducing underfitting", "reducing overfitting", "inconclusive", "mixed")
 
     markdown = (bonus_dir / "report.md").read_text()
@@ -98,7 +98,7 @@ def test_train_eval_larger_than_the_training_set_measures_every_training_image_a
               "--train-eval", "60"]
     assert bonus("--bonus", *common, "--output-dir", str(tmp_path / "bonus")) == 0
     report = json.loads((tmp_path / "bonus" / "report.json").read_text())
-    assert report["config"]["train_eval"] == 60 and {r["train_eval_images"] for r in report["runs"].values()} == {50}
+    assert report["recipe"]["train_eval"] == 60 and {r["train_eval_images"] for r in runs_of(report).values()} == {50}
     for record in read_history(str(tmp_path / "bonus" / "multistage"))["epochs"]:
         assert round(record["train_eval_accuracy"] * 50) == pytest.approx(record["train_eval_accuracy"] * 50, abs=1e-9)
     assert "train-eval on 50 fixed training images." in (tmp_path / "bonus" / "report.md").read_text()
@@ -178,9 +178,9 @@ def test_report_from_a_bonus_directory_is_rebuilt_without_training(bonus_run, ca
     assert "Epoch" not in capsys.readouterr().out
     rebuilt = json.loads((bonus_dir / "report.json").read_text())
     # This bonus is a copy: the report names (and writes its TensorBoard verdict text into) the copy's runs.
-    assert rebuilt["runs"]["multistage"]["run_dir"] == str(bonus_dir / "multistage")
+    assert runs_of(rebuilt)["multistage"]["run_dir"] == str(bonus_dir / "multistage")
     assert len(events()) == 1
-    same = lambda report: {k: v for k, v in report["runs"]["multistage"].items() if k != "run_dir"}  # noqa: E731
+    same = lambda report: {k: v for k, v in runs_of(report)["multistage"].items() if k != "run_dir"}  # noqa: E731
     assert same(rebuilt) == same(before) and (rebuilt["contrasts"]["multistage"]["where_the_gain_comes_from"]
                                               == before["contrasts"]["multistage"]["where_the_gain_comes_from"])
     assert rebuilt["contrasts"]["multistage"]["verdict"] == before["contrasts"]["multistage"]["verdict"]
@@ -213,7 +213,7 @@ def test_report_from_two_run_directories(cifar10_dir, tmp_path, capsys):
     assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "s"), "--data-dir", data_dir,
                      "--output-dir", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["runs"]["singlestage"]["run_dir"] == str(tmp_path / "s")
+    assert runs_of(report)["singlestage"]["run_dir"] == str(tmp_path / "s")
     assert run.main(["--report", str(tmp_path / "m"), str(tmp_path / "m2")]) == 1
     assert "one run per architecture" in capsys.readouterr().err
 
@@ -242,9 +242,9 @@ def test_report_renders_a_bonus_directory_whose_histories_have_a_flat_config_and
     rebuilt_contrast = rebuilt["contrasts"]["multistage"]
     assert rebuilt_contrast["verdict"] == old["verdict"] and rebuilt_contrast["rule"] == old["rule"]
     for arch in ("singlestage", "multistage"):
-        assert rebuilt["runs"][arch]["epochs"] == old["runs"][arch]["epochs"]
-        assert rebuilt["runs"][arch]["final"] == old["runs"][arch]["final"]
-        assert rebuilt["runs"][arch]["model"] == old["runs"][arch]["model"]
+        assert runs_of(rebuilt)[arch]["epochs"] == old["runs"][arch]["epochs"]
+        assert runs_of(rebuilt)[arch]["final"] == old["runs"][arch]["final"]
+        assert runs_of(rebuilt)[arch]["model"] == old["runs"][arch]["model"]
     assert "Verdict: reducing underfitting (confidence: moderate)" in capsys.readouterr().out
 
 

@@ -12,16 +12,22 @@ from engine.compare.verdict import decide, decide_paired
 from helpers import run_in_process, without_timings
 
 def in_the_old_layout(report: dict) -> dict:
-    """A bonus's report as reports were laid out before comparisons of any nets: its one contrast at the top level."""
+    """A bonus's report as reports were laid out before comparisons of any nets: the recipe with its seed as
+    "config", each net's run under "runs", its one contrast at the top level."""
     (contrast,) = report["contrasts"].values()
-    return {**{key: value for key, value in report.items() if key not in ("baseline", "contrasts")}, **contrast}
+    return {"config": {**report["recipe"], "seed": report["seeds"][0]},
+            "runs": {arch: net["runs"][0] for arch, net in report["nets"].items()},
+            **{key: value for key, value in contrast.items() if key != "decided_by"}}
 
 
-def in_the_new_layout(report: dict) -> dict:
-    """The inverse: a bonus report of the old layout with its contrast under "contrasts", as reports are written now."""
+def in_the_one_layout(report: dict) -> dict:
+    """The inverse: a bonus report of the old layout as the one report of one seed is laid out now."""
     contrast = {key: report[key] for key in ("verdict", "rule", "explanation", "where_the_gain_comes_from") if key in report}
-    return {**{key: value for key, value in report.items() if key not in contrast},
-            "baseline": list(report["runs"])[0], "contrasts": {list(report["runs"])[1]: contrast}}
+    recipe = {key: value for key, value in report["config"].items() if key != "seed"}
+    names = list(report["runs"])
+    return {"seeds": [report["config"]["seed"]], "recipe": recipe,
+            "nets": {arch: {"runs": [run]} for arch, run in report["runs"].items()},
+            "baseline": names[0], "contrasts": {names[1]: {**contrast, "decided_by": "window"}}}
 
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "bonus-without-record")
@@ -107,17 +113,71 @@ def test_report_of_a_bonus_written_before_compare_is_rebuilt_unchanged(old_bonus
         assert new[1][renamed.get(name, name)] == {**cells, "": renamed.get(name, name)}
 
 
+LAYOUTS_BEFORE = os.path.join(os.path.dirname(__file__), "fixtures", "study-in-the-layouts-before-one-report")
+
+
+def sections(markdown: str, *headings: str) -> dict[str, str]:
+    """The text under each of `headings` (a Markdown heading line), up to the next heading of any level."""
+    parts = {}
+    for heading in headings:
+        after = markdown.split(f"\n{heading}\n", 1)[1]
+        parts[heading] = after.split("\n#", 1)[0]
+    return parts
+
+
+def test_report_of_a_study_written_before_one_report_layout_gives_its_numbers_again(tmp_path, capsys):
+    """A study of three nets and two seeds (tiny synthetic CIFAR-10: its plans, histories and reports, no checkpoints)
+    written when a comparison's report.json and a study's study.json had layouts of their own: `--report` of each
+    seed's comparison and of the study writes them in the one layout, with the numbers, verdicts, rules and ablation
+    the old files hold, and the same tables in the Markdown."""
+    study = tmp_path / "study"
+    shutil.copytree(LAYOUTS_BEFORE, study)
+    no_data = ["--data-dir", str(tmp_path / "no-data")]  # nothing to re-test: the gains say so, the rest is arithmetic
+    for seed in (0, 1):
+        folder = study / f"seed{seed}"
+        old, old_markdown = json.loads((folder / "report.json").read_text()), (folder / "report.md").read_text()
+        assert run.main(["--report", str(folder), *no_data]) == 0
+        new = json.loads((folder / "report.json").read_text())
+        assert new["seeds"] == [old["config"]["seed"]] and new["recipe"] == {
+            key: value for key, value in old["config"].items() if key != "seed"}
+        assert list(new["nets"]) == list(old["runs"]) == NETS and new["baseline"] == old["baseline"]
+        for net, old_run in old["runs"].items():
+            (new_run,) = new["nets"][net]["runs"]
+            assert new_run["run_dir"] == str(folder / net) and timeless(new_run) == timeless(old_run)
+        for net, old_contrast in old["contrasts"].items():
+            kept = ("verdict", "rule", "explanation")
+            assert {key: new["contrasts"][net][key] for key in kept} == {key: old_contrast[key] for key in kept}
+            assert new["contrasts"][net]["decided_by"] == "window"
+        tables = ("## Per epoch", "## Final numbers (last epoch)", "## Against the baseline", "## The rule")
+        assert sections((folder / "report.md").read_text(), *tables) == sections(old_markdown, *tables)
+    old, old_markdown = json.loads((study / "study.json").read_text()), (study / "study.md").read_text()
+    assert run.main(["--report", str(study), *no_data]) == 0
+    new = json.loads((study / "study.json").read_text())
+    for key in ("seeds", "recipe", "train_eval_images", "precision", "baseline", "ablation"):
+        assert new[key] == old[key], key
+    for net, numbers in old["nets"].items():
+        assert {key: new["nets"][net][key] for key in numbers} == numbers
+        assert [run["run_dir"] for run in new["nets"][net]["runs"]] == [str(study / f"seed{s}" / net) for s in (0, 1)]
+    for net, old_contrast in old["contrasts"].items():
+        assert {key: new["contrasts"][net][key] for key in ("verdict", "rule")} == {
+            key: old_contrast[key] for key in ("verdict", "rule")}
+        assert new["contrasts"][net]["decided_by"] == "paired"
+    tables = ("## Last epoch", "## Per epoch (mean across seeds)", "## The rule", "## What explains the gain (ablation)")
+    assert sections((study / "study.md").read_text(), *tables) == sections(old_markdown, *tables)
+    assert "Verdict across seeds (multistage against singlestage): " in capsys.readouterr().out
+
+
 def test_a_report_header_names_the_optimisation_its_runs_had():
-    from engine.compare.render import render_report
+    from engine.compare.render import render
 
     with open(os.path.join(FIXTURE, "report.json")) as handle:
-        report = in_the_new_layout(json.load(handle))
-    assignment_header = render_report(report).splitlines()[2]
+        report = in_the_one_layout(json.load(handle))
+    assignment_header = render(report, "curves.png").splitlines()[2]
     assert "batch 32, Adam lr 0.001, seed 0, augmentation off" in assignment_header
-    report["config"] |= {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
+    report["recipe"] |= {"optimizer": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
                          "schedule": "onecycle", "warmup": 1.0, "label_smoothing": 0.1, "augment": True, "ema": 0.99,
                          "crop_padding": 2, "tta": "flip"}
-    header = render_report(report).splitlines()[2]
+    header = render(report, "curves.png").splitlines()[2]
     assert "Adam" not in header
     assert ("batch 32, SGD lr 0.2, Nesterov momentum 0.9, weight decay 0.0005, onecycle schedule with 1.0 warm-up "
             "epochs, label smoothing 0.1, EMA 0.99, test-time flips, seed 0, augmentation on (crop padding 2)") in header
@@ -142,7 +202,7 @@ def test_a_bonus_written_before_compare_resumes(old_bonus, tmp_path):
     read = lambda d: json.loads((d / "history.json").read_text())  # noqa: E731
     assert without_timings(read(bonus / "multistage")) == without_timings(read(tmp_path / "fresh"))
     report = json.loads((bonus / "report.json").read_text())
-    assert list(report["runs"]) == ["singlestage", "multistage"] and "verdict" in report["contrasts"]["multistage"]
+    assert list(report["nets"]) == ["singlestage", "multistage"] and "verdict" in report["contrasts"]["multistage"]
     record = json.loads((bonus / "comparison.json").read_text())  # the record a resume writes where it was missing
     assert record["nets"] == ["singlestage", "multistage"] and record["recipe"]["train_eval"] == 60
 
@@ -188,7 +248,7 @@ def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(ci
     record = json.loads((seed0 / "comparison.json").read_text())
     assert (record["nets"], record["recipe"]["seed"], record["data_dir"]) == (NETS, 0, data_dir)
     report = json.loads((seed0 / "report.json").read_text())
-    assert list(report["runs"]) == NETS and report["baseline"] == "singlestage"
+    assert list(report["nets"]) == NETS and report["baseline"] == "singlestage" and report["seeds"] == [0]
     runs = histories(seed0)
     for net in NETS[1:]:
         expected = decide(runs["singlestage"]["epochs"], runs[net]["epochs"], names=("singlestage", net))
@@ -201,7 +261,8 @@ def test_three_networks_each_judged_against_the_first_in_a_study_that_resumes(ci
     assert all(f"\n| {net} | " in markdown for net in NETS)  # one row per network in "Against the baseline"
     assert "- **multistage-narrow**: the multi-stage net at half width" in markdown
     assert "## multistage-narrow against singlestage:" in markdown and os.path.getsize(seed0 / "curves.png") > 0
-    assert report["runs"]["multistage-narrow"]["model"]["parameters"] < report["runs"]["multistage"]["model"]["parameters"]
+    model = {net: report["nets"][net]["runs"][0]["model"] for net in NETS}
+    assert model["multistage-narrow"]["parameters"] < model["multistage"]["parameters"]
 
     # The summary across seeds.
     summary = json.loads((study / "study.json").read_text())

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from helpers import REPO, read_history
+from helpers import REPO, read_history, runs_of
 
 NOTEBOOK = os.path.join(REPO, "examples", "assignment.ipynb")
 
@@ -170,7 +170,7 @@ def test_train_and_compare_write_what_the_command_writes(cifar10_dir, tmp_path):
         "![curves](curves.png)", "").rstrip() + "\n"
     assert compared.figure == str(tmp_path / "compared" / "curves.png")
     for arch in ("singlestage", "multistage"):
-        assert compared.report["runs"][arch]["epochs"] == read_history(str(tmp_path / "compared" / arch))["epochs"]
+        assert runs_of(compared.report)[arch]["epochs"] == read_history(str(tmp_path / "compared" / arch))["epochs"]
     with pytest.raises(UserError, match=r"train\(\) trains one run"):  # before anything trains
         run.train(resume=compared.directory)
 

@@ -12,7 +12,7 @@ from torch import nn
 
 import run
 from models import ARCHITECTURES, build_model
-from helpers import run_in_process
+from helpers import run_in_process, runs_of
 from models.stats import measured_receptive_field, receptive_field
 
 COMMON = ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp"]
@@ -326,7 +326,7 @@ def test_a_three_net_study_with_a_users_net_has_its_ablation(cifar10_dir, tmp_pa
     assert sorted(os.listdir(study_dir / "seed0")) == ["TinyNet", "comparison.json", "curves.png", "multistage-narrow",
                                                        "report.json", "report.md", "singlestage"]
     report = json.loads((study_dir / "seed0" / "report.json").read_text())
-    facts = report["runs"]["nets/tiny.py:TinyNet"]["model"]
+    facts = runs_of(report)["nets/tiny.py:TinyNet"]["model"]
     assert facts == {"parameters": sum(p.numel() for p in _tiny(10).parameters()), "macs_per_image": facts["macs_per_image"],
                      "receptive_field": 5, "description": "a tiny net: two 3x3 convolutions and a linear layer"}
     markdown = (study_dir / "seed0" / "report.md").read_text()

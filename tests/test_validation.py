@@ -15,7 +15,7 @@ from core.recipe import Recipe, Setup
 from engine.build import build_run
 from engine.data.cifar_archive import DATASETS
 from engine.data.datasets import VAL_SPLIT_SEED, hold_out, load_cifar
-from helpers import read_history
+from helpers import read_history, runs_of
 from models import build_model
 
 TINY = ["--dataset", "cifar10", "--batch-size", "32", "--no-progress", "--no-amp"]
@@ -142,7 +142,7 @@ def test_reports_choose_the_best_epoch_by_validation_accuracy_and_say_so(held_ou
     assert "| test accuracy at each seed's best epoch by validation accuracy | " in (study_dir / "study.md").read_text()
     report = json.loads((study_dir / "seed0" / "report.json").read_text())
     best = max(runs["multistage"][0], key=lambda e: (e["val_accuracy"], -e["epoch"]))
-    assert report["runs"]["multistage"]["best_epoch"] == {"epoch": best["epoch"], "test_accuracy": best["test_accuracy"],
+    assert runs_of(report)["multistage"]["best_epoch"] == {"epoch": best["epoch"], "test_accuracy": best["test_accuracy"],
                                                           "chosen_by": "val_accuracy"}
     markdown = (study_dir / "seed0" / "report.md").read_text()
     assert "| test accuracy at the best epoch by validation accuracy | " in markdown

@@ -18,11 +18,11 @@ import time
 import ignite.distributed as idist
 
 from core.errors import ProcessLost, UserError
-from core.history_file import TEST_ACCURACY, RunHistory, read_history
+from core.history_file import TEST_ACCURACY, read_history
 from core.numbers import percent
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
-from engine.compare.plan import COMPARISON, RECORD_FILES, RUN, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
-from engine.compare.report import Retester, check_comparable, write_report, write_study
+from engine.compare.plan import COMPARISON, RUN, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
+from engine.compare.report import Retester, check_comparable, planned_histories, write_report
 from engine.console import say
 from engine.devices import launched_by_torchrun
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
@@ -74,7 +74,7 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
                         say(seed_plan.heading(folder))
                         train_comparison(seed_recipe, setup, nets, folder, exists, retester)
             if seeds:
-                write_on_rank_0(lambda: write_study(directory, retester))
+                write_on_rank_0(lambda: write_report(directory, retester))
     return directory
 
 
@@ -105,9 +105,9 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
             retester = Retester(setup, data)
             with continuing_with(plan.command(directory), directory):
                 for _seed, folder in plan.folders(directory) if plan.nets else ():
-                    write_report(folder, comparison_histories(folder), retester)
+                    write_report(folder, retester)
                 if plan.seeds:
-                    write_study(directory, retester)
+                    write_report(directory, retester)
     except BaseException as exc:
         if not dealer.store.check(["directory"]):
             dealer.share("directory", "\0" + str(exc))
@@ -183,7 +183,7 @@ def train_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...], direct
     for arch in nets:
         train_member(dataclasses.replace(recipe, arch=arch), setup, retester.data, net_dir(directory, arch), resuming,
                      name=arch, heading=f"== {arch} ==")
-    write_on_rank_0(lambda: write_report(directory, comparison_histories(directory), retester))
+    write_on_rank_0(lambda: write_report(directory, retester))
 
 
 def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: bool, name: str,
@@ -204,15 +204,6 @@ def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: 
     train(recipe, setup, data=data, resume=member_dir if state == INTERRUPTED else None, into=member_dir)
 
 
-def comparison_histories(directory: str) -> dict[str, RunHistory]:
-    """The histories of a comparison directory's nets, baseline first."""
-    plan = read_plan(directory)
-    if plan is None or plan.kind != COMPARISON:
-        raise UserError(f"{directory} is not a comparison: it has no {RECORD_FILES[COMPARISON]} and no "
-                        f"{'/, '.join(BONUS_PAIR)}/")
-    return {arch: read_history(net_dir(directory, arch)) for arch in plan.nets}
-
-
 def report_only(directories: list[str], setup: Setup) -> str:
     """`--report`: rebuild the report of a comparison or the summary of a study directory, or compare single-run
     directories (one per architecture; the bonus pair in its order, otherwise the first named is the baseline) into
@@ -226,11 +217,9 @@ def report_only(directories: list[str], setup: Setup) -> str:
             raise UserError(f"{directory} is a single run; --report compares runs: name two or more (--report RUN_A "
                             "RUN_B ...), or a bonus, comparison or study directory")
         if plan is None or plan.kind != STUDY:
-            comparison_histories(directory)  # said before the lock: nothing is written into what is no comparison
+            planned_histories(directory)  # said before the lock: nothing is written into what is no comparison
         with hold(directory, members=existing_runs(directory)):
-            if plan.kind == STUDY:
-                return write_study(directory, Retester(setup))
-            write_report(directory, comparison_histories(directory), Retester(setup))
+            write_report(directory, Retester(setup))
         return directory
     histories = {}
     for run_dir in directories:
@@ -238,15 +227,15 @@ def report_only(directories: list[str], setup: Setup) -> str:
         arch = history.recipe.arch
         if arch in histories:
             raise UserError(f"--report needs one run per architecture, but two of {', '.join(directories)} are {arch}")
-        histories[arch] = history
+        histories[arch] = [history]
     if set(histories) == set(BONUS_PAIR):
         histories = {arch: histories[arch] for arch in BONUS_PAIR}
     check_comparable(histories)
     with contextlib.ExitStack() as held:
         for run_dir in directories:  # the verdicts go into the judged runs' TensorBoard streams
             held.enter_context(hold(run_dir))
-        dataset = next(iter(histories.values())).recipe.dataset
+        dataset = next(iter(histories.values()))[0].recipe.dataset
         directory = create_run_dir(setup.output_dir or default_report_dir(setup.runs_root, dataset),
                                    numbered=setup.output_dir is None)
-        write_report(directory, histories, Retester(setup))
+        write_report(directory, Retester(setup), histories)
     return directory

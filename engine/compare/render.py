@@ -1,6 +1,7 @@
-"""How comparisons and studies look: report.md and curves.png, study.md and study.png, and the console's table and
-verdict lines, from the dicts engine/compare/report.py builds. A contrast has one section layout in both, and both
-figures are one drawing (core/figures.py; a study's curves are means across seeds, with ±1 sd bands)."""
+"""How a report looks, from the one dict engine/compare/report.py builds for any plan: its Markdown (report.md of a
+comparison, study.md of a study), its figure (curves.png, study.png) and what the console shows. One seed shows each
+run's numbers, several seeds their means and spreads; a contrast has one section, laid out by the rule that decided
+it; the figure is one drawing (core/figures.py; across seeds means with ±1 sd bands)."""
 from __future__ import annotations
 
 from core.figures import plot_curves_of
@@ -10,7 +11,8 @@ from core.numbers import counted, loss, millions, number, percent, points, recor
 from core.recipe import Recipe
 from core.recipe_words import augmentation_in_words, optimisation_in_words
 from core.stats import expected_half_width
-from engine.compare.ablation import ablation_lines, gain_markdown
+from engine.compare.ablation import ablation_lines, ablation_summary, gain_markdown
+from engine.compare.verdict import PAIRED
 from models import ARCHITECTURES, dir_name, field_words, label, noun
 
 # The figures the reports show below their text (engine/compare/report.py writes them beside the Markdown).
@@ -22,18 +24,19 @@ def figure_link(figure: str) -> str:
     return f"![curves]({figure})"
 
 
-
-def _header_lines(report: dict) -> list[str]:
-    runs, config = report["runs"], report["config"]
+def _runs_lines(report: dict) -> list[str]:
+    """One seed: the recipe, then each run's numbers per epoch and at the end, side by side."""
+    runs = {arch: net["runs"][0] for arch, net in report["nets"].items()}
+    config = {**report["recipe"], "seed": report["seeds"][0]}
     last = list(runs)[-1]
     has_train_eval = TRAIN_EVAL_ACCURACY in runs[last]["final"]
     recipe = Recipe.from_dict(config)
-    names = [label(name) for name in runs]
     kind = " ResNet" if all(name in ARCHITECTURES for name in runs) else ""  # a user's net may be anything
     device = f"device {runs[last]['device']}" + (f" ({runs[last]['machine']})" if runs[last].get("machine") else "")
     device += f", precision {runs[last]['precision']}" if runs[last].get("precision") else ""
-    lines = [f"# {names[0][0].upper() + names[0][1:]} vs {' vs '.join(names[1:])}{kind} on {config['dataset']}", "",
-             f"{'Both' if len(runs) == 2 else 'All'} runs: {counted(config['epochs'], 'epoch')}, "
+    title = " vs ".join(label(name) for name in runs)
+    lines = [f"# {title[0].upper() + title[1:]}{kind} on {config['dataset']}", "",
+             f"{({1: 'The run', 2: 'Both runs'}).get(len(runs), 'All runs')}: {counted(config['epochs'], 'epoch')}, "
              f"batch {config['batch_size']}, "
              f"{optimisation_in_words(recipe)}, seed {config['seed']}, augmentation {augmentation_in_words(recipe)}, "
              f"blocks per stage {config['blocks_per_stage']}, {device}"
@@ -62,52 +65,89 @@ def _header_lines(report: dict) -> list[str]:
     rows += [("parameters", lambda r: f"{r['model']['parameters']:,}"),
              ("MACs per image", lambda r: millions(r['model']['macs_per_image'])),
              ("receptive field", lambda r: field_words(r["model"])),
-             ("seconds per epoch (training)", lambda r: f"{r['seconds_per_epoch']:.1f}"),
-             ("images per second (training)", lambda r: f"{r['images_per_s']:.0f}")]
+             ("seconds per epoch (training)", lambda r: "-" if r["seconds_per_epoch"] is None else f"{r['seconds_per_epoch']:.1f}"),
+             ("images per second (training)", lambda r: "-" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}")]
     lines += [f"| {name} | " + " | ".join(cell(run) for run in runs.values()) + " |" for name, cell in rows]
     return lines
 
 
-def render_report(report: dict) -> str:
-    """report.md: per-epoch tables, final numbers side by side, then each verdict against the baseline with its
-    explanation and where the gain comes from, and the rule."""
-    names, contrasts = list(report["runs"]), report["contrasts"]
-    lines = _header_lines(report)
-    if len(contrasts) > 1:
-        lines += ["", "## Against the baseline", "",
-                  f"Every network is judged against {names[0]} by the same rule (below).", "",
-                  "| network | parameters | MACs per image | receptive field | train-eval acc | test acc | gap | verdict |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for name, run in report["runs"].items():
-            contrast = contrasts.get(name)
-            verdict = f"{contrast['verdict']['verdict']} ({contrast['verdict']['confidence']})" if contrast else "baseline"
-            final = run["final"]
-            gap = f"{points(final[GAP_ACCURACY])} pts" if GAP_ACCURACY in final else "-"
-            lines.append(f"| {name} | {run['model']['parameters']:,} | {millions(run['model']['macs_per_image'])} | "
-                         f"{field_words(run['model'])} | {record_cell(final, TRAIN_EVAL_ACCURACY)} | "
-                         f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
-        lines += [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
-    lines += _contrasts_and_rule(contrasts, names, _window_contrast_lines)
-    return "\n".join(lines + ["", figure_link(REPORT_FIGURE), ""])
+def _against_lines(report: dict) -> list[str]:
+    """One seed, three nets or more: each against the baseline in one table."""
+    names, contrasts = list(report["nets"]), report["contrasts"]
+    lines = ["", "## Against the baseline", "",
+             f"Every network is judged against {names[0]} by the same rule (below).", "",
+             "| network | parameters | MACs per image | receptive field | train-eval acc | test acc | gap | verdict |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, net in report["nets"].items():
+        (run, *_), contrast = net["runs"], contrasts.get(name)
+        verdict = f"{contrast['verdict']['verdict']} ({contrast['verdict']['confidence']})" if contrast else "baseline"
+        final = run["final"]
+        gap = f"{points(final[GAP_ACCURACY])} pts" if GAP_ACCURACY in final else "-"
+        lines.append(f"| {name} | {run['model']['parameters']:,} | {millions(run['model']['macs_per_image'])} | "
+                     f"{field_words(run['model'])} | {record_cell(final, TRAIN_EVAL_ACCURACY)} | "
+                     f"{percent(final[TEST_ACCURACY])} | {gap} | {verdict} |")
+    return lines + [""] + [f"- **{name}**: {ARCHITECTURES[name].description}" for name in names if name in ARCHITECTURES]
 
 
-def _contrasts_and_rule(contrasts: dict, names: list[str], contrast_lines) -> list[str]:
-    """Each contrast against the baseline (headed "Verdict" where there is one), then the rule that decided them."""
-    lines = []
+def render(report: dict, figure: str) -> str:
+    """report.md or study.md, for any plan: the recipe and the numbers (with one seed each run's, per epoch and at the
+    end; across seeds their mean ± sd), each net's contrast against the baseline and the rule that decided it, the
+    ablation where there is one, and `figure` below."""
+    one_seed = len(report["seeds"]) == 1
+    lines = _runs_lines(report) if one_seed else _seeds_lines(report)
+    if "missing" in report:  # under the title
+        lines[2:2] = [f"**{missing_words(report)}.**", ""]
+    contrasts, names = report.get("contrasts", {}), list(report["nets"])
+    if one_seed and len(contrasts) > 1:
+        lines += _against_lines(report)
     for name, contrast in contrasts.items():
-        lines += contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}" if len(contrasts) > 1 else "Verdict")
+        lines += _contrast_lines(contrast, (names[0], name), f"{name} against {names[0]}" if len(contrasts) > 1 else "Verdict")
     if contrasts:
         shown = [f"Shown for {names[1]}; every other network takes its place in turn.", ""] if len(contrasts) > 1 else []
         lines += ["## The rule", "", *shown, "```", next(iter(contrasts.values()))["rule"], "```"]
+    if "ablation" in report:
+        lines += ablation_lines(report)
+    return "\n".join(lines + ["", figure_link(figure), ""])
+
+
+def _seeds_lines(report: dict) -> list[str]:
+    """Several seeds: the recipe, then each net's numbers across seeds, at the last epoch and per epoch."""
+    seeds, recipe, nets = report["seeds"], Recipe.from_dict(report["recipe"]), report["nets"]
+    lines = [f"# {recipe.dataset}: {' vs '.join(nets)} across {counted(len(seeds), 'seed')}", "",
+             f"Seeds {', '.join(map(str, seeds))}; {counted(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, "
+             f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
+             f"{recipe.blocks_per_stage}, train-eval {report.get('train_eval_images', recipe.train_eval)}"
+             + (f", precision {report['precision']}." if report.get("precision") else "."), "",
+             "Accuracies in %, losses as they are: mean ± sample sd [95 % Student-t interval, df = K - 1].", "",
+             "## Last epoch", "", "| quantity | " + " | ".join(nets) + " |", "| --- |" + " ---: |" * len(nets)]
+    for key in next(iter(nets.values()))["final"]:
+        lines.append(f"| {record_label(key)} | " + " | ".join(stats_cell(key, net["final"][key]) for net in nets.values()) + " |")
+    lines += ["", "## Per epoch (mean across seeds)", "",
+              "| epoch | net | mean train loss | test acc | train-eval acc |", "| ---: | --- | ---: | ---: | ---: |"]
+    for arch, net in nets.items():
+        for index, epoch in enumerate(net["per_epoch"], start=1):
+            train_eval = epoch.get(TRAIN_EVAL_ACCURACY)
+            lines.append(f"| {index} | {arch} | {stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
+                         f"{stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
     return lines
 
 
-def _window_contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
-    """A contrast decided by the window rule (one seed): its explanation and the window's numbers that decided."""
-    verdict = contrast["verdict"]
-    base, cand = names
-    lines = []
-    if "differences" in verdict:
+def _contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
+    """One contrast: its heading with the verdict, the explanation, the numbers that decided by the rule that decided
+    (`decided_by`: the window of one seed's last epochs, or paired differences across seeds), and where the gain
+    comes from."""
+    verdict, (base, cand) = contrast["verdict"], names
+    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "",
+             contrast["explanation"], ""]
+    if contrast["decided_by"] == PAIRED:
+        lines += [f"Paired differences ({label(cand)} minus {label(base)} per seed, window means of the last "
+                  f"{counted(verdict['window'], 'epoch')}; positive favours {noun(cand)}):", "",
+                  "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
+        lines += [f"| {record_label(key)} | {', '.join(number(key, v) for v in d['values'])} | "
+                  f"{number(key, d['mean'])} | [{number(key, d['ci_low'])}, {number(key, d['ci_high'])}] | "
+                  f"{number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |"
+                  for key, d in verdict["paired_differences"].items()] + [""]
+    elif "differences" in verdict:
         lines += [f"Numbers that decided (means over the last {counted(verdict['window'], 'epoch')}, {label(cand)} "
                   f"minus {label(base)}, signed so that positive favours {noun(cand)}):",
                   "", "| quantity | difference | margin | clear |", "| --- | ---: | ---: | --- |"]
@@ -118,90 +158,45 @@ def _window_contrast_lines(contrast: dict, names: tuple[str, str], heading: str)
         lines += ["", f"Test accuracy over the window: {base} "
                   f"{', '.join(percent(v) for v in verdict['window_stats'][base][TEST_ACCURACY]['values'])}; "
                   f"{cand} {', '.join(percent(v) for v in verdict['window_stats'][cand][TEST_ACCURACY]['values'])}"
-                  f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", "",
-                  more_seeds_note(verdict), ""]
-    return contrast_section(contrast, heading, contrast["explanation"], lines)
+                  f" ({'ranges do not overlap' if verdict['test_ranges_separated'] else 'ranges overlap'}).", ""]
+    if contrast["decided_by"] != PAIRED:
+        lines += [more_seeds_note(verdict), ""]
+    if "where_the_gain_comes_from" in contrast:
+        lines += gain_markdown(contrast["where_the_gain_comes_from"])
+    return lines
 
 
-def missing_words(study: dict) -> str:
+def missing_words(report: dict) -> str:
     """What a study's plan holds that its directory does not: 'The plan holds seed 1 too, but seed1/ is gone: left
     out of this summary'."""
-    missing = study["missing"]
+    missing = report["missing"]
     places = [f"{path} is gone" if path.endswith("/") else f"{path} has no history.json"
               for paths in missing.values() for path in paths]
     return (f"The plan holds seed{'s' if len(missing) > 1 else ''} {' '.join(missing)} too, but {'; '.join(places)}: "
             "left out of this summary")
 
 
-def render_study(study: dict) -> str:
-    """study.md: final numbers across seeds per net, per-epoch means, the paired differences and the verdict."""
-    seeds, recipe = study["seeds"], Recipe.from_dict(study["recipe"])
-    lines = [f"# {recipe.dataset}: {' vs '.join(study['nets'])} across {counted(len(seeds), 'seed')}", "",
-             *([f"**{missing_words(study)}.**", ""] if "missing" in study else []),
-             f"Seeds {', '.join(map(str, seeds))}; {counted(recipe.epochs, 'epoch')}, batch {recipe.batch_size}, "
-             f"{optimisation_in_words(recipe)}, augmentation {augmentation_in_words(recipe)}, blocks per stage "
-             f"{recipe.blocks_per_stage}, train-eval {study.get('train_eval_images', recipe.train_eval)}"
-             + (f", precision {study['precision']}." if study.get("precision") else "."), "",
-             "Accuracies in %, losses as they are: mean ± sample sd [95 % Student-t interval, df = K - 1].", "",
-             "## Last epoch", "", "| quantity | " + " | ".join(study["nets"]) + " |",
-             "| --- |" + " ---: |" * len(study["nets"])]
-    for key in study["nets"][next(iter(study["nets"]))]["final"]:
-        lines.append(f"| {record_label(key)} | " + " | ".join(stats_cell(key, net["final"][key]) for net in study["nets"].values()) + " |")
-    lines += ["", "## Per epoch (mean across seeds)", "",
-              "| epoch | net | mean train loss | test acc | train-eval acc |", "| ---: | --- | ---: | ---: | ---: |"]
-    for arch, net in study["nets"].items():
-        for index, epoch in enumerate(net["per_epoch"], start=1):
-            train_eval = epoch.get(TRAIN_EVAL_ACCURACY)
-            lines.append(f"| {index} | {arch} | {stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
-                         f"{stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
-    lines += _contrasts_and_rule(study.get("contrasts", {}), list(study["nets"]), _paired_contrast_lines)
-    if "ablation" in study:
-        lines += ablation_lines(study)
-    lines += ["", figure_link(STUDY_FIGURE), ""]
-    return "\n".join(lines)
-
-
-def _paired_contrast_lines(contrast: dict, names: tuple[str, str], heading: str) -> list[str]:
-    """A study's contrast: the paired differences across seeds (or, with one seed, what more seeds would give)."""
-    verdict = contrast["verdict"]
-    base, cand = names
-    lines = []
-    if "paired_differences" in verdict:
-        lines += [f"Paired differences ({label(cand)} minus {label(base)} per seed, window means of the last "
-                  f"{counted(verdict['window'], 'epoch')}; positive favours {noun(cand)}):", "",
-                  "| quantity | per seed | mean | 95 % interval | margin | clear |", "| --- | --- | ---: | --- | ---: | --- |"]
-        for key, d in verdict["paired_differences"].items():
-            lines.append(f"| {record_label(key)} | {', '.join(number(key, v) for v in d['values'])} | "
-                         f"{number(key, d['mean'])} | [{number(key, d['ci_low'])}, {number(key, d['ci_high'])}] | "
-                         f"{number(key, d['margin'])} | {'yes' if d['clear'] else 'no'} |")
-        lines.append("")
-    else:
-        lines += [more_seeds_note(verdict), ""]
-    return contrast_section(contrast, heading, verdict["reason"] + ".", lines)
-
-
-def contrast_section(contrast: dict, heading: str, opening: str, body: list[str]) -> list[str]:
-    """One contrast in report.md or study.md: its heading with the verdict, an opening paragraph, the numbers that
-    decided (`body`), and where the gain comes from."""
-    verdict = contrast["verdict"]
-    lines = ["", f"## {heading}: {verdict['verdict']} (confidence: {verdict['confidence']})", "", opening, ""] + body
-    if "where_the_gain_comes_from" in contrast:
-        lines += gain_markdown(contrast["where_the_gain_comes_from"])
-    return lines
-
-
-def console_table(report: dict) -> str:
-    """A compact table for the terminal: every recorded result of the last epoch (the same keys as report.md's), the
-    gap, and the verdict(s)."""
-    names, runs = list(report["runs"]), report["runs"]
-    widths = [max(14, len(dir_name(name)) + 2) for name in names]  # a long name never runs into the next
-    lines = [f"{'':<30}" + "".join(f"{dir_name(name):>{width}}" for name, width in zip(names, widths))]
-    for key in [*result_keys(runs), GAP_ACCURACY]:
-        if all(key in run["final"] for run in runs.values()):
-            written = loss if is_loss(key) else points
-            lines.append(f"{record_label(key) + ('' if is_loss(key) else ' %'):<30}"
-                         + "".join(f"{written(runs[name]['final'][key]):>{width}}" for name, width in zip(names, widths)))
-    return "\n".join(lines + verdict_lines(report))
+def console_summary(report: dict) -> str:
+    """What the console shows of a report: with one seed a table of the last epoch's numbers; across seeds each net's
+    test accuracy (mean ± sd) and last train loss; then the verdicts, and the ablation's contrasts in one line each."""
+    nets = report["nets"]
+    if len(report["seeds"]) == 1:  # every recorded result of the last epoch (report.md's keys) and the gap
+        runs = {arch: net["runs"][0] for arch, net in nets.items()}
+        widths = [max(14, len(dir_name(name)) + 2) for name in runs]  # a long name never runs into the next
+        lines = [f"{'':<30}" + "".join(f"{dir_name(name):>{width}}" for name, width in zip(runs, widths))]
+        for key in [*result_keys(runs), GAP_ACCURACY]:
+            if all(key in run["final"] for run in runs.values()):
+                written = loss if is_loss(key) else points
+                lines.append(f"{record_label(key) + ('' if is_loss(key) else ' %'):<30}"
+                             + "".join(f"{written(run['final'][key]):>{width}}" for run, width in zip(runs.values(), widths)))
+        return "\n".join(lines + verdict_lines(report))
+    final = ", ".join(f"{arch} test accuracy {percent(net['final'][TEST_ACCURACY]['mean'])}"
+                      + (f" ± {points(net['final'][TEST_ACCURACY]['sd'])}" if net["final"][TEST_ACCURACY]["sd"] is not None else "")
+                      for arch, net in nets.items())
+    return "\n".join([f"Across {counted(len(report['seeds']), 'seed')}: {final}; mean train loss of the last epoch "
+                      + ", ".join(loss(net['final'][TRAIN_LOSS]['mean']) for net in nets.values()),
+                      *verdict_lines(report, "Verdict across seeds"),
+                      *(f"Ablation: {ablation_summary(row)}" for row in report.get("ablation", {}).get("contrasts", []))])
 
 
 def result_keys(runs: dict) -> list[str]:
@@ -216,9 +211,7 @@ def result_keys(runs: dict) -> list[str]:
 def verdict_lines(record: dict, verdict_words: str = "Verdict") -> list[str]:
     """The console's lines for each contrast of a report or study: the verdict and where the gain comes from,
     naming the candidate and the baseline where there are several."""
-    contrasts = record.get("contrasts", {})
-    baseline = list(record.get("runs") or record.get("nets"))[0]
-    lines = []
+    contrasts, baseline, lines = record.get("contrasts", {}), record.get("baseline"), []
     for name, contrast in contrasts.items():
         against = f" ({name} against {baseline})" if len(contrasts) > 1 else ""
         verdict = contrast["verdict"]
@@ -242,16 +235,15 @@ def more_seeds_note(verdict: dict) -> str:
             f"(`--seeds`).")
 
 
-def plot_curves(report: dict, path: str) -> None:
-    """curves.png: mean train loss per epoch; train-eval (dashed) and test (solid) accuracy per epoch; every net."""
-    verdicts = "; ".join(c["verdict"]["verdict"] for c in report["contrasts"].values())
-    plot_curves_of({arch: run["epochs"] for arch, run in report["runs"].items()}, path,
-          f"{report['config']['dataset']}: {' vs '.join(label(name) for name in report['runs'])} ResNet — {verdicts}")
-
-
-def plot_study(study: dict, path: str) -> None:
-    """study.png: mean training loss and test (solid) / train-eval (dashed) accuracy per epoch, ±1 sd bands."""
-    verdict = "; ".join(c["verdict"]["verdict"] for c in study.get("contrasts", {}).values())
-    plot_curves_of({arch: net["per_epoch"] for arch, net in study["nets"].items()}, path,
-          f"{study['recipe']['dataset']}, seeds {', '.join(map(str, study['seeds']))}: mean ± sd across seeds"
-          + (f" — {verdict}" if verdict else ""))
+def plot(report: dict, path: str) -> None:
+    """The figure below a report: mean train loss, train-eval (dashed) and test (solid) accuracy per epoch of every
+    net; across seeds their means with ±1 sd bands."""
+    verdicts = "; ".join(c["verdict"]["verdict"] for c in report.get("contrasts", {}).values())
+    seeds, dataset = report["seeds"], report["recipe"]["dataset"]
+    if len(seeds) == 1:
+        curves = {arch: net["runs"][0]["epochs"] for arch, net in report["nets"].items()}
+        heading = f"{dataset}: {' vs '.join(label(name) for name in report['nets'])} ResNet"
+    else:
+        curves = {arch: net["per_epoch"] for arch, net in report["nets"].items()}
+        heading = f"{dataset}, seeds {', '.join(map(str, seeds))}: mean ± sd across seeds"
+    plot_curves_of(curves, path, heading + (f" — {verdicts}" if verdicts else ""))

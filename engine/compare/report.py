@@ -1,23 +1,24 @@
-"""The comparison report: report.json, report.md and curves.png for runs of several architectures with one recipe,
-each judged against the first-named one (the baseline) by engine/compare/verdict.py; for a pair (the bonus: single-
-vs multi-stage) one verdict. Built from the runs' history.json files, so `--report` can rebuild it; only
-"where the gain comes from" re-tests the final checkpoints class by class (and says why when it cannot)."""
+"""The report of any plan of nets × seeds with one recipe: one layout, one writer. A comparison (report.json, report.md,
+curves.png) is its one-seed case, a study (study.json, study.md, study.png) has K seeds; each net is judged against
+the first-named one (the baseline) by engine/compare/verdict.py, by the window rule for one seed and by paired
+differences for more. Built from the runs' history.json files, so `--report` can rebuild it; only "where the gain
+comes from" re-tests the final checkpoints class by class (and says why when it cannot)."""
 from __future__ import annotations
 
 import dataclasses
 import os
 
 from core.errors import UserError
-from core.history_file import (BEST_BY_VAL_TEST_ACCURACY, BEST_TEST_ACCURACY, VAL_ACCURACY, chosen_by, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS, IMAGES_PER_S, TEST_ACCURACY,
-                               TRAIN_LOSS, TRAIN_SECONDS, RunHistory, best_epoch, gap_accuracy, gap_loss,
-                               has_train_eval, HISTORY_FILE, is_result, read_history, write_json)
-from core.numbers import counted, loss, millions, percent, points
+from core.history_file import (BEST_BY_VAL_TEST_ACCURACY, BEST_TEST_ACCURACY, DEVICE, EPOCH, GAP_ACCURACY, GAP_LOSS,
+                               HISTORY_FILE, IMAGES_PER_S, TEST_ACCURACY, TRAIN_SECONDS, VAL_ACCURACY, RunHistory,
+                               best_epoch, chosen_by, gap_accuracy, gap_loss, has_train_eval, is_result, read_history,
+                               write_json)
+from core.numbers import millions
 from core.recipe import COMPARED, Recipe
 from core.stats import interval
-from engine.compare.ablation import ablation, ablation_summary, run_facts
-from engine.compare.plan import COMPARISON, STUDY, net_dir, read_plan, seed_dir
-from engine.compare.render import (REPORT_FIGURE, STUDY_FIGURE, console_table, missing_words, plot_curves, plot_study,
-                                   render_report, render_study, verdict_lines)
+from engine.compare.ablation import ablation, run_facts
+from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, net_dir, read_plan, seed_dir
+from engine.compare.render import REPORT_FIGURE, STUDY_FIGURE, console_summary, missing_words, plot, render
 from engine.compare.verdict import compare_classes, judge
 from engine.console import say
 from engine.devices import machine_in_words
@@ -27,28 +28,60 @@ from handlers.tensorboard_logging import replace_text
 from models import BONUS_PAIR, build_model, field_phrase, noun
 from models.stats import IMAGE_SIZE, feature_maps
 
-# What a comparison directory holds beside its runs, written by write_report; and a study beside its seeds, by
-# write_study.
+# What write_report writes beside a comparison's runs, and beside a study's seeds.
 REPORT_JSON, REPORT_MARKDOWN, STUDY_JSON, STUDY_MARKDOWN = "report.json", "report.md", "study.json", "study.md"
 VERDICT_TAG = "bonus/verdict"  # TensorBoard's TEXT tab, in each judged net's folder
 
 
-def check_comparable(histories: dict[str, RunHistory]) -> None:
-    """Refuse, naming the field, runs whose recipes differ in more than the architecture, or that did not finish (with
-    the command that finishes it: its comparison's, where it is a comparison's run)."""
-    (base_name, base), *others = ((arch, history.config) for arch, history in histories.items())
-    for name, config in others:
-        field = Recipe.from_dict(config).differing_field(base, ignore=COMPARED)
+def planned_histories(directory: str) -> tuple[dict[str, list[RunHistory]], dict[str, list[str]]]:
+    """The runs a comparison or study directory's report is built from, as {net: [its run of each seed]} (baseline
+    first, seeds in order), and the planned seeds left out because their runs are not all there ({seed: [what is
+    gone]}: a paired comparison needs every net of a seed, and a seed is never dropped silently)."""
+    plan = read_plan(directory)
+    if plan is None or plan.kind not in (COMPARISON, STUDY):
+        raise UserError(f"{directory} is not a comparison: it has no {RECORD_FILES[COMPARISON]} and no "
+                        f"{'/, '.join(BONUS_PAIR)}/")
+    if plan.kind == COMPARISON:
+        return {arch: [read_history(net_dir(directory, arch))] for arch in plan.nets}, {}
+    nets = plan.nets or (None,)
+    runs_of = {seed: [folder if arch is None else net_dir(folder, arch) for arch in nets]
+               for seed, folder in plan.folders(directory)}
+    seeds = [s for s in sorted(plan.seeds) if all(os.path.isfile(os.path.join(run, HISTORY_FILE)) for run in runs_of[s])]
+    missing = {str(s): [os.path.relpath(seed_dir(directory, s), directory) + "/"] if not os.path.isdir(seed_dir(directory, s))
+               else [os.path.relpath(run, directory) for run in runs_of[s] if not os.path.isfile(os.path.join(run, HISTORY_FILE))]
+               for s in sorted(plan.seeds) if s not in seeds}
+    if not seeds:
+        raise UserError(f"{directory} holds no finished seed of its plan (seeds {' '.join(map(str, sorted(plan.seeds)))}); "
+                        f"train them with: {plan.command(directory)}")
+    runs = {seed: [read_history(run) for run in runs_of[seed]] for seed in seeds}
+    names = plan.nets or (runs[seeds[0]][0].recipe.arch,)
+    return {arch: [runs[seed][index] for seed in seeds] for index, arch in enumerate(names)}, missing
+
+
+def check_comparable(histories: dict[str, list[RunHistory]], study: str | None = None) -> None:
+    """Refuse, naming the field, runs whose recipes differ in more than the architecture (and the seed, between
+    seeds), or that did not finish, with the command that finishes them: the study's (`study`, its directory), else
+    their comparison's."""
+    (base_name, (base, *_)), *others = histories.items()
+    for name, (run, *_) in others:
+        field = Recipe.from_dict(run.config).differing_field(base.config, ignore=COMPARED)
         if field:
             raise UserError(f"the runs are not comparable: '{field}' differs "
-                            f"({base_name}: {base.get(field)!r}, {name}: {config.get(field)!r})")
-    for arch, history in histories.items():
-        if not history.completed:
-            holder = os.path.dirname(history.run_dir)
+                            f"({base_name}: {base.config.get(field)!r}, {name}: {run.config.get(field)!r})")
+    for arch, runs in histories.items():
+        if len({dataclasses.replace(h.recipe, seed=0) for h in runs}) != 1:
+            raise UserError(f"the seeds of {study} were trained with different recipes")
+        unfinished = [h for h in runs if not h.completed]
+        if unfinished and study is not None:
+            seeds = [str(h.recipe.seed) for h in unfinished]
+            raise UserError(f"the study is not finished: {arch} of seed{'s' if len(seeds) > 1 else ''} "
+                            f"{' '.join(seeds)} has not completed; finish it with: {read_plan(study).command(study)}")
+        if unfinished:
+            holder = os.path.dirname(unfinished[0].run_dir)
             plan = read_plan(holder)
             command = (plan.command(holder) if plan is not None and plan.kind == COMPARISON
-                       else continuing_command(history.run_dir))
-            raise UserError(f"the {arch} run has not completed (status: {history.status}); finish it with: {command}")
+                       else continuing_command(unfinished[0].run_dir))
+            raise UserError(f"the {arch} run has not completed (status: {unfinished[0].status}); finish it with: {command}")
 
 
 def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: Retester | None) -> dict:
@@ -85,33 +118,48 @@ def run_summary(history: RunHistory) -> dict:
         "final": final,
         "best_epoch": {**{key: best_epoch(epochs)[key] for key in (EPOCH, TEST_ACCURACY)}, "chosen_by": chosen_by(epochs)},
         "model": run_facts(history),
-        "seconds_per_epoch": sum(e[TRAIN_SECONDS] for e in epochs) / len(epochs),
-        "images_per_s": sum(e[IMAGES_PER_S] for e in epochs) / len(epochs),
-        "device": history.data[DEVICE],
+        # as far as the history recorded them (a study's histories are summarised too, however old)
+        **{name: sum(e[key] for e in epochs) / len(epochs) if all(key in e for e in epochs) else None
+           for name, key in (("seconds_per_epoch", TRAIN_SECONDS), ("images_per_s", IMAGES_PER_S))},
+        "device": history.data.get(DEVICE),
         "machine": machine_in_words(history.machine) if history.machine else None,
         "precision": history.precision,
         "train_eval_images": history.train_eval_images,
     }
 
 
-def build_report(histories: dict[str, RunHistory]) -> dict:
-    """Everything the report shows from the histories (baseline first), as one JSON-able dict: one contrast (verdict,
-    rule and explanation) per network against the baseline, under "contrasts", for a pair as for more networks."""
-    check_comparable(histories)
-    names = list(histories)
-    runs = {arch: run_summary(history) for arch, history in histories.items()}
-    recipe = {k: v for k, v in histories[names[-1]].config.items() if k in Recipe.__dataclass_fields__ and k not in COMPARED}
-    contrasts = {}
+def build_report(histories: dict[str, list[RunHistory]], retester: Retester | None = None) -> dict:
+    """The one report of any plan, as a JSON-able dict, from {net: [its run of each seed]} (baseline first): the
+    seeds, the shared recipe, per net each run as it ended and every number across seeds, and per net against the
+    baseline one contrast (the rule that decided it, `decided_by`: the window rule for one seed, paired differences
+    across seeds for more), with where the gain comes from when a `retester` can re-test the final checkpoints."""
+    names, first = list(histories), next(iter(histories.values()))
+    report = {"seeds": [h.recipe.seed for h in first],  # the recipe as far as the runs recorded it
+              "recipe": {k: v for k, v in first[0].config.items()
+                         if k in Recipe.__dataclass_fields__ and k not in COMPARED and k != "seed"},
+              "train_eval_images": min(h.train_eval_images for runs in histories.values() for h in runs),
+              "nets": {arch: {"runs": [run_summary(h) for h in runs], **across_seeds(runs)}
+                       for arch, runs in histories.items()}}
+    precisions = sorted({h.precision for runs in histories.values() for h in runs} - {None})
+    if precisions:  # what the runs computed in, as far as they recorded it
+        report["precision"] = " and ".join(precisions)
+    if len(names) > 1:
+        report["baseline"], report["contrasts"] = names[0], {}
     for name in names[1:]:
         pair = (names[0], name)
-        contrasts[name] = judge([histories[pair[0]].epochs], [histories[name].epochs], names=pair)
-        contrasts[name]["explanation"] = explanation(contrasts[name]["verdict"], runs, pair)
-    return {"config": recipe, "runs": runs, "baseline": names[0], "contrasts": contrasts}
+        contrast = judge(*([h.epochs for h in histories[arch]] for arch in pair), names=pair)
+        contrast["explanation"] = explanation(contrast["verdict"], report["nets"], pair)
+        contrast["where_the_gain_comes_from"] = where_the_gain_comes_from({arch: histories[arch] for arch in pair},
+                                                                          retester)
+        report["contrasts"][name] = contrast
+    if len(names) > 2 and len(first) >= 2:  # what explains the second net's gain needs an interval across seeds
+        report["ablation"] = ablation(histories)
+    return report
 
 
-def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) -> str:
-    """The plain-words paragraph under the verdict."""
-    base, cand = (runs[name]["model"] for name in names)
+def explanation(verdict: dict, nets: dict, names: tuple[str, str] = BONUS_PAIR) -> str:
+    """The plain-words paragraph under the verdict: the verdict, its reason, and the two nets' facts."""
+    base, cand = (nets[name]["runs"][0]["model"] for name in names)
     text = f"Verdict: {verdict['verdict']} (confidence: {verdict['confidence']}): {verdict['reason']}. "
     if tuple(names) != BONUS_PAIR:
         return text + "".join(
@@ -138,29 +186,42 @@ def explanation(verdict: dict, runs: dict, names: tuple[str, str] = BONUS_PAIR) 
 
 
 def write_verdict_text(report: dict) -> None:
-    """Each verdict paragraph in TensorBoard's TEXT tab, in the folder of the network it judges: one per net, the
-    current one (a report written again replaces it)."""
-    for name, contrast in report["contrasts"].items():
-        run_dir = report["runs"][name]["run_dir"]
+    """Each verdict paragraph of a one-seed report in TensorBoard's TEXT tab, in the folder of the run it judges (a
+    report written again replaces it); across seeds, each seed's own report has put its verdict there."""
+    if len(report["seeds"]) > 1:
+        return
+    for name, contrast in report.get("contrasts", {}).items():
+        run_dir = report["nets"][name]["runs"][0]["run_dir"]
         if run_dir and os.path.isdir(run_dir):
-            replace_text(run_dir, VERDICT_TAG, contrast["explanation"], report["config"]["epochs"])
+            replace_text(run_dir, VERDICT_TAG, contrast["explanation"], report["recipe"]["epochs"])
 
 
-def write_report(directory: str, histories: dict[str, RunHistory], retester: Retester | None = None) -> dict:
-    """Write report.json, report.md and curves.png (REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE) into `directory` (which exists), print the table, return the
-    report. With a `retester`, the final checkpoints are re-tested class by class."""
-    report = build_report(histories)  # checks first that the runs are comparable, before any re-test
-    base = list(histories)[0]
-    for name, contrast in report["contrasts"].items():
-        contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
-            {base: [histories[base]], name: [histories[name]]}, retester)
-    write_json(os.path.join(directory, REPORT_JSON), report)
-    with open(os.path.join(directory, REPORT_MARKDOWN), "w") as f:
-        f.write(render_report(report))
-    plot_curves(report, os.path.join(directory, REPORT_FIGURE))
+def write_report(directory: str, retester: Retester | None = None,
+                 histories: dict[str, list[RunHistory]] | None = None) -> dict:
+    """Write the report of `directory` (which exists) from `histories` ({net: [run of each seed]}, baseline first),
+    by default its own runs (planned_histories): a study's study.json, study.md and study.png, any other directory's
+    report.json, report.md and curves.png. Print its summary; return the report. With a `retester`, the final
+    checkpoints are re-tested class by class."""
+    plan = read_plan(directory)
+    study = directory if plan is not None and plan.kind == STUDY else None
+    missing = {}
+    if histories is None:
+        histories, missing = planned_histories(directory)
+    check_comparable(histories, study)  # before any re-test
+    report = build_report(histories, retester)
+    if missing:  # planned seeds without their runs: named in the JSON, the Markdown and the console
+        report["missing"] = missing
+    json_name, markdown_name, figure_name = (STUDY_JSON, STUDY_MARKDOWN, STUDY_FIGURE) if study else (
+        REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE)
+    write_json(os.path.join(directory, json_name), report)
+    with open(os.path.join(directory, markdown_name), "w") as f:
+        f.write(render(report, figure_name))
+    plot(report, os.path.join(directory, figure_name))
     write_verdict_text(report)
-    print(console_table(report))
-    print(f"Report: {os.path.join(directory, REPORT_MARKDOWN)}", flush=True)
+    if missing:
+        say(f"{missing_words(report)}; train {'it' if len(missing) == 1 else 'them'} again with: {plan.command(directory)}")
+    say(console_summary(report))
+    say(f"{'Study report' if study else 'Report'}: {os.path.join(directory, markdown_name)}")
     return report
 
 
@@ -180,76 +241,3 @@ def across_seeds(histories: list) -> dict:
     final = {**per_epoch[-1],
              best_key: interval([best_epoch(h.epochs[:epochs])[TEST_ACCURACY] for h in histories])}
     return {"epochs": epochs, "per_epoch": per_epoch, "final": final}
-
-
-def write_study(study_dir: str, retester: Retester | None = None) -> str:
-    """study.json, study.md and study.png from the seeds' history files (so `--report STUDY` rebuilds them); for a
-    study of comparisons with a `retester`, also where the gain comes from, by re-testing the final checkpoints per
-    class (those it has not re-tested already)."""
-    plan = read_plan(study_dir)
-    compared = plan.nets if plan is not None and plan.kind == STUDY else None
-    # A seed whose runs are not all there (a folder deleted, a copy cut short) is left out and named, never dropped
-    # silently: a paired comparison needs every net of a seed.
-    planned = sorted(plan.seeds) if plan is not None and plan.kind == STUDY else []
-    runs_of = {seed: [net_dir(folder, arch) for arch in compared] if compared else [folder]
-               for seed, folder in plan.folders(study_dir) if seed is not None} if planned else {}
-    seeds = [s for s in planned if all(os.path.isfile(os.path.join(run, HISTORY_FILE)) for run in runs_of[s])]
-    missing = {s: [os.path.relpath(seed_dir(study_dir, s), study_dir) + "/"] if not os.path.isdir(seed_dir(study_dir, s))
-               else [os.path.relpath(run, study_dir) for run in runs_of[s]
-                     if not os.path.isfile(os.path.join(run, HISTORY_FILE))] for s in planned if s not in seeds}
-    if not seeds:
-        raise UserError(f"{study_dir} holds no finished seed of its plan{' (seeds ' + ' '.join(map(str, planned)) + ')' if planned else ''}; "
-                        f"{'train them with: ' + plan.command(study_dir) if planned else 'it is no study directory'}")
-    if compared:
-        histories = {arch: [read_history(net_dir(seed_dir(study_dir, s), arch)) for s in seeds] for arch in compared}
-    else:
-        runs = [read_history(seed_dir(study_dir, s)) for s in seeds]
-        histories = {runs[0].recipe.arch: runs}
-    for arch, runs in histories.items():
-        unfinished = [s for s, h in zip(seeds, runs) if not h.completed]
-        if unfinished:
-            raise UserError(f"the study is not finished: {arch} of seed{'s' if len(unfinished) > 1 else ''} "
-                            f"{' '.join(map(str, unfinished))} has not completed; finish it with: "
-                            f"{plan.command(study_dir)}")
-        recipes = {dataclasses.replace(h.recipe, seed=0) for h in runs}
-        if len(recipes) != 1:
-            raise UserError(f"the seeds of {study_dir} were trained with different recipes")
-    recipe = dataclasses.asdict(next(iter(histories.values()))[0].recipe)
-    study = {"seeds": seeds, "recipe": {k: v for k, v in recipe.items() if k not in ("seed", "arch")},
-             "train_eval_images": min(h.train_eval_images for runs in histories.values() for h in runs),
-             "nets": {arch: across_seeds(runs) for arch, runs in histories.items()}}
-    if missing:  # planned seeds without their runs: named in study.json, study.md and the console
-        study["missing"] = {str(seed): runs for seed, runs in missing.items()}
-    precisions = sorted({h.precision for runs in histories.values() for h in runs} - {None})
-    if precisions:  # what the runs computed in, as far as they recorded it
-        study["precision"] = " and ".join(precisions)
-    if compared:
-        contrasts = {}
-        for name in compared[1:]:
-            pair = (compared[0], name)
-            contrast = judge(*([h.epochs for h in histories[arch]] for arch in pair), names=pair)
-            contrast["where_the_gain_comes_from"] = where_the_gain_comes_from(
-                {arch: histories[arch] for arch in pair}, retester)
-            contrasts[name] = contrast
-        study.update(baseline=compared[0], contrasts=contrasts)
-        if len(compared) > 2 and len(seeds) >= 2:
-            # What explains the second net's gain: its contrasts need an interval across seeds.
-            study["ablation"] = ablation(histories)
-    write_json(os.path.join(study_dir, STUDY_JSON), study)
-    with open(os.path.join(study_dir, STUDY_MARKDOWN), "w") as f:
-        f.write(render_study(study))
-    plot_study(study, os.path.join(study_dir, STUDY_FIGURE))
-    final = ", ".join(f"{arch} test accuracy {percent(s['final'][TEST_ACCURACY]['mean'])}"
-                      + (f" ± {points(s['final'][TEST_ACCURACY]['sd'])}" if s["final"][TEST_ACCURACY]["sd"] is not None else "")
-                      for arch, s in study["nets"].items())
-    if missing:
-        say(f"{missing_words(study)}; train {'it' if len(missing) == 1 else 'them'} again with: {plan.command(study_dir)}")
-    say(f"Across {counted(len(seeds), 'seed')}: {final}; mean train loss of the last epoch "
-        + ", ".join(loss(s['final'][TRAIN_LOSS]['mean']) for s in study["nets"].values()))
-    for line in verdict_lines(study, "Verdict across seeds"):
-        say(line)
-    for row in study.get("ablation", {}).get("contrasts", []):
-        say(f"Ablation: {ablation_summary(row)}")
-    say(f"Study report: {os.path.join(study_dir, STUDY_MARKDOWN)}")
-    return study_dir
-

@@ -20,6 +20,10 @@ from core.numbers import points
 from core.stats import CONFIDENCE, interval
 from models import BONUS_PAIR, label, noun
 
+# Which rule decided a contrast, as a report records it: the window of one seed's last epochs, or paired differences
+# across seeds.
+WINDOW_RULE, PAIRED = "window", "paired"
+
 ACCURACY_FLOOR = 0.01
 LOSS_FLOOR = 0.02
 NOISE_FACTOR = 2.0
@@ -90,10 +94,13 @@ def fitting_window(window: int, histories: list[list[dict]]) -> int:
 
 def judge(baseline_runs: list[list[dict]], candidate_runs: list[list[dict]], names: tuple[str, str] = BONUS_PAIR) -> dict:
     """A candidate against the baseline over their runs, paired by seed: the rule that fits (the paired rule for two
-    seeds or more, the window rule for one) and its verdict, as a report's or study's contrast holds them."""
+    seeds or more, the window rule for one), which one it was (`decided_by`) and its verdict, as a report's contrast
+    holds them."""
     if len(baseline_runs) >= 2:
-        return {"verdict": decide_paired(baseline_runs, candidate_runs, names=names), "rule": rule_paired(names)}
-    return {"verdict": decide(baseline_runs[0], candidate_runs[0], names=names), "rule": rule(names)}
+        return {"verdict": decide_paired(baseline_runs, candidate_runs, names=names), "rule": rule_paired(names),
+                "decided_by": PAIRED}
+    return {"verdict": decide(baseline_runs[0], candidate_runs[0], names=names), "rule": rule(names),
+            "decided_by": WINDOW_RULE}
 
 
 def decide(baseline_epochs: list[dict], candidate_epochs: list[dict], window: int = WINDOW,
