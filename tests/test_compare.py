@@ -330,8 +330,8 @@ def test_a_cifar100_ablation_study_adopts_finished_runs_by_their_history_alone(c
 def test_a_comparison_resumes_only_with_its_own_nets_and_reports_only_on_comparisons(old_bonus, tmp_path):
     data_dir, bonus = old_bonus
     other = run_in_process(["--compare", "singlestage", "multistage-narrow", "--resume", str(bonus), "--data-dir", data_dir])
-    assert (other.returncode, other.stderr) == (1, f"error: cannot resume {bonus}: it compares singlestage multistage, "
-                                                   "not singlestage multistage-narrow\n")
+    assert (other.returncode, other.stderr) == (1, f"error: cannot resume {bonus}: it is a comparison (--bonus); "
+                                                   f"continue it with: python run.py --bonus --resume {bonus}\n")
     (tmp_path / "plain").mkdir()
     refused = run_in_process(["--report", str(tmp_path / "plain")])
     assert (refused.returncode, refused.stderr) == (1, f"error: {tmp_path / 'plain'} is not a comparison: it has no "

@@ -164,10 +164,6 @@ def opened(plan: Plan, resume_dir: str | None, output_dir: str | None, default: 
             if path != directory and os.path.isdir(path)]
     with hold(directory, members=runs):
         recorded = read_plan(directory)
-        if resume_dir is not None and recorded is not None and recorded.kind == plan.kind == COMPARISON \
-                and recorded.nets != plan.nets:
-            raise UserError(f"cannot resume {directory}: it compares {' '.join(recorded.nets)}, "
-                            f"not {' '.join(plan.nets)}")
         if idist.get_rank() == 0:  # rank 0 alone writes files
             if recorded is None or not recorded.recorded:
                 plan.write(directory)

@@ -155,7 +155,7 @@ def what_to_resume(directory: str, seeds: list[int] | None,
         contradicts = (bool(nets) and single_runs or not nets and found.nets is not None
                        or found.recorded and (sorted(seeds) != sorted(found.seeds) or (found.nets or None) != nets))
     else:
-        contradicts = found.kind != asked or found.kind == COMPARISON and found.recorded and found.nets != nets
+        contradicts = found.kind != asked or found.kind == COMPARISON and found.nets != nets
     if contradicts:
         raise UserError(f"cannot resume {directory}: it is {found.in_words()}; continue it with: "
                         f"{found.command(directory)}")
