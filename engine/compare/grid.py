@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import os
 import sys
 import time
@@ -21,13 +22,13 @@ from core.errors import ProcessLost, UserError
 from core.history_file import TEST_ACCURACY, read_history
 from core.numbers import percent
 from core.recipe import BONUS_TRAIN_EVAL, Recipe, Setup
-from engine.compare.plan import COMPARISON, RUN, STUDY, Plan, existing_runs, net_dir, read_plan, seed_dir
+from engine.compare.plan import COMPARISON, RUN, STUDY, Plan, existing_runs, read_plan
 from engine.compare.report import Retester, check_comparable, planned_histories, write_report
 from engine.console import say
 from engine.devices import launched_by_torchrun
 from engine.resume import FINISHED, INTERRUPTED, UNSTARTED, member_state, restore_history
 from engine.compare.dealing import Dealer
-from engine.run_lock import hold, write_on_rank_0
+from engine.run_lock import hold, on_rank_0, write_on_rank_0
 from engine.rundir import (clear_unstarted_run, continue_or_claim, create_run_dir, default_comparison_dir,
                            default_report_dir, default_study_dir)
 from engine.session import Interrupted, continuing_with, load_data, train
@@ -60,21 +61,14 @@ def train_plan(recipe: Recipe, setup: Setup, nets: tuple[str, ...] | None = None
         say(plan.heading(directory))
         retester = Retester(setup, data)
         with continuing_with(plan.command(directory), directory):
-            for seed, folder in plan.folders(directory):
-                seed_recipe = recipe if seed is None else dataclasses.replace(recipe, seed=seed)
+            for (seed, folder), members in itertools.groupby(plan.members(directory), lambda m: (m.seed, m.folder)):
                 if seed is not None:
                     say(f"=== seed {seed} ===")
-                if not nets:
-                    train_member(seed_recipe, setup, retester.data, folder, resuming, name=f"seed {seed}")
-                elif seed is None:
-                    train_comparison(seed_recipe, setup, nets, folder, resuming, retester)
-                else:  # each seed's folder is an ordinary comparison, with its own plan and lock
-                    seed_plan, exists = plan.of_seed(seed), resuming and os.path.isdir(folder)
-                    with opened(seed_plan, folder if exists else None, folder) as folder:
-                        say(seed_plan.heading(folder))
-                        train_comparison(seed_recipe, setup, nets, folder, exists, retester)
-            if seeds:
-                write_on_rank_0(lambda: write_report(directory, retester))
+                with claimed(plan, seed, folder, resuming, say_heading=True):
+                    for member in members:
+                        train_member(member.recipe(recipe), setup, data, member.run_dir, resuming,
+                                     name=member.arch or member.name, heading=member.arch and f"== {member.arch} ==")
+                    write_reports(plan, directory, retester, [folder])
     return directory
 
 
@@ -82,32 +76,27 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
     """`--parallel members` under torchrun: the plan's members dealt to the processes in order (engine/compare/dealing.Dealer),
     each trained alone, quietly, by the process that took it; rank 0 opens the directory first, prints a line as each
     member finishes, and writes the reports once every process has stopped. Returns the directory."""
-    members = [(seed, arch) for seed in plan.seeds or (None,) for arch in plan.nets or (None,)]
-    dealer = Dealer(len(members))
+    dealer = Dealer(len(plan.members("")))
     if dealer.rank != 0:
         directory = dealer.share("directory")
         if directory.startswith("\0"):
             raise SystemExit(1)  # rank 0 says why
         with dealer.watched(sys.stdout, plan.command(directory)):
-            return deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
+            return deal(dealer, plan, recipe, setup, data, directory, resume_dir is not None)
     try:
         with opened(plan, resume_dir, setup.output_dir, default) as directory:
-            for seed, folder in plan.folders(directory) if plan.seeds and plan.nets else ():
-                with opened(plan.of_seed(seed), folder if os.path.isdir(folder) else None, folder):
-                    pass  # each seed's folder is an ordinary comparison: claimed, with its plan, before any member
+            for seed, folder in plan.folders(directory):
+                with claimed(plan, seed, folder, resume_dir is not None):
+                    pass  # every seed's folder claimed, with its plan, before any member
             dealer.share("directory", directory)
             say(plan.heading(directory))
-            say(f"{len(members)} runs dealt to {dealer.world} processes, each trained alone")
+            say(f"{dealer.members} runs dealt to {dealer.world} processes, each trained alone")
             with dealer.watched(sys.stdout, plan.command(directory)):  # each member's line, the last before the reports
-                deal(dealer, members, plan, recipe, setup, data, directory, resume_dir is not None)
+                deal(dealer, plan, recipe, setup, data, directory, resume_dir is not None)
             if dealer.store.check(["failed"]):
                 raise SystemExit(1)  # the process whose member failed says which, and how to continue
-            retester = Retester(setup, data)
             with continuing_with(plan.command(directory), directory):
-                for _seed, folder in plan.folders(directory) if plan.nets else ():
-                    write_report(folder, retester)
-                if plan.seeds:
-                    write_report(directory, retester)
+                write_reports(plan, directory, Retester(setup, data), [folder for _seed, folder in plan.folders(directory)])
     except BaseException as exc:
         if not dealer.store.check(["directory"]):
             dealer.share("directory", "\0" + str(exc))
@@ -115,19 +104,13 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
     return directory
 
 
-def deal(dealer: Dealer, members: list[tuple[int | None, str | None]], plan: Plan, recipe: Recipe, setup: Setup, data,
-         directory: str, resuming: bool) -> str:
+def deal(dealer: Dealer, plan: Plan, recipe: Recipe, setup: Setup, data, directory: str, resuming: bool) -> str:
     """Train the members this process takes, one after another, each alone and quietly; a failure stops the dealing
     and is one line naming the member and the command that continues the plan."""
-    continuing = plan.command(directory)
+    continuing, members = plan.command(directory), plan.members(directory)
     try:
         while (index := dealer.take()) is not None:
-            seed, arch = members[index]
-            folder = directory if seed is None else seed_dir(directory, seed)
-            member_dir = folder if arch is None else net_dir(folder, arch)
-            member = dataclasses.replace(recipe, **({} if seed is None else {"seed": seed}),
-                                         **({} if arch is None else {"arch": arch}))
-            name = " ".join(part for part in (arch, None if seed is None else f"seed {seed}") if part)
+            member, member_dir, name = members[index].recipe(recipe), members[index].run_dir, members[index].name
             started = time.perf_counter()
             dealer.training(f"{name} (in {member_dir})")
             try:
@@ -173,13 +156,30 @@ def opened(plan: Plan, resume_dir: str | None, output_dir: str | None, default: 
         yield directory
 
 
-def train_comparison(recipe: Recipe, setup: Setup, nets: tuple[str, ...], directory: str, resuming: bool,
-                     retester: Retester) -> None:
-    """Train each net of a comparison in `directory/<net>/`, then write its report."""
-    for arch in nets:
-        train_member(dataclasses.replace(recipe, arch=arch), setup, retester.data, net_dir(directory, arch), resuming,
-                     name=arch, heading=f"== {arch} ==")
-    write_on_rank_0(lambda: write_report(directory, retester))
+@contextlib.contextmanager
+def claimed(plan: Plan, seed: int | None, folder: str, resuming: bool, say_heading: bool = False):
+    """In a study of comparisons, a seed's folder is an ordinary comparison: continued where a resume finds it, else
+    claimed, with its own plan and lock, while its members train (its heading said first where `say_heading`)."""
+    if not (plan.seeds and plan.nets):
+        yield folder
+        return
+    seed_plan = plan.of_seed(seed)
+    # Rank 0 decides (a process that looked after it created the folder would take the other path and wait forever).
+    found = on_rank_0(lambda: folder if resuming and os.path.isdir(folder) else "")()
+    with opened(seed_plan, found or None, folder) as folder:
+        if say_heading:
+            say(seed_plan.heading(folder))
+        yield folder
+
+
+def write_reports(plan: Plan, directory: str, retester: Retester, folders: list[str]) -> None:
+    """The reports due once the members in `folders` (seed folders of `directory`, or `directory` itself) have
+    trained, written by rank 0: each one's comparison report where the plan compares nets, and the study's once its
+    last seed is among them."""
+    for folder in folders if plan.nets else ():
+        write_on_rank_0(lambda: write_report(folder, retester))  # noqa: B023 (called at once)
+    if plan.seeds and plan.folders(directory)[-1][1] in folders:
+        write_on_rank_0(lambda: write_report(directory, retester))
 
 
 def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: bool, name: str,

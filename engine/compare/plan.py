@@ -45,6 +45,26 @@ def seed_of(folder_name: str) -> int | None:
 
 
 @dataclass(frozen=True)
+class Member:
+    """One run of a plan: its seed and net (None: the recipe's), the seed's folder and the run's own."""
+
+    seed: int | None
+    arch: str | None
+    folder: str
+    run_dir: str
+
+    @property
+    def name(self) -> str:
+        """'multistage seed 1', 'multistage', 'seed 1'."""
+        return " ".join(part for part in (self.arch, None if self.seed is None else f"seed {self.seed}") if part)
+
+    def recipe(self, recipe: Recipe) -> Recipe:
+        """The plan's recipe with this member's seed and net."""
+        return dataclasses.replace(recipe, **({} if self.seed is None else {"seed": self.seed}),
+                                   **({} if self.arch is None else {"arch": self.arch}))
+
+
+@dataclass(frozen=True)
 class Plan:
     """A directory's grid: `nets` (baseline first; None for one net, the recipe's) × `seeds` (None for one seed, the
     recipe's); the recipe's fields, data folder and `--amp` mode it started with; `recorded`: said by its record, not
@@ -68,10 +88,14 @@ class Plan:
         """(seed, folder) of each seed: the directory itself without seeds, else `seed<k>/`."""
         return [(seed, seed_dir(directory, seed)) for seed in self.seeds] if self.seeds else [(None, directory)]
 
+    def members(self, directory: str) -> list[Member]:
+        """Every run of the grid, seed by seed, each seed's nets in order: what training the plan walks."""
+        return [Member(seed, arch, folder, folder if arch is None else net_dir(folder, arch))
+                for seed, folder in self.folders(directory) for arch in self.nets or (None,)]
+
     def runs(self, directory: str) -> list[str]:
-        """Every run of the grid, seed by seed, each seed's nets in order."""
-        return [net_dir(folder, arch) if self.nets else folder
-                for _seed, folder in self.folders(directory) for arch in self.nets or (None,)]
+        """Every run directory of the grid, in the members' order."""
+        return [member.run_dir for member in self.members(directory)]
 
     def in_words(self) -> str:
         """'a single run', 'a comparison (--bonus)', 'a study of seeds 0 1 2 (--bonus)'."""
