@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
 
 import torch
 from ignite.engine import Events
@@ -100,12 +99,13 @@ class Retest:
         return f"epoch {self.epoch}" + (f" + {counted(self.into_epoch, 'iteration')}" if self.into_epoch else "")
 
 
-def retest(target: str, setup: Setup, data: CifarData | None = None, with_metrics: bool = True) -> Retest:
+def retest(target: str, setup: Setup, data: CifarData | None = None, with_metrics: bool = True,
+           history: RunHistory | None = None) -> Retest:
     """Load the model of `target` (run directory or checkpoint) and run the run's own evaluator over the test set.
-    `data` may be passed in when already loaded. Without metrics there are no collective operations, so one
-    process of a torchrun job may call it alone."""
+    `data` and the run's `history` may be passed in when already read. Without metrics there are no collective
+    operations, so one process of a torchrun job may call it alone."""
     run_dir, checkpoint = resolve_target(target)
-    history = read_history(run_dir)
+    history = history or read_history(run_dir)
     recipe = history.recipe
     changed = user_nets.change(history.network)
     if changed:  # the checkpoint's load below still checks every parameter's name and shape
@@ -214,7 +214,7 @@ def plot_confusion(matrix: list[list[int]], names: list[str], path: str, title: 
     save(figure, path)
 
 
-@dataclass
+@dataclasses.dataclass
 class Retester:
     """Re-tests final models class by class for the reports: on `setup`'s device, on `data` when loaded (else the
     dataset each run names), each run directory once per process, so that a study reuses what its comparisons'
@@ -222,33 +222,29 @@ class Retester:
 
     setup: Setup
     data: CifarData | None = None
-    done: dict = field(default_factory=dict)  # real path of a run directory -> its class accuracies
+    done: dict = dataclasses.field(default_factory=dict)  # real path of a run directory -> its class accuracies
 
     def __post_init__(self):
         self.setup = dataclasses.replace(self.setup, download=False)  # a report re-tests on data there is
 
-    def class_accuracy(self, run_dir: str) -> dict:
-        key = os.path.realpath(run_dir)
-        if key not in self.done:
-            self.done[key] = class_accuracy(run_dir, self.setup, self.data)
+    def class_accuracy(self, history: RunHistory) -> dict:
+        """Per-class (and on CIFAR-100 per-superclass) test accuracy of the run's newest checkpoint, which must be its
+        last epoch's: what the reports' "where the gain comes from" compares."""
+        run_dir, key = history.run_dir, os.path.realpath(history.run_dir)
+        if key in self.done:
+            return self.done[key]
+        tested = retest(run_dir, self.setup, self.data, with_metrics=False, history=history)
+        last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
+        if tested.epoch != last_epoch:
+            raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
+
+        def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
+            return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
+
+        data, lookup = tested.data, tested.fine_to_coarse
+        self.done[key] = {"epoch": tested.epoch,
+                          "classes": by_name(confusion(tested.true, tested.predicted, data.num_classes), data.class_names)}
+        if lookup is not None:
+            self.done[key]["superclasses"] = by_name(confusion(lookup[tested.true], lookup[tested.predicted],
+                                                               data.num_coarse), data.coarse_class_names)
         return self.done[key]
-
-
-def class_accuracy(run_dir: str, setup: Setup, data: CifarData | None = None) -> dict:
-    """Test accuracy per class name (and per superclass name on CIFAR-100) of the run's newest checkpoint, which
-    must be its last epoch's: what the reports' "where the gain comes from" compares."""
-    tested = retest(run_dir, setup, data, with_metrics=False)
-    last_epoch = tested.history.epochs[-1][EPOCH] if tested.history.epochs else None
-    if tested.epoch != last_epoch:
-        raise UserError(f"{run_dir}: its newest checkpoint is of epoch {tested.epoch}, not of its last epoch {last_epoch}")
-
-    def by_name(matrix: torch.Tensor, names: list[str]) -> dict[str, float]:
-        return {row["class"]: row["accuracy"] for row in per_class_accuracy(matrix, names) if row["accuracy"] is not None}
-
-    result = {"epoch": tested.epoch,
-              "classes": by_name(confusion(tested.true, tested.predicted, tested.data.num_classes), tested.data.class_names)}
-    lookup = tested.fine_to_coarse
-    if lookup is not None:
-        coarse = confusion(lookup[tested.true], lookup[tested.predicted], tested.data.num_coarse)
-        result["superclasses"] = by_name(coarse, tested.data.coarse_class_names)
-    return result

@@ -85,24 +85,21 @@ def cannot_train_on(history: RunHistory, recipe: Recipe) -> str | None:
     return None
 
 
-def member_state(recipe: Recipe, run_dir: str) -> str:
-    """For a run inside a resumed comparison or study: FINISHED when it completed the recipe's epochs (it is kept,
-    with or without its checkpoints: a finished run copied in from elsewhere may bring its history alone),
-    INTERRUPTED when it continues from its checkpoint (also a finished one that `--epochs` extends), UNSTARTED when it
-    holds neither (it trains afresh). A changed recipe is refused."""
-    if not has_checkpoint(run_dir) and not _completed_history(run_dir):
-        return UNSTARTED
-    history = check_resumable(recipe, run_dir)  # also: a finished run that more epochs extend has a checkpoint
-    return FINISHED if history.completed and history.epochs[-1][RECORD_EPOCH] == recipe.epochs else INTERRUPTED
-
-
-def _completed_history(run_dir: str) -> bool:
-    if not os.path.isfile(os.path.join(run_dir, HISTORY_FILE)):
-        return False
-    try:
-        return read_history(run_dir).completed
-    except UserError:
-        return False
+def member_state(recipe: Recipe, run_dir: str, history: RunHistory | None = None) -> tuple[str, RunHistory | None]:
+    """For a run inside a resumed comparison or study, from its `history` (as restore_history returned it; read here
+    where not given): FINISHED when it completed the recipe's epochs (it is kept, with or without its checkpoints: a
+    finished run copied in from elsewhere may bring its history alone), INTERRUPTED when it continues from its
+    checkpoint (also a finished one that `--epochs` extends), UNSTARTED when it holds neither (it trains afresh); and
+    the history it decided from. A changed recipe is refused."""
+    if history is None:
+        try:
+            history = recorded_history(run_dir)
+        except UserError:
+            pass
+    if not has_checkpoint(run_dir) and not (history is not None and history.completed):
+        return UNSTARTED, None
+    history = check_resumable(recipe, run_dir, history)  # also: a finished run that more epochs extend has a checkpoint
+    return FINISHED if history.completed and history.epochs[-1][RECORD_EPOCH] == recipe.epochs else INTERRUPTED, history
 
 
 # A checkpoint that does not load, renamed aside by a resume that goes on from an older one: kept, never read again.

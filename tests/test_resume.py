@@ -174,6 +174,27 @@ def test_a_resume_reads_the_runs_history_at_most_twice(reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_resumed_bonus_reads_its_interrupted_members_history_once_before_training_it(cifar10_dir, tmp_path):
+    """Ctrl-C in the bonus's first run, then `--bonus --resume`: that run's history.json is opened for the flags the
+    bonus recorded, for the plan's recipe check, once before it trains on (every decision about it comes from that
+    read) and once for the report; the run that had not started is trained afresh and reported."""
+    data_dir, _ = cifar10_dir
+    bonus = tmp_path / "bonus"
+    stopped = run_in_process(["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size", "32",
+                              "--no-progress", "--no-amp", "--bonus", "--train-eval", "40", "--output-dir", str(bonus)],
+                             fault="sigint:6")  # epoch 2 of the single-stage run
+    assert stopped.returncode == 130 and not (bonus / "multistage").exists(), stopped.stderr
+    reads_watched.append([])
+    try:
+        resumed = run_in_process(["--bonus", "--resume", str(bonus), "--no-progress"])
+    finally:
+        opened = reads_watched.pop()
+    assert resumed.returncode == 0, resumed.stderr
+    assert opened.count(str(bonus / "singlestage" / "history.json")) == 4, opened
+    assert read_history(str(bonus / "singlestage"))["status"] == "completed" and (bonus / "report.json").exists()
+
+
+@pytest.mark.slow
 def test_resume_extends_a_finished_run_with_more_epochs(reference, tmp_path, capsys):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"

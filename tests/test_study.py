@@ -164,9 +164,9 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
     from fault_injection import with_fault
 
     retested = []
-    real_class_accuracy = engine.evaluate.class_accuracy
-    monkeypatch.setattr(engine.evaluate, "class_accuracy",
-                        lambda run_dir, *args: retested.append(run_dir) or real_class_accuracy(run_dir, *args))
+    real_retest = engine.evaluate.retest
+    monkeypatch.setattr(engine.evaluate, "retest",
+                        lambda run_dir, *args, **kwargs: retested.append(run_dir) or real_retest(run_dir, *args, **kwargs))
 
     data_dir, finished = bonus_study
     study_dir = tmp_path / "study"

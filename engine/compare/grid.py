@@ -187,9 +187,9 @@ def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: 
     """Train one run of a plan in `member_dir` on `data`. When `resuming`, a finished run is kept (said under `name`),
     an interrupted one continues, and one killed before its first checkpoint starts afresh in place; `heading` is
     printed before training."""
-    if resuming:
-        write_on_rank_0(lambda: restore_history(member_dir))  # a lost history.json comes back from a checkpoint
-    state = member_state(recipe, member_dir) if resuming else UNSTARTED
+    state, history = UNSTARTED, None
+    if resuming:  # a lost history.json comes back from a checkpoint first; what is read decides, and goes on with it
+        state, history = member_state(recipe, member_dir, write_on_rank_0(lambda: restore_history(member_dir)))
     if state == FINISHED:
         say(f"{name}: already trained in {member_dir}, not training again")
         return
@@ -197,7 +197,8 @@ def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: 
         clear_unstarted_run(member_dir)
     if heading:
         say(heading)
-    train(recipe, setup, data=data, resume=member_dir if state == INTERRUPTED else None, into=member_dir)
+    train(recipe, setup, data=data, resume=member_dir if state == INTERRUPTED else None, into=member_dir,
+          recorded=history)
 
 
 def report_only(directories: list[str], setup: Setup) -> str:

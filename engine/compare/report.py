@@ -91,7 +91,7 @@ def where_the_gain_comes_from(histories: dict[str, list[RunHistory]], retester: 
     if retester is None:
         return {"unavailable": "no dataset was given to re-test the final checkpoints"}
     try:
-        accuracy = {arch: [retester.class_accuracy(h.run_dir) for h in runs] for arch, runs in histories.items()}
+        accuracy = {arch: [retester.class_accuracy(h) for h in runs] for arch, runs in histories.items()}
     except UserError as exc:
         return {"unavailable": str(exc)}
     except OSError as exc:
