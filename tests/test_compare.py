@@ -162,8 +162,19 @@ def test_report_of_a_study_written_before_one_report_layout_gives_its_numbers_ag
         assert {key: new["contrasts"][net][key] for key in ("verdict", "rule")} == {
             key: old_contrast[key] for key in ("verdict", "rule")}
         assert new["contrasts"][net]["decided_by"] == "paired"
-    tables = ("## Last epoch", "## Per epoch (mean across seeds)", "## The rule", "## What explains the gain (ablation)")
+    tables = ("## Last epoch", "## The rule", "## What explains the gain (ablation)")
     assert sections((study / "study.md").read_text(), *tables) == sections(old_markdown, *tables)
+    # The per-epoch table now has a column for every recorded result: the old columns' cells are there, renamed.
+    per_epoch = [sections(text, "## Per epoch (mean across seeds)")["## Per epoch (mean across seeds)"]
+                 for text in (old_markdown, (study / "study.md").read_text())]
+    old_rows, new_rows = ([dict(zip(rows[1].strip("|").split(" | "), row.strip("|").split(" | ")))
+                           for row in rows[3:] if row.startswith("| ")]
+                          for rows in (table.splitlines() for table in per_epoch))
+    renamed = {"test acc": "test accuracy", "train-eval acc": "train-eval accuracy"}
+    assert len(old_rows) == len(new_rows) == 3  # three nets, one epoch
+    for old_row, new_row in zip(old_rows, new_rows):
+        assert {renamed.get(column.strip(), column.strip()): cell.strip() for column, cell in old_row.items()}.items() <= {
+            column.strip(): cell.strip() for column, cell in new_row.items()}.items()
     assert "Verdict across seeds (multistage against singlestage): " in capsys.readouterr().out
 
 

@@ -387,8 +387,8 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
         cifar10_dir, tmp_path, monkeypatch):
     """A new evaluation metric is two entries: its Ignite metric (handlers/evaluation.classification_metrics) and its
     words (core/history_file.METRICS). Top-3 accuracy, added here, is then recorded every epoch, shown on the epoch
-    line, logged to TensorBoard and shown in each seed's report.md (its tables and the console's) and in study.md,
-    with nothing else changed."""
+    line, logged to TensorBoard and shown in each seed's report.md (its tables and the console's) and in both tables
+    of study.md, with nothing else changed."""
     from ignite.metrics import TopKCategoricalAccuracy
 
     import handlers.evaluation
@@ -426,7 +426,9 @@ def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_
     top3 = json.loads((study / "study.json").read_text())["nets"]["multistage"]["final"]["test_top3"]
     assert top3["values"] == [read_history(str(study / f"seed{seed}" / "multistage"))["epochs"][-1]["test_top3"]
                               for seed in (0, 1)]
-    assert "\n| test top-3 | " in (study / "study.md").read_text()
+    summary = (study / "study.md").read_text()
+    assert "\n| test top-3 | " in summary.split("## Last epoch")[1]
+    assert " | test top-3 | " in summary.split("## Per epoch (mean across seeds)")[1].splitlines()[2]  # its header
 
 
 @pytest.mark.slow

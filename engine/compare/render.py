@@ -122,13 +122,11 @@ def _seeds_lines(report: dict) -> list[str]:
              "## Last epoch", "", "| quantity | " + " | ".join(nets) + " |", "| --- |" + " ---: |" * len(nets)]
     for key in next(iter(nets.values()))["final"]:
         lines.append(f"| {record_label(key)} | " + " | ".join(stats_cell(key, net["final"][key]) for net in nets.values()) + " |")
-    lines += ["", "## Per epoch (mean across seeds)", "",
-              "| epoch | net | mean train loss | test acc | train-eval acc |", "| ---: | --- | ---: | ---: | ---: |"]
-    for arch, net in nets.items():
-        for index, epoch in enumerate(net["per_epoch"], start=1):
-            train_eval = epoch.get(TRAIN_EVAL_ACCURACY)
-            lines.append(f"| {index} | {arch} | {stats_cell(TRAIN_LOSS, epoch[TRAIN_LOSS])} | {stats_cell(TEST_ACCURACY, epoch[TEST_ACCURACY])} | "
-                         f"{stats_cell(TRAIN_EVAL_ACCURACY, train_eval) if train_eval else '-'} |")
+    keys = list(dict.fromkeys(key for net in nets.values() for key in net["per_epoch"][-1] if is_result(key)))
+    lines += ["", "## Per epoch (mean across seeds)", "", "| epoch | net | " + " | ".join(map(record_label, keys)) + " |",
+              "| ---: | --- |" + " ---: |" * len(keys)]
+    lines += [f"| {index} | {arch} | " + " | ".join(stats_cell(key, epoch[key]) if key in epoch else "-" for key in keys) + " |"
+              for arch, net in nets.items() for index, epoch in enumerate(net["per_epoch"], start=1)]
     return lines
 
 
