@@ -180,13 +180,14 @@ def console_summary(report: dict) -> str:
     nets = report["nets"]
     if len(report["seeds"]) == 1:  # every recorded result of the last epoch (report.md's keys) and the gap
         runs = {arch: net["runs"][0] for arch, net in nets.items()}
-        widths = [max(14, len(dir_name(name)) + 2) for name in runs]  # a long name never runs into the next
-        lines = [f"{'':<30}" + "".join(f"{dir_name(name):>{width}}" for name, width in zip(runs, widths))]
-        for key in [*result_keys(runs), GAP_ACCURACY]:
-            if all(key in run["final"] for run in runs.values()):
-                written = loss if is_loss(key) else points
-                lines.append(f"{record_label(key) + ('' if is_loss(key) else ' %'):<30}"
-                             + "".join(f"{written(run['final'][key]):>{width}}" for run, width in zip(runs.values(), widths)))
+        rows = {record_label(key) + ("" if is_loss(key) else " %"): [(loss if is_loss(key) else points)(run["final"][key])
+                                                                     for run in runs.values()]
+                for key in [*result_keys(runs), GAP_ACCURACY] if all(key in run["final"] for run in runs.values())}
+        first = max([30, *(len(row) + 2 for row in rows)])  # a long name or label never runs into the next column
+        widths = [max(14, len(dir_name(name)) + 2) for name in runs]
+        lines = [f"{'':<{first}}" + "".join(f"{dir_name(name):>{width}}" for name, width in zip(runs, widths))]
+        lines += [f"{row:<{first}}" + "".join(f"{cell:>{width}}" for cell, width in zip(cells, widths))
+                  for row, cells in rows.items()]
         return "\n".join(lines + verdict_lines(report))
     final = ", ".join(f"{arch} test accuracy {percent(net['final'][TEST_ACCURACY]['mean'])}"
                       + (f" ± {points(net['final'][TEST_ACCURACY]['sd'])}" if net["final"][TEST_ACCURACY]["sd"] is not None else "")
