@@ -105,7 +105,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
     `data` may be passed in to share one loaded dataset between runs. `resume` ("auto", a run directory or a
     checkpoint file) continues a run from its checkpoint; otherwise the run directory is `into` (a comparison's or
     a study's member), else `setup.output_dir`, else a new one named after the recipe under `setup.runs_root`.
-    `recorded`: the resumed run's history where the caller has read (and restored) it already.
+    `recorded`: the resumed run's history where the caller has read (restored) and checked it already.
     It holds the run directory's lock (engine/run_lock.py: hold): a resume of a run in use is refused at once.
     """
     with contextlib.ExitStack() as held:
@@ -116,7 +116,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
             check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume
             # Its history, read once (rebuilt from a checkpoint first where it is lost), decides every check below:
             # a different recipe or precision is refused at once.
-            record = check_resumable(recipe, run_dir, recorded or write_on_rank_0(lambda: restore_history(run_dir)))
+            record = recorded or check_resumable(recipe, run_dir, write_on_rank_0(lambda: restore_history(run_dir)))
             check_precision(record, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
                             setup.amp)
         data = data or load_data(recipe, setup)
