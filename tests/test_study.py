@@ -362,6 +362,7 @@ def test_more_epochs_extend_every_run_of_a_finished_study_and_fewer_than_trained
     assert snapshot(study_dir) == before
 
 
+@pytest.mark.slow
 def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(tmp_path, capsys):
     """What it recorded first (seeds, recipe, data folder, precision) is all a resume needs: no flag given again, not
     even --data-dir (this test's working directory holds no data), and a changed recipe field is refused by name."""
@@ -383,6 +384,7 @@ def test_a_study_killed_before_any_run_wrote_a_history_resumes_from_its_record(t
     assert without_timings(read_history(str(killed / "seed0"))) == without_timings(read_history(str(finished / "seed0")))
 
 
+@pytest.mark.slow
 def test_a_metric_named_where_metrics_are_named_reaches_the_history_tensorboard_and_the_study_table(
         cifar10_dir, tmp_path, monkeypatch):
     """A new evaluation metric is two entries: its Ignite metric (handlers/evaluation.classification_metrics) and its
