@@ -1,8 +1,8 @@
 """Everything a user sees of a fixed set of commands on tiny data, written to a folder; and the differences between two
 such folders. A change meant to keep behaviour (a refactor) leaves the snapshot as it was:
 
-    python tests/snapshot.py write BEFORE      # on the code before the change
-    python tests/snapshot.py write AFTER       # on the code after it
+    python tests/snapshot.py write BEFORE --at HEAD   # these commands on the code of a commit (a git worktree)
+    python tests/snapshot.py write AFTER              # on the working tree
     python tests/snapshot.py compare BEFORE AFTER
 
 The commands: a run, a bonus, a 3-net 2-seed study, a 1-net 3-seed study, one-seed studies of 2 nets and of 1, `--evaluate` and `--report` of each, a
@@ -17,7 +17,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -158,9 +160,25 @@ def differences(before, after, where="") -> list[str]:
     return []
 
 
+def write_at(folder: str, revision: str) -> None:
+    """`write` with this file's commands, run on the code of `revision` checked out in a temporary git worktree."""
+    repo = os.path.dirname(HERE)
+    with tempfile.TemporaryDirectory() as tree:
+        subprocess.run(["git", "-C", repo, "worktree", "add", "--quiet", "--detach", tree, revision], check=True)
+        try:
+            shutil.copy(os.path.abspath(__file__), os.path.join(tree, "tests", "snapshot.py"))
+            subprocess.run([sys.executable, os.path.join(tree, "tests", "snapshot.py"), "write", os.path.abspath(folder)],
+                           check=True)
+        finally:
+            subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", tree], check=True)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["write"] and len(argv) == 2:
         write(argv[1])
+        return 0
+    if argv[:1] == ["write"] and len(argv) == 4 and argv[2] == "--at":
+        write_at(argv[1], argv[3])
         return 0
     if argv[:1] == ["compare"] and len(argv) == 3:
         before, after = (json.load(open(os.path.join(folder, "snapshot.json"))) for folder in argv[1:])

@@ -17,7 +17,7 @@ from core.numbers import millions
 from core.recipe import COMPARED, Recipe
 from core.stats import interval
 from engine.compare.ablation import ablation, run_facts
-from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, net_dir, read_plan, seed_dir
+from engine.compare.plan import COMPARISON, RECORD_FILES, STUDY, read_plan, seed_dir
 from engine.compare.render import REPORT_FIGURE, STUDY_FIGURE, console_summary, missing_words, plot, render
 from engine.compare.verdict import compare_classes, judge
 from engine.console import say
@@ -42,13 +42,12 @@ def planned_histories(directory: str) -> tuple[dict[str, list[RunHistory]], dict
         raise UserError(f"{directory} is not a comparison: it has no {RECORD_FILES[COMPARISON]} and no "
                         f"{'/, '.join(BONUS_PAIR)}/")
     if plan.kind == COMPARISON:
-        return {arch: [read_history(net_dir(directory, arch))] for arch in plan.nets}, {}
-    nets = plan.nets or (None,)
-    runs_of = {seed: [folder if arch is None else net_dir(folder, arch) for arch in nets]
-               for seed, folder in plan.folders(directory)}
-    seeds = [s for s in sorted(plan.seeds) if all(os.path.isfile(os.path.join(run, HISTORY_FILE)) for run in runs_of[s])]
+        return {member.arch: [read_history(member.run_dir)] for member in plan.members(directory)}, {}
+    runs_of = {seed: [member.run_dir for member in plan.members(directory) if member.seed == seed] for seed in plan.seeds}
+    recorded = lambda run: os.path.isfile(os.path.join(run, HISTORY_FILE))  # noqa: E731
+    seeds = [s for s in sorted(plan.seeds) if all(map(recorded, runs_of[s]))]
     missing = {str(s): [os.path.relpath(seed_dir(directory, s), directory) + "/"] if not os.path.isdir(seed_dir(directory, s))
-               else [os.path.relpath(run, directory) for run in runs_of[s] if not os.path.isfile(os.path.join(run, HISTORY_FILE))]
+               else [os.path.relpath(run, directory) for run in runs_of[s] if not recorded(run)]
                for s in sorted(plan.seeds) if s not in seeds}
     if not seeds:
         raise UserError(f"{directory} holds no finished seed of its plan (seeds {' '.join(map(str, sorted(plan.seeds)))}); "
