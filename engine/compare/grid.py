@@ -76,7 +76,7 @@ def train_dealt(plan: Plan, recipe: Recipe, setup: Setup, data, resume_dir: str 
     """`--parallel members` under torchrun: the plan's members dealt to the processes in order (engine/compare/dealing.Dealer),
     each trained alone, quietly, by the process that took it; rank 0 opens the directory first, prints a line as each
     member finishes, and writes the reports once every process has stopped. Returns the directory."""
-    dealer = Dealer(len(plan.members("")))
+    dealer = Dealer(len(plan.members("")))  # how many there are: where they go is known once rank 0 has the directory
     if dealer.rank != 0:
         directory = dealer.share("directory")
         if directory.startswith("\0"):
