@@ -1,7 +1,7 @@
-"""Finding, checking and loading what a run is resumed from."""
+"""What a run is resumed from, checked and loaded: `checked_resume` decides before anything is loaded or built,
+`resume_point` loads once the run is built; beside them, a plan member's state and a lost history.json rebuilt."""
 from __future__ import annotations
 
-import glob
 import os
 
 import ignite.distributed as idist
@@ -12,13 +12,41 @@ from core.history_file import (COMPLETED, CONFIG, EPOCHS, EPOCHS_TRAINED, FINAL,
                                VAL_IMAGES, read_history, write_json)
 from core.history_file import EPOCH as RECORD_EPOCH  # handlers.checkpointing's EPOCH is a checkpoint's kind
 from core.numbers import counted
-from core.recipe import Recipe
+from core.recipe import Recipe, Setup
 from engine.console import say
 from engine.data.datasets import positions_hash
-from engine.devices import machine, machine_in_words
-from engine.precision import Precision
-from handlers.checkpointing import EPOCH, checkpoints
+from engine.devices import machine, machine_in_words, resolve_device
+from engine.precision import Precision, resolve_precision
+from engine.run_lock import write_on_rank_0
+from engine.rundir import remove_stale_temp_files
+from handlers.checkpointing import EPOCH, EPOCH_CHECKPOINT, checkpoints
 from models import user_nets
+
+
+def checked_resume(recipe: Recipe, setup: Setup, run_dir: str, resume: str, recorded: RunHistory | None = None) -> RunHistory:
+    """What a resume of `run_dir` (`resume`: it, or one of its checkpoints) decides before anything is loaded or
+    built, from its history read once (rebuilt from a checkpoint first where it is lost; `recorded` where a plan has
+    read and checked it): a run without a checkpoint, with another recipe or in another precision is refused at
+    once. Returns the history."""
+    if not os.path.isfile(resume) and not has_checkpoint(run_dir):
+        raise UserError(f"cannot resume: {run_dir} holds no checkpoint ({EPOCH_CHECKPOINT})")
+    record = recorded or check_resumable(recipe, run_dir, write_on_rank_0(lambda: restore_history(run_dir)))
+    check_precision(record, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic), setup.amp)
+    return record
+
+
+def resume_point(record: RunHistory, run_dir: str, resume: str, device: torch.device, epoch_length: int) -> tuple[str, dict]:
+    """With the run built on `device`: the checkpoint it goes on from and what that holds (the file named, or the
+    furthest checkpoint of the directory that loads), once a change of machine is said and what a kill left
+    half-written is gone."""
+    change = machine_change(record, device)
+    if change:
+        say(change)
+    if idist.get_rank() == 0:
+        remove_stale_temp_files(run_dir)
+    if os.path.isfile(resume):
+        return resume, load_checkpoint(resume, device)
+    return load_newest_checkpoint(run_dir, epoch_length, device)
 
 
 def has_checkpoint(run_dir: str) -> bool:
@@ -212,23 +240,3 @@ def restore_history(run_dir: str) -> RunHistory | None:
     say(f"note: {path} was {problem}; rebuilt it from {os.path.basename(checkpoint)} "
         f"({counted(epochs, 'epoch')}){kept}")
     return RunHistory(run_dir, data)
-
-
-def find_auto_resume(recipe: Recipe, runs_root: str, skip=lambda run_dir: False) -> str | None:
-    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches, that has a checkpoint, has
-    can train on to the epochs `recipe` asks for, and that `skip` (e.g. "in use by another process") does not rule
-    out; None if there is none."""
-    candidates = []
-    for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", HISTORY_FILE)):
-        run_dir = os.path.dirname(history_path)
-        try:
-            history = read_history(run_dir)
-        except UserError:
-            continue  # not a run directory after all
-        if (has_checkpoint(run_dir) and recipe.difference(history.config, ignore=recipe.resumable()) is None
-                and cannot_train_on(history, recipe) is None):
-            candidates.append((os.path.getmtime(history_path), run_dir))
-    for _, run_dir in sorted(candidates, reverse=True):
-        if not skip(run_dir):
-            return run_dir
-    return None

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+from typing import Callable
 
 import ignite.distributed as idist
 import torch
@@ -12,7 +14,7 @@ from ignite.engine import Events
 
 import handlers.checkpointing
 from core.errors import DiskFull, ProcessLost, UserError, disk_full
-from core.history_file import COMPLETED, RUNNING, TEST_ACCURACY, RunHistory
+from core.history_file import COMPLETED, HISTORY_FILE, RUNNING, TEST_ACCURACY, RunHistory, read_history
 from core.numbers import counted, percent
 from core.recipe import Recipe, Setup
 from core.recipe_words import recipe_line
@@ -21,13 +23,11 @@ from engine.console import say, warn
 from engine.data.cifar_archive import DATASETS
 from engine.data.datasets import CifarData, hold_out, load_cifar
 from engine.outputs import attach_outputs
-from engine.devices import machine, machine_in_words, process_lost, resolve_device
-from engine.precision import resolve_precision
-from engine.resume import (check_held_out, check_precision, check_resumable, find_auto_resume, has_checkpoint,
-                           load_checkpoint, load_newest_checkpoint, machine_change, restore_history)
-from engine.run_lock import hold, in_use, write_on_rank_0
-from engine.rundir import continuing_command, create_run_dir, default_run_dir, remove_stale_temp_files, run_dir_of
-from handlers.checkpointing import EPOCH_CHECKPOINT, epoch_checkpoints
+from engine.devices import machine, machine_in_words, process_lost
+from engine.resume import cannot_train_on, check_held_out, checked_resume, has_checkpoint, resume_point
+from engine.run_lock import hold, in_use
+from engine.rundir import continuing_command, create_run_dir, default_run_dir, run_dir_of
+from handlers.checkpointing import epoch_checkpoints
 from handlers.interrupts import GracefulStop
 from handlers.loss_scaling import LossScaleCollapsed
 
@@ -70,6 +70,26 @@ def load_data(recipe: Recipe, setup: Setup) -> CifarData:
     return hold_out(load_cifar(DATASETS[recipe.dataset], setup.data_dir, download=setup.download), recipe.val_split)
 
 
+def find_auto_resume(recipe: Recipe, runs_root: str, skip: Callable[[str], bool]) -> str | None:
+    """`--resume auto`: the newest run directory under `runs_root` whose recipe matches, that has a checkpoint, has
+    can train on to the epochs `recipe` asks for, and that `skip` (e.g. "in use by another process") does not rule
+    out; None if there is none."""
+    candidates = []
+    for history_path in glob.glob(os.path.join(glob.escape(runs_root), "*", HISTORY_FILE)):
+        run_dir = os.path.dirname(history_path)
+        try:
+            history = read_history(run_dir)
+        except UserError:
+            continue  # not a run directory after all
+        if (has_checkpoint(run_dir) and recipe.difference(history.config, ignore=recipe.resumable()) is None
+                and cannot_train_on(history, recipe) is None):
+            candidates.append((os.path.getmtime(history_path), run_dir))
+    for _, run_dir in sorted(candidates, reverse=True):
+        if not skip(run_dir):
+            return run_dir
+    return None
+
+
 def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
     """The run directory that `--resume auto | RUN_DIR | CHECKPOINT` names; `auto` skips runs in use, saying so."""
     if resume == "auto":
@@ -82,7 +102,7 @@ def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
                 skipped.append(run_dir)
             return holder is not None
 
-        run_dir = find_auto_resume(recipe, setup.runs_root, skip=skip_in_use)
+        run_dir = find_auto_resume(recipe, setup.runs_root, skip_in_use)
         if run_dir is None:
             busy = f" that is not in use ({len(skipped)} in use)" if skipped else ""
             raise UserError(f"--resume auto: no run under {setup.runs_root}/ with this configuration has a checkpoint{busy}")
@@ -90,12 +110,6 @@ def resume_target(recipe: Recipe, setup: Setup, resume: str) -> str:
     if os.path.isfile(resume) or os.path.isdir(resume):
         return run_dir_of(resume)
     raise UserError(f"cannot resume: {resume} is neither a run directory nor a checkpoint file")
-
-
-def check_has_checkpoint(run_dir: str, resume: str) -> None:
-    """Refuse a resume of a run directory that holds no checkpoint."""
-    if not os.path.isfile(resume) and not has_checkpoint(run_dir):
-        raise UserError(f"cannot resume: {run_dir} holds no checkpoint ({EPOCH_CHECKPOINT})")
 
 
 def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: str | None = None,
@@ -113,12 +127,7 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         if resume is not None:
             run_dir = resume_target(recipe, setup, resume)
             held.enter_context(hold(run_dir))
-            check_has_checkpoint(run_dir, resume)  # before anything is loaded: nothing to resume
-            # Its history, read once (rebuilt from a checkpoint first where it is lost), decides every check below:
-            # a different recipe or precision is refused at once.
-            record = recorded or check_resumable(recipe, run_dir, write_on_rank_0(lambda: restore_history(run_dir)))
-            check_precision(record, resolve_precision(setup.amp, resolve_device(setup.device), setup.deterministic),
-                            setup.amp)
+            record = checked_resume(recipe, setup, run_dir, resume, recorded)  # before anything is loaded or built
         data = data or load_data(recipe, setup)
         run = build.build_run(recipe, setup, data)
         if resume is not None:
@@ -130,19 +139,10 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
         say(f"Device: {run.device} ({machine_in_words(machine(run.device))}), {run.precision.describe()}")
         if run.precision.warning:
             warn(run.precision.warning)
-        change = machine_change(record, run.device) if resume is not None else None
-        if change:
-            say(change)
 
         checkpoint = state = None
         if resume is not None:
-            if idist.get_rank() == 0:
-                remove_stale_temp_files(run_dir)
-            # The file named, or the furthest checkpoint of the directory that loads (it has one: check_has_checkpoint).
-            if os.path.isfile(resume):
-                checkpoint, state = resume, load_checkpoint(resume, run.device)
-            else:
-                checkpoint, state = load_newest_checkpoint(run_dir, len(run.train_batches), run.device)
+            checkpoint, state = resume_point(record, run_dir, resume, run.device, len(run.train_batches))
         else:
             chosen = into or setup.output_dir
             run_dir = create_run_dir(chosen or default_run_dir(setup.runs_root, recipe), numbered=not chosen)
