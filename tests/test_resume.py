@@ -174,7 +174,7 @@ def test_a_resume_reads_the_runs_history_at_most_twice(reference, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_resumed_bonus_reads_its_interrupted_members_history_once_before_training_it(cifar10_dir, tmp_path):
+def test_a_resumed_bonus_reads_its_interrupted_members_history_four_times(cifar10_dir, tmp_path):
     """Ctrl-C in the bonus's first run, then `--bonus --resume`: that run's history.json is opened for the flags the
     bonus recorded, for the plan's recipe check, once before it trains on (every decision about it comes from that
     read) and once for the report; the run that had not started is trained afresh and reported."""
