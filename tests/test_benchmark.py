@@ -137,12 +137,15 @@ def test_the_members_benchmark_times_both_ways_in_turn_and_reports_their_ratio(c
 
     data_dir, _ = cifar10_dir
     out = tmp_path / "members.json"
+    # One thread for the sequential study, the test worker's share of the cores: its default, every core, would
+    # oversubscribe them beside the other workers and slow both several-fold.
     figures = members(["--data-dir", data_dir, "--epochs", "1", "--batch-size", "32", "--seeds", "0", "--warmup", "0",
-                       "--pairs", "1", "--json", str(out)])
+                       "--pairs", "1", "--sequential-threads", "1", "--json", str(out)])
     assert json.loads(out.read_text()) == figures
     (sequential,), (dealt,) = figures["sequential_seconds"], figures["dealt_seconds"]
     assert figures["speed_up_per_pair"] == [pytest.approx(sequential / dealt)]
     assert figures["median_speed_up"] == pytest.approx(sequential / dealt) and figures["nproc"] == 2
+    assert (figures["sequential_threads"], figures["member_threads"]) == (1, 1)
     assert figures["study"] == "--bonus --seeds 0"
     assert "pair 0: sequential " in capsys.readouterr().out
 
