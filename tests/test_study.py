@@ -190,6 +190,23 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
 
 
 @pytest.mark.slow
+def test_a_study_of_one_seed_says_its_seeds_table_and_verdict_once(bonus_study, tmp_path, capsys):
+    """`--bonus --seeds 0`: the study sums up its one seed, whose report has just printed the same table and
+    verdict; the console shows them once, then where both reports are."""
+    data_dir, _ = bonus_study
+    study_dir = tmp_path / "study"
+    capsys.readouterr()
+    assert run.main(["--bonus", "--seeds", "0", "--dataset", "cifar10", "--data-dir", str(data_dir), "--epochs", "1",
+                     "--batch-size", "32", "--no-progress", "--no-amp", "--output-dir", str(study_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nmean train loss ") == 1 and out.count("\nVerdict: ") == 1, out
+    assert out.count("\nWhere the gain comes from: ") == 1, out
+    assert out.endswith(f"Report: {study_dir / 'seed0' / 'report.md'}\nStudy report: {study_dir / 'study.md'}\n"), out
+    study = json.loads((study_dir / "study.json").read_text())
+    assert study["seeds"] == [0] and study["contrasts"]["multistage"]["decided_by"] == "window"
+
+
+@pytest.mark.slow
 def test_a_planned_seed_that_is_gone_is_named_by_the_report_and_trained_again_by_a_resume(bonus_study, tmp_path, capsys):
     """`seed1/` deleted from a finished study: `--report` summarises seed 0 and says, in study.json, study.md and the
     console, that the plan holds seed 1 too; a net's run without its history is named the same way. `--resume`

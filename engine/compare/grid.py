@@ -179,7 +179,9 @@ def write_reports(plan: Plan, directory: str, retester: Retester, folders: list[
     for folder in folders if plan.nets else ():
         write_on_rank_0(lambda: write_report(folder, retester))  # noqa: B023 (called at once)
     if plan.seeds and plan.folders(directory)[-1][1] in folders:
-        write_on_rank_0(lambda: write_report(directory, retester))
+        # A study of one seed comparing nets sums up what its seed's report has just printed: said once.
+        once = not (plan.nets and len(plan.seeds) == 1)
+        write_on_rank_0(lambda: write_report(directory, retester, summary=once))
 
 
 def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: bool, name: str,

@@ -196,11 +196,11 @@ def write_verdict_text(report: dict) -> None:
 
 
 def write_report(directory: str, retester: Retester | None = None,
-                 histories: dict[str, list[RunHistory]] | None = None) -> dict:
+                 histories: dict[str, list[RunHistory]] | None = None, summary: bool = True) -> dict:
     """Write the report of `directory` (which exists) from `histories` ({net: [run of each seed]}, baseline first),
     by default its own runs (planned_histories): a study's study.json, study.md and study.png, any other directory's
-    report.json, report.md and curves.png. Print its summary; return the report. With a `retester`, the final
-    checkpoints are re-tested class by class."""
+    report.json, report.md and curves.png. Print its summary (unless `summary` is False) and where it is; return the
+    report. With a `retester`, the final checkpoints are re-tested class by class."""
     plan = read_plan(directory)
     study = directory if plan is not None and plan.kind == STUDY else None
     missing = {}
@@ -219,7 +219,8 @@ def write_report(directory: str, retester: Retester | None = None,
     write_verdict_text(report)
     if missing:
         say(f"{missing_words(report)}; train {'it' if len(missing) == 1 else 'them'} again with: {plan.command(directory)}")
-    say(console_summary(report))
+    if summary:
+        say(console_summary(report))
     say(f"{'Study report' if study else 'Report'}: {os.path.join(directory, markdown_name)}")
     return report
 
