@@ -4,8 +4,10 @@ import contextlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import socket
+import tempfile
 import subprocess
 import sys
 import types
@@ -83,11 +85,81 @@ def run_cli(args, fault=None):
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
 
 
+class Started:
+    """A run.py started by `start_run`, used as a subprocess.Popen is: pid, poll, wait, kill, send_signal, returncode
+    (an exit code, or minus the signal that ended it), communicate (stdout and stderr once it has ended)."""
+
+    def __init__(self, process, folder):
+        self.process, self.folder, self.pid = process, folder, process.pid
+
+    @property
+    def returncode(self):
+        return self.process.exitcode
+
+    def poll(self):
+        return self.process.exitcode
+
+    def wait(self, timeout=None):
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(f"run.py in process {self.pid}", timeout)
+        return self.process.exitcode
+
+    def kill(self):
+        self.process.kill()
+
+    def send_signal(self, signum):
+        os.kill(self.pid, signum)
+
+    def communicate(self, timeout=HANG_TIMEOUT):
+        self.wait(timeout)
+        said = []
+        for name in ("stdout", "stderr"):
+            with open(os.path.join(self.folder.name, name)) as f:
+                said.append(f.read())
+        self.folder.cleanup()
+        return tuple(said)
+
+
+def start_run(args, fault=None, env=None):
+    """run.py ARGS in a process of its own, started now (with tests/fault_injection.py's `fault`, if given; `env`:
+    variables set in it). It is forked from a server process that has imported run.py already (multiprocessing's
+    forkserver): what a SIGKILL, a lock held by another process or launches side by side need is another process, not
+    another interpreter's start, 2 to 3 s of imports (`python run.py` itself is tests/test_cli.py's). Returns a
+    Started."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["run"])  # torch, ignite and the package, imported once by the server
+    folder = tempfile.TemporaryDirectory(prefix="run-")
+    for name in ("stdout", "stderr"):
+        open(os.path.join(folder.name, name), "w").close()
+    process = context.Process(target=_forked_run, args=(args, fault, {**os.environ, **(env or {})}, folder.name))
+    process.start()
+    return Started(process, folder)
+
+
+def _forked_run(args, fault, env, folder):
+    """What a process of start_run does: run.py's environment, folder and output files, then run.py (through
+    tests/fault_injection.py with a `fault`)."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(REPO)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        os.dup2(os.open(os.path.join(folder, name), os.O_WRONLY), fd)
+    if "OMP_NUM_THREADS" in env:  # OpenMP read the server's at its start
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    if fault:
+        import fault_injection
+
+        sys.argv = ["tests/fault_injection.py", fault, "--", *args]
+        fault_injection.main()
+    sys.exit(run.main(args))
+
+
 def run_in_process(args, threads=None, fault=None):
     """run.py in this process (saves an interpreter start per run): an object like subprocess's result.
     `threads`: torch's thread count for this call, e.g. 1 as each process of the tests' torchrun jobs has; `fault`:
     a signal sent at an iteration, "sigint:N" or "sigterm:N" (tests/fault_injection.py; a SIGKILL needs a process
-    of its own: run_cli)."""
+    of its own: start_run)."""
     from fault_injection import with_fault
 
     out, err = io.StringIO(), io.StringIO()

@@ -12,17 +12,15 @@ import torch
 
 from engine.compare.verdict import decide, decide_paired
 from synthetic_cifar import write_cifar10
-from helpers import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history, runs_of
+from helpers import HANG_TIMEOUT, REPO, cli, hit_train_step, read_history, runs_of, start_run
 
 
 @pytest.mark.slow
 def test_four_identical_launches_at_once_get_four_distinct_complete_run_directories(cifar10_dir, tmp_path):
     data_dir, _ = cifar10_dir
-    args = [sys.executable, "run.py", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size",
-            "50", "--no-progress", "--no-amp", "--runs-root", str(tmp_path / "runs")]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    launched = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-                for _ in range(4)]
+    args = ["--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "1", "--batch-size", "50", "--no-progress",
+            "--no-amp", "--runs-root", str(tmp_path / "runs")]
+    launched = [start_run(args, env={"OMP_NUM_THREADS": "1"}) for _ in range(4)]
     results = [(p.wait(timeout=HANG_TIMEOUT), *p.communicate()) for p in launched]
     assert [code for code, _, _ in results] == [0, 0, 0, 0], [err for _, _, err in results]
     announced = sorted(line.split(": ", 1)[1] for _, out, _ in results for line in out.splitlines()

@@ -8,12 +8,11 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
 
-from helpers import HANG_TIMEOUT, REPO, read_history, text_entries, without_timings
+from helpers import HANG_TIMEOUT, read_history, start_run, text_entries, without_timings
 
 
 KILLS = int(os.environ.get("KILL_ANYWHERE_KILLS", "1"))
@@ -24,13 +23,12 @@ NETS = ["multistage-narrow", "multistage"]
 def run_py(args, kill_after=None):
     """run.py ARGS in a process of its own; SIGKILLed after `kill_after` seconds unless it ended by then. Returns
     the exit code (-9 when killed) and stderr."""
-    process = subprocess.Popen([sys.executable, "run.py", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = start_run(args)
     try:
-        _, err = process.communicate(timeout=kill_after or HANG_TIMEOUT)
+        process.wait(kill_after or HANG_TIMEOUT)
     except subprocess.TimeoutExpired:
         process.kill()
-        _, err = process.communicate()
+    _, err = process.communicate()
     return process.returncode, err
 
 

@@ -13,7 +13,7 @@ from ignite.engine import Events
 
 import run
 from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, device_line, final_weights, read_history,
-                     run_cli, run_in_process, tensorboard_points, train_args, without_timings)
+                     run_in_process, start_run, tensorboard_points, train_args, without_timings)
 
 
 
@@ -27,8 +27,8 @@ from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, devic
 def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference, tmp_path, fault, caplog):
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
-    killed = run_cli(train_args(data_dir, run_dir), fault)
-    assert killed.returncode == -9, killed.stderr
+    killed = start_run(train_args(data_dir, run_dir), fault)
+    assert killed.wait(HANG_TIMEOUT) == -9, killed.communicate()
     assert sorted(f for f in os.listdir(run_dir) if f.endswith(".pt")) == ["checkpoint_1.pt"]
     leftovers = [f for f in os.listdir(run_dir) if f.endswith(".tmp")]  # the half-written checkpoint
     assert leftovers == (["checkpoint_2.pt.tmp"] if fault.startswith("kill-checkpoint") else [])

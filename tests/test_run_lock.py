@@ -4,26 +4,22 @@ import fcntl
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from core.errors import RunInUse
 from engine.run_lock import hold, in_use
-from helpers import HANG_TIMEOUT, REPO, assert_same_as_reference, read_history, run_in_process, train_args
+from helpers import HANG_TIMEOUT, assert_same_as_reference, read_history, run_in_process, start_run, train_args
 
 IN_USE = r"error: {dir} is in use by process (\d+) \(started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\); wait for it or stop it\n"
 
 
 def start_paused(args, pause_dir, iteration):
-    """run.py in a subprocess that waits after training `iteration` iterations, holding its directory, until
+    """run.py in a process of its own that waits after training `iteration` iterations, holding its directory, until
     `release(pause_dir)`."""
     os.makedirs(pause_dir, exist_ok=True)
-    command = [sys.executable, "tests/fault_injection.py", f"pause-iteration:{iteration}", "--", *args]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "FAULT_PAUSE_DIR": str(pause_dir)})
+    return start_run(args, f"pause-iteration:{iteration}", env={"FAULT_PAUSE_DIR": str(pause_dir)})
 
 
 def wait_until_paused(process, pause_dir):
