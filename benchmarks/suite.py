@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     if failed:  # pytest's own account of each failure, to stderr, for a rerun cannot be relied on to repeat it
         print(result.stdout[result.stdout.find("= FAILURES ="):] if "= FAILURES =" in result.stdout else result.stdout,
               file=sys.stderr)
+    elif result.returncode != 0:  # nothing ran, or pytest stopped before its summary: say what it said
+        print(result.stdout + result.stderr, file=sys.stderr)
     for test in failed:
         print(f"FAILED {test}")
     print(f"wall {figures['wall_seconds']:.1f} s: {summary}")
