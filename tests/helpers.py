@@ -132,7 +132,9 @@ def start_run(args, fault=None, env=None):
     folder = tempfile.TemporaryDirectory(prefix="run-")
     for name in ("stdout", "stderr"):
         open(os.path.join(folder.name, name), "w").close()
-    process = context.Process(target=_forked_run, args=(args, fault, {**os.environ, **(env or {})}, folder.name))
+    # daemon: one a failed test leaves behind is ended as the worker exits, not waited for
+    process = context.Process(target=_forked_run, args=(args, fault, {**os.environ, **(env or {})}, folder.name),
+                              daemon=True)
     process.start()
     return Started(process, folder)
 
@@ -147,10 +149,10 @@ def _forked_run(args, fault, env, folder):
         os.dup2(os.open(os.path.join(folder, name), os.O_WRONLY), fd)
     if "OMP_NUM_THREADS" in env:  # OpenMP read the server's at its start
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    sys.argv = ["tests/fault_injection.py", fault, "--", *args] if fault else ["run.py", *args]  # argparse's prog
     if fault:
         import fault_injection
 
-        sys.argv = ["tests/fault_injection.py", fault, "--", *args]
         fault_injection.main()
     sys.exit(run.main(args))
 
