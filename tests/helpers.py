@@ -191,12 +191,13 @@ def torchrun(*args, dump=None, probe=None):
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT, env=env)
 
 
-def timeless(value):
-    """A history, report or study (any JSON value) without what differs between equal runs: times, speeds, paths."""
+def timeless(value, also=()):
+    """A history, report or study (any JSON value) without what differs between equal runs: times, speeds, paths,
+    and the keys named in `also`."""
     if isinstance(value, dict):
-        return {k: timeless(v) for k, v in value.items()
-                if "seconds" not in k and k not in ("images_per_s", "run_dir", "output_dir")}
-    return [timeless(v) for v in value] if isinstance(value, list) else value
+        return {k: timeless(v, also) for k, v in value.items()
+                if "seconds" not in k and k not in ("images_per_s", "run_dir", "output_dir", *also)}
+    return [timeless(v, also) for v in value] if isinstance(value, list) else value
 
 
 def without_timings(history):
