@@ -191,13 +191,14 @@ def test_an_interrupted_study_prints_the_command_that_finishes_the_study(bonus_s
 
 @pytest.mark.slow
 def test_a_study_of_one_seed_says_its_seeds_table_and_verdict_once(bonus_study, tmp_path, capsys):
-    """`--bonus --seeds 0`: the study sums up its one seed, whose report has just printed the same table and
-    verdict; the console shows them once, then where both reports are."""
+    """`--compare A B --seeds 0` (as `--bonus --seeds 0`): the study sums up its one seed, whose report has just
+    printed the same table and verdict; the console shows them once, then where both reports are."""
     data_dir, _ = bonus_study
     study_dir = tmp_path / "study"
     capsys.readouterr()
-    assert run.main(["--bonus", "--seeds", "0", "--dataset", "cifar10", "--data-dir", str(data_dir), "--epochs", "1",
-                     "--batch-size", "32", "--no-progress", "--no-amp", "--output-dir", str(study_dir)]) == 0
+    assert run.main(["--compare", "multistage-narrow", "multistage", "--seeds", "0", "--dataset", "cifar10",
+                     "--data-dir", str(data_dir), "--epochs", "1", "--batch-size", "50", "--no-progress", "--no-amp",
+                     "--output-dir", str(study_dir)]) == 0
     out = capsys.readouterr().out
     assert out.count("\nmean train loss ") == 1 and out.count("\nVerdict: ") == 1, out
     assert out.count("\nWhere the gain comes from: ") == 1, out
