@@ -6,6 +6,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import tempfile
 import subprocess
@@ -121,9 +122,10 @@ class Started:
         return tuple(said)
 
 
-def start_run(args, fault=None, env=None):
+def start_run(args, fault=None, env=None, sigint_ignored=False):
     """run.py ARGS in a process of its own, started now (with tests/fault_injection.py's `fault`, if given; `env`:
-    variables set in it). It is forked from a server process that has imported run.py already (multiprocessing's
+    variables set in it; `sigint_ignored`: SIGINT ignored as it starts, as a launch in the background inherits it).
+    It is forked from a server process that has imported run.py already (multiprocessing's
     forkserver): what a SIGKILL, a lock held by another process or launches side by side need is another process, not
     another interpreter's start, 2 to 3 s of imports (`python run.py` itself is tests/test_cli.py's). Returns a
     Started."""
@@ -133,20 +135,22 @@ def start_run(args, fault=None, env=None):
     for name in ("stdout", "stderr"):
         open(os.path.join(folder.name, name), "w").close()
     # daemon: one a failed test leaves behind is ended as the worker exits, not waited for
-    process = context.Process(target=_forked_run, args=(args, fault, {**os.environ, **(env or {})}, folder.name),
-                              daemon=True)
+    process = context.Process(target=_forked_run, daemon=True,
+                              args=(args, fault, {**os.environ, **(env or {})}, folder.name, sigint_ignored))
     process.start()
     return Started(process, folder)
 
 
-def _forked_run(args, fault, env, folder):
-    """What a process of start_run does: run.py's environment, folder and output files, then run.py (through
-    tests/fault_injection.py with a `fault`)."""
+def _forked_run(args, fault, env, folder, sigint_ignored):
+    """What a process of start_run does: run.py's environment, folder, output files and SIGINT disposition, then
+    run.py (through tests/fault_injection.py with a `fault`)."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(REPO)
     for fd, name in ((1, "stdout"), (2, "stderr")):
         os.dup2(os.open(os.path.join(folder, name), os.O_WRONLY), fd)
+    if sigint_ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if "OMP_NUM_THREADS" in env:  # OpenMP read the server's at its start
         torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     sys.argv = ["tests/fault_injection.py", fault, "--", *args] if fault else ["run.py", *args]  # argparse's prog

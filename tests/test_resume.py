@@ -3,7 +3,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import torch
 from ignite.engine import Events
 
 import run
-from helpers import (EPOCHS, HANG_TIMEOUT, REPO, assert_same_as_reference, device_line, final_weights, read_history,
+from helpers import (EPOCHS, HANG_TIMEOUT, assert_same_as_reference, device_line, final_weights, read_history,
                      run_in_process, start_run, tensorboard_points, train_args, without_timings)
 
 
@@ -122,11 +121,10 @@ def test_second_ctrl_c_exits_at_once_and_leaves_checkpoints_intact(reference, tm
     Ctrl-C must still end the run at once rather than restore 'ignored'."""
     data_dir, reference_dir = reference
     run_dir = tmp_path / "run"
-    command = [sys.executable, "tests/fault_injection.py", "sigint-twice:6", "--", *train_args(data_dir, run_dir)]
-    stopped = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    assert stopped.returncode == 130, stopped.stderr
-    assert stopped.stderr.strip().splitlines()[-1] == "interrupted"
+    stopped = start_run(train_args(data_dir, run_dir), "sigint-twice:6", sigint_ignored=True)
+    _, err = stopped.communicate()
+    assert stopped.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
     assert not [f for f in os.listdir(run_dir) if f.startswith("interrupted_")]
     torch.load(run_dir / "checkpoint_1.pt", weights_only=True)
     resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
