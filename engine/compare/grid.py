@@ -180,8 +180,8 @@ def write_reports(plan: Plan, directory: str, retester: Retester, folders: list[
         write_on_rank_0(lambda: write_report(folder, retester))  # noqa: B023 (called at once)
     if plan.seeds and plan.folders(directory)[-1][1] in folders:
         # A study of one seed comparing nets sums up what its seed's report has just printed: said once.
-        once = not (plan.nets and len(plan.seeds) == 1)
-        write_on_rank_0(lambda: write_report(directory, retester, summary=once))
+        repeated = bool(plan.nets) and len(plan.seeds) == 1
+        write_on_rank_0(lambda: write_report(directory, retester, summary=not repeated))
 
 
 def train_member(recipe: Recipe, setup: Setup, data, member_dir: str, resuming: bool, name: str,
