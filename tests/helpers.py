@@ -8,9 +8,9 @@ import multiprocessing
 import os
 import signal
 import socket
-import tempfile
 import subprocess
 import sys
+import tempfile
 import types
 
 import torch
@@ -81,9 +81,10 @@ def train_args(data_dir, run_dir):
             "--batch-size", "32", "--augment", "--seed", "3", "--no-progress", "--no-amp", "--output-dir", str(run_dir)]
 
 
-def run_cli(args, fault=None):
-    command = [sys.executable, "tests/fault_injection.py", fault, "--", *args] if fault else [sys.executable, "run.py", *args]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=HANG_TIMEOUT)
+def run_cli(args):
+    """`python run.py ARGS` in a new interpreter: a subprocess's result."""
+    return subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=HANG_TIMEOUT)
 
 
 class Started:
@@ -157,7 +158,7 @@ def _forked_run(args, fault, env, folder, sigint_ignored):
     if fault:
         import fault_injection
 
-        fault_injection.main()
+        fault_injection.main()  # runs run.py with the fault and exits with its code
     sys.exit(run.main(args))
 
 
