@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 
 # The side of CIFAR's images: what every net here takes, and what its measurements feed it.
@@ -15,6 +14,9 @@ IMAGE_SIZE = 32
 
 def macs_per_image(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Multiply-accumulates of one forward pass on one image, counted by torch.utils.flop_counter."""
+    # imported here: a tenth of a second of every start, and only reports count
+    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
