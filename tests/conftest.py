@@ -7,7 +7,6 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from synthetic_cifar import write_cifar10, write_cifar100  # noqa: E402
-from helpers import run_cli, train_args
 
 
 def pytest_configure(config):
@@ -16,7 +15,11 @@ def pytest_configure(config):
 
     Then start oneDNN: it reads its kernel set (`ONEDNN_MAX_CPU_ISA`) once, at the process's first primitive, and
     the subprocesses that tests compare with read it from this environment. Started here, no test that patches the
-    environment can give this process other kernels (tests/test_one_process.py checks it)."""
+    environment can give this process other kernels (tests/test_one_process.py checks it).
+
+    xdist's controller runs no test: it skips both and starts the workers without waiting for torch's import."""
+    if config.pluginmanager.hasplugin("xdist") and config.getoption("numprocesses") and not hasattr(config, "workerinput"):
+        return
     import torch
 
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
@@ -84,6 +87,7 @@ def cifar100_dir(tmp_path):
 def reference(tmp_path_factory):
     """An uninterrupted 3-epoch run (tests/test_resume.py: train_args) that interrupted, resumed and contested runs
     must equal: (data_dir, run_dir); it keeps checkpoint_2.pt and checkpoint_3.pt."""
+    from helpers import run_cli, train_args
 
     root = tmp_path_factory.mktemp("resume")
     data_dir = str(root / "data")
