@@ -147,12 +147,13 @@ def train(recipe: Recipe, setup: Setup, data: CifarData | None = None, resume: s
             chosen = into or setup.output_dir
             run_dir = create_run_dir(chosen or default_run_dir(setup.runs_root, recipe), numbered=not chosen)
             held.enter_context(hold(run_dir))
-        return _train_with_outputs(run, run_dir, checkpoint, state)
+        return _train_with_outputs(run, run_dir, checkpoint, state, ended=resume is not None and record.completed)
 
 
-def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, state: dict | None) -> dict:
+def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, state: dict | None,
+                        ended: bool = False) -> dict:
     """Attach the outputs, restore the checkpoint if any, train, and say how it ended; history.json's status says
-    it too, on every way out."""
+    it too, on every way out. `ended`: a resumed run whose record says it completed."""
     recipe = run.recipe
     outputs = attach_outputs(run, run_dir, state)
     done = run.trainer.state.epoch
@@ -169,6 +170,8 @@ def _train_with_outputs(run: build.Run, run_dir: str, checkpoint: str | None, st
     try:
         if run.trainer.state.iteration < recipe.epochs * len(run.train_batches):
             run.trainer.run(run.train_batches, max_epochs=recipe.epochs)
+        elif not ended:  # killed after its last checkpoint, before its end was recorded: that end is all that is left
+            run.trainer.fire_event(Events.COMPLETED)
     except torch.OutOfMemoryError:
         raise _failed(outputs, UserError(
             f"out of memory on {run.device} at epoch {run.trainer.state.epoch}, iteration {run.trainer.state.iteration}: "

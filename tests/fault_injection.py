@@ -6,6 +6,8 @@ POINT is one of
   kill-iteration     SIGKILL after the N-th training iteration
   kill-evaluation    SIGKILL during the N-th test-evaluation batch (counted over the whole run)
   kill-checkpoint    SIGKILL in the middle of writing the N-th checkpoint file (half of it written)
+  kill-completed     SIGKILL as the N-th run of this process completes, before any handler of its end: after its
+                     last checkpoint, before history.json says it completed
   sigint / sigterm   send SIGINT / SIGTERM to itself after the N-th training iteration
   sigint-twice       send SIGINT twice after the N-th training iteration, the second only once the
                      first has been handled
@@ -74,6 +76,8 @@ def with_fault(build_run, point: str, n: int):
     """`build_run` that attaches the fault POINT:N (an iteration or evaluation point) to every run it builds; the
     tests that need no SIGKILL use it in their own process."""
 
+    kill_at_nth_completion = nth_call(n, kill)  # counts over every run this process builds
+
     def build_run_with_fault(recipe, setup, data):
         built = build_run(recipe, setup, data)
         actions = {
@@ -87,6 +91,8 @@ def with_fault(build_run, point: str, n: int):
             built.trainer.add_event_handler(Events.ITERATION_COMPLETED, nth_call(n, actions[point]))
         elif point == "kill-evaluation":
             built.evaluators["test"].add_event_handler(Events.ITERATION_STARTED, nth_call(n, kill))
+        elif point == "kill-completed":  # attached before the run's outputs: the first handler of its end
+            built.trainer.add_event_handler(Events.COMPLETED, kill_at_nth_completion)
         return built
 
     return build_run_with_fault

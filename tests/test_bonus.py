@@ -13,7 +13,7 @@ import engine.build
 import run
 from synthetic_cifar import write_cifar10
 from fault_injection import with_fault
-from helpers import independent_eval, read_history, run_in_process, runs_of, without_timings
+from helpers import HANG_TIMEOUT, independent_eval, read_history, run_in_process, runs_of, start_run, without_timings
 
 
 def bonus(*args):
@@ -149,6 +149,29 @@ def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finishe
 
     resumed = run_in_process(command.split()[2:])
     assert resumed.returncode == 0, resumed.stderr
+    for arch in ("singlestage", "multistage"):
+        assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
+    assert (json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["verdict"]
+            == json.loads((finished / "report.json").read_text())["contrasts"]["multistage"]["verdict"])
+
+
+@pytest.mark.slow
+def test_a_bonus_killed_as_its_first_net_completes_is_finished_by_its_resume(finished_bonus, tmp_path):
+    """SIGKILL after the first net's last checkpoint, before its history.json says it completed: the resume trains
+    nothing more of it, records its end, trains the second net and writes the report, as the uninterrupted bonus."""
+    data_dir, finished, _, _ = finished_bonus
+    bonus_dir = tmp_path / "bonus"
+    killed = start_run(["--bonus", "--dataset", "cifar10", "--data-dir", data_dir, "--epochs", "2", "--batch-size",
+                        "32", "--train-eval", "60", "--output-dir", str(bonus_dir), "--no-progress", "--no-amp"],
+                       "kill-completed:1")
+    assert killed.wait(HANG_TIMEOUT) == -9, killed.communicate()
+    assert read_history(str(bonus_dir / "singlestage"))["status"] == "running"
+    assert not (bonus_dir / "multistage").exists()
+
+    resumed = run_in_process(["--resume", str(bonus_dir), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Epoch   1/2" in resumed.stdout.split("== multistage ==")[1]  # only the second net trains
+    assert "Epoch " not in resumed.stdout.split("== multistage ==")[0]
     for arch in ("singlestage", "multistage"):
         assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
     assert (json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["verdict"]

@@ -12,7 +12,7 @@ from ignite.engine import Events
 
 import run
 from helpers import (EPOCHS, HANG_TIMEOUT, assert_same_as_reference, device_line, final_weights, read_history,
-                     run_in_process, start_run, tensorboard_points, train_args, without_timings)
+                     run_in_process, start_run, tensorboard_points, timeless, train_args, without_timings)
 
 
 
@@ -37,6 +37,23 @@ def test_sigkill_then_resume_is_bit_identical_to_an_uninterrupted_run(reference,
     assert f"resuming from {run_dir / 'checkpoint_1.pt'}: 1 epoch done, at iteration 4)" in resumed.stdout
     assert "Epoch   1/3" not in resumed.stdout and "Epoch   2/3" in resumed.stdout
     assert not [record.getMessage() for record in caplog.records if record.name.startswith("tensorboard")]
+    assert_same_as_reference(run_dir, reference_dir)
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_its_last_checkpoint_is_completed_by_its_resume(reference, tmp_path):
+    """SIGKILL as the run completes, after its last checkpoint, before history.json says it completed: the resume
+    trains nothing, records the end (status, final numbers, TensorBoard's) and the run equals the uninterrupted one."""
+    data_dir, reference_dir = reference
+    run_dir = tmp_path / "run"
+    killed = start_run(train_args(data_dir, run_dir), "kill-completed:1")
+    assert killed.wait(HANG_TIMEOUT) == -9, killed.communicate()
+    assert read_history(str(run_dir))["status"] == "running" and read_history(str(run_dir))["final"] == {}
+    resumed = run_in_process([*train_args(data_dir, run_dir), "--resume", str(run_dir)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {run_dir / f'checkpoint_{EPOCHS}.pt'}: {EPOCHS} epochs done" in resumed.stdout
+    assert "Epoch " not in resumed.stdout
+    assert timeless(read_history(str(run_dir))["final"]) == timeless(read_history(str(reference_dir))["final"])
     assert_same_as_reference(run_dir, reference_dir)
 
 
