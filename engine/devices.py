@@ -65,19 +65,25 @@ def take_a_share_of_the_cores() -> None:
     torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
-def lost_processes() -> tuple[list[int], int] | None:
+# Linux's flag (in /proc/<pid>/stat) of a process that has begun to exit. A killed process closes its sockets, failing
+# its peers' collectives, while it exits: before it shows as a zombie, which on a loaded machine can take a while.
+PF_EXITING = 0x4
+
+
+def lost_processes(proc: str = "/proc") -> tuple[list[int], int] | None:
     """The ranks of this node's torchrun processes that have stopped, and the lowest rank still running here; None
-    where none has, or where it cannot be seen (not Linux). torchrun starts a node's processes as children of its
-    agent, each with its RANK in its environment: a sibling that is gone or a zombie has stopped."""
+    where none has, or where it cannot be seen (not Linux; `proc`: where Linux shows its processes). torchrun starts
+    a node's processes as children of its agent, each with its RANK in its environment: a sibling that is gone, a
+    zombie or exiting has stopped."""
     try:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
         here = range(rank - local_rank, rank - local_rank + int(os.environ["LOCAL_WORLD_SIZE"]))
         parent, running = os.getppid(), set()
-        for stat in glob.glob("/proc/[0-9]*/stat"):
+        for stat in glob.glob(os.path.join(glob.escape(proc), "[0-9]*", "stat")):
             with contextlib.suppress(OSError, ValueError, IndexError):
                 with open(stat) as f:
-                    state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
-                if int(ppid) == parent and state != "Z":
+                    state, ppid, *_, flags = f.read().rsplit(")", 1)[1].split()[:7]
+                if int(ppid) == parent and state != "Z" and not int(flags) & PF_EXITING:
                     with open(os.path.join(os.path.dirname(stat), "environ"), "rb") as f:
                         found = re.search(rb"(?:^|\0)RANK=(\d+)\0", f.read())
                     if found:
