@@ -131,6 +131,14 @@ def test_resume_skips_finished_runs_and_finishes_an_interrupted_one(bonus_run, c
     assert (bonus_dir / "report.json").exists()
 
 
+def assert_ends_as(bonus_dir, finished):
+    """Both nets' histories of `bonus_dir` equal those of the uninterrupted bonus `finished`, and so does the verdict."""
+    for arch in ("singlestage", "multistage"):
+        assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
+    assert (json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["verdict"]
+            == json.loads((finished / "report.json").read_text())["contrasts"]["multistage"]["verdict"])
+
+
 @pytest.mark.slow
 def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finished_bonus, tmp_path, monkeypatch):
     """Ctrl-C in the middle of the first net: the printed command must continue the bonus (both nets and the
@@ -149,10 +157,7 @@ def test_an_interrupted_bonus_prints_the_command_that_finishes_the_bonus(finishe
 
     resumed = run_in_process(command.split()[2:])
     assert resumed.returncode == 0, resumed.stderr
-    for arch in ("singlestage", "multistage"):
-        assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
-    assert (json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["verdict"]
-            == json.loads((finished / "report.json").read_text())["contrasts"]["multistage"]["verdict"])
+    assert_ends_as(bonus_dir, finished)
 
 
 @pytest.mark.slow
@@ -172,10 +177,7 @@ def test_a_bonus_killed_as_its_first_net_completes_is_finished_by_its_resume(fin
     assert resumed.returncode == 0, resumed.stderr
     assert "Epoch   1/2" in resumed.stdout.split("== multistage ==")[1]  # only the second net trains
     assert "Epoch " not in resumed.stdout.split("== multistage ==")[0]
-    for arch in ("singlestage", "multistage"):
-        assert without_timings(read_history(str(bonus_dir / arch))) == without_timings(read_history(str(finished / arch)))
-    assert (json.loads((bonus_dir / "report.json").read_text())["contrasts"]["multistage"]["verdict"]
-            == json.loads((finished / "report.json").read_text())["contrasts"]["multistage"]["verdict"])
+    assert_ends_as(bonus_dir, finished)
 
 
 @pytest.mark.slow
