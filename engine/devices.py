@@ -7,6 +7,7 @@ import glob
 import os
 import platform
 import re
+import signal
 
 import ignite.distributed as idist
 import torch
@@ -100,6 +101,10 @@ def process_lost(doing: str, saved: str, command: str) -> ProcessLost | None:
     found = lost_processes()
     if found is None:
         return None
+    # torchrun ends the others with SIGTERM once it sees a process die: ignored from now on, so that this process
+    # says why the job ended before it exits (at once) rather than die in the middle of saying it.
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to ignore there
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     lost, lowest = found
     names = f"process {lost[0]}" if len(lost) == 1 else "processes " + ", ".join(map(str, lost))
     return ProcessLost(names, doing, saved, command, speaks=int(os.environ["RANK"]) == lowest)

@@ -32,6 +32,7 @@ class GracefulStop:
     def __init__(self):
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._handle = None
 
     @property
     def exit_code(self) -> int:
@@ -75,6 +76,7 @@ class GracefulStop:
             if idist.get_world_size() == 1 and inside_an_epoch:
                 trainer.terminate()
 
+        self._handle = handle
         for signum in EXIT_CODES:
             self._previous[signum] = signal.signal(signum, handle)
 
@@ -97,7 +99,9 @@ class GracefulStop:
             trainer.terminate()
 
     def restore(self) -> None:
-        """Put back the signal handlers that were there before."""
+        """Put back the signal handlers that were there before, where they are still this stop's: a process that has
+        chosen otherwise since (engine/devices.process_lost) keeps its choice."""
         for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
+            if signal.getsignal(signum) in (self._handle, _exit_now):
+                signal.signal(signum, previous)
         self._previous.clear()

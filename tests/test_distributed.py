@@ -237,3 +237,32 @@ def test_a_process_that_has_begun_to_exit_has_stopped(tmp_path, monkeypatch):
     assert lost_processes(str(proc)) == ([1], 0)
     shutil.rmtree(proc / "101")
     assert lost_processes(str(proc)) == ([1], 0)
+
+
+def test_the_process_that_says_another_stopped_is_not_ended_by_torchruns_sigterm_meanwhile(monkeypatch):
+    """Once torchrun sees a process die it sends every other one SIGTERM, maybe while the survivor is saying why the
+    job ended, after its run's signal handlers were put back: from the moment it finds the stopped process, SIGTERM
+    is ignored (it exits right after saying so), and putting the run's handlers back keeps that."""
+    import signal
+
+    from ignite.engine import Engine, Events
+
+    import engine.devices
+    from handlers.interrupts import GracefulStop
+
+    monkeypatch.setattr(engine.devices, "lost_processes", lambda: ([1], 0))
+    monkeypatch.setenv("RANK", "0")
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        trainer, stop = Engine(lambda engine, batch: None), GracefulStop()
+        stop.attach(trainer, save=lambda engine: None)
+        trainer.fire_event(Events.STARTED)  # the run's handlers installed, as its training starts
+        lost = engine.devices.process_lost("training RUN", "nothing was saved", "python run.py --resume RUN")
+        assert lost.speaks and str(lost).startswith("process 1 of the torchrun job stopped while training RUN")
+        stop.restore()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is before[signal.SIGINT]
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun's: this process goes on
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
