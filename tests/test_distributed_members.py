@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -51,8 +52,6 @@ def sequential_study(tmp_path_factory):
 def killed_study(sequential_study, tmp_path_factory):
     """A dealt study SIGKILLed, the whole torchrun job, once its first member has finished: its launcher is gone and
     its workers, in sessions of their own, must end themselves. Returns (study directory, what the job said)."""
-    import signal
-
     root, study_dir = sequential_study, tmp_path_factory.mktemp("killed") / "study"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *STUDY,
                "--data-dir", str(root / "data"), "--parallel", "members", "--output-dir", str(study_dir)]
@@ -156,6 +155,53 @@ def test_a_study_dealt_over_two_nodes_sharing_a_directory_equals_the_sequential_
         "multistage seed 0", "multistage seed 1", "singlestage seed 0", "singlestage seed 1"]
     assert [line.split("]")[0] for line in done] == ["[1/4", "[2/4", "[3/4", "[4/4"]
     assert "Epoch " not in said
+
+
+class DictStore:
+    """The calls of torch.distributed's store that engine/compare/dealing.Dealer makes, on a dict."""
+
+    def __init__(self):
+        self.keys = {}
+
+    def add(self, key, amount):
+        self.keys[key] = self.keys.get(key, 0) + amount
+        return self.keys[key]
+
+    def set(self, key, value):
+        self.keys[key] = value
+
+    def get(self, key):
+        return str(self.keys[key]).encode()
+
+    def check(self, keys):
+        return all(key in self.keys for key in keys)
+
+
+def test_a_process_that_ends_once_every_process_has_stopped_taking_members_is_not_lost(monkeypatch):
+    """The last process to stop taking members says so in the store ("all stopped") and ends. Rank 0, waiting,
+    read the store just before, and then finds that process gone from /proc: its work is done, it is not lost, and
+    the wait ends as every wait does (before: "process 1 of the torchrun job stopped")."""
+    import engine.devices
+    from engine.compare import dealing
+
+    store = DictStore()
+    dealer = object.__new__(dealing.Dealer)  # rank 0 of 2, without torchrun's rendezvous
+    dealer.store, dealer.rank, dealer.world, dealer.members = store, 0, 2, 4
+
+    def rank_1_stops_and_ends():
+        if not store.check(["all stopped"]):
+            assert store.add("stopped", 1) == 2  # the last: rank 0 has stopped already
+            store.set("all stopped", "")
+        return [1], 0  # then gone
+
+    for module in (dealing, engine.devices):  # the look, and process_lost's look again before it names the process
+        monkeypatch.setattr(module, "lost_processes", rank_1_stops_and_ends)
+    monkeypatch.setenv("RANK", "0")
+    before = signal.getsignal(signal.SIGTERM)  # process_lost ignores it from where it names a process
+    try:
+        dealer.wait_for_all("python run.py --seeds 0 1 --bonus --resume STUDY")
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def process_state(stat: Path) -> list[str]:

@@ -67,7 +67,7 @@ class Dealer:
         """The error naming the process of this node that stopped without a word, and the member it was training;
         None when none did."""
         found = lost_processes()
-        if found is None:
+        if found is None or self.store.check(["all stopped"]):  # a process ending once all have stopped is done
             return None
         doing = [self.store.get(key).decode() for rank in found[0]
                  if self.store.check([key := f"training/{rank}"])]
