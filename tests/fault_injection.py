@@ -73,8 +73,8 @@ def pause():
 
 
 def with_fault(build_run, point: str, n: int):
-    """`build_run` that attaches the fault POINT:N (an iteration or evaluation point) to every run it builds; the
-    tests that need no SIGKILL use it in their own process."""
+    """`build_run` that attaches the fault POINT:N (an iteration, evaluation or completion point) to every run it
+    builds; the tests that need no SIGKILL use it in their own process."""
 
     kill_at_nth_completion = nth_call(n, kill)  # counts over every run this process builds
 

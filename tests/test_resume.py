@@ -54,6 +54,8 @@ def test_a_run_killed_after_its_last_checkpoint_is_completed_by_its_resume(refer
     assert f"resuming from {run_dir / f'checkpoint_{EPOCHS}.pt'}: {EPOCHS} epochs done" in resumed.stdout
     assert "Epoch " not in resumed.stdout
     assert timeless(read_history(str(run_dir))["final"]) == timeless(read_history(str(reference_dir))["final"])
+    hparams = {tag: points for tag, points in tensorboard_points(reference_dir).items() if tag.startswith("hparam/")}
+    assert hparams and {tag: tensorboard_points(run_dir)[tag] for tag in hparams} == hparams  # the HPARAMS tab's
     assert_same_as_reference(run_dir, reference_dir)
 
 
