@@ -97,7 +97,7 @@ def lost_processes(proc: str = "/proc") -> tuple[list[int], int] | None:
 
 def process_lost(doing: str, saved: str, command: str) -> ProcessLost | None:
     """The error of a torchrun job whose process on this node stopped (`lost_processes`), said by the lowest rank
-    still running here; None when none did."""
+    still running here; None when none did. Once it finds one, this process ignores SIGTERM."""
     found = lost_processes()
     if found is None:
         return None

@@ -14,7 +14,7 @@ IMAGE_SIZE = 32
 
 def macs_per_image(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Multiply-accumulates of one forward pass on one image, counted by torch.utils.flop_counter."""
-    # imported here: a tenth of a second of every start, and only reports count
+    # imported here: it loads triton's runtime, which every start of run.py would pay and only reports use
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
